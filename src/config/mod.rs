@@ -1,0 +1,497 @@
+//! The proxy's configuration file: the schema `routemeter proxy --config` reads and the
+//! operator writes into each proxy's ConfigMap.
+//!
+//! Field names are camelCase, like the Kubernetes objects the config comes from; durations
+//! are strings such as `500ms`, `2s` or `1m`. Unknown fields are rejected so a typo is an
+//! error, never a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::route::{RouteTable, TableError};
+
+/// OpenTelemetry's default boundaries for `http.server.request.duration`, in seconds.
+pub const DEFAULT_DURATION_BUCKETS: [f64; 14] =
+    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// Why a config was rejected; every message starts with the field at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid YAML: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Routes(#[from] TableError),
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+/// The whole proxy configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address the proxy accepts traffic on.
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Address of the admin listener: `/metrics`, `/healthz`, `/readyz`, `/config`.
+    #[serde(default = "defaults::admin")]
+    pub admin: String,
+    /// Where requests go.
+    pub upstream: UpstreamConfig,
+    /// Declared routes; the most specific match labels the request.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// How requests that match no route are labelled.
+    #[serde(default)]
+    pub auto_template: AutoTemplate,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Histogram settings.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    /// Process settings; these take effect at start, not on reload.
+    #[serde(default)]
+    pub server: ServerSettings,
+}
+
+/// A declared route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    /// Path template: literal segments, `{name}` for one segment, a final `*` or `{name...}`
+    /// for the rest of the path. The template is the request's `http_route` label.
+    pub path: String,
+    /// HTTP methods this route is limited to; empty means any method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// A short name for the route, used in rule and dashboard names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The upstream endpoints and how requests are spread over them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port` endpoints. A hostname is resolved to all its addresses and re-resolved
+    /// every `resolveInterval`, so a headless Service's ready pods are followed.
+    pub endpoints: Vec<String>,
+    /// How an endpoint is chosen for each request.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// How often hostnames are resolved again.
+    #[serde(default = "defaults::resolve_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub resolve_interval: Duration,
+    /// How long an endpoint that failed to connect is left out; doubled on each further
+    /// failure up to `ejectionMax`.
+    #[serde(default = "defaults::ejection_base", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ejection_base: Duration,
+    /// The longest an endpoint is left out.
+    #[serde(default = "defaults::ejection_max", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ejection_max: Duration,
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LoadBalancing {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The less loaded of two random endpoints (power of two choices on in-flight requests).
+    LeastRequest,
+}
+
+/// Labelling of requests that match no declared route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoTemplate {
+    /// Infer a template by replacing ID-like segments with `{id}`; when off, unmatched
+    /// requests count as route `_unmatched`.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// The most distinct templates inferred; past it, requests count as route `_other`.
+    #[serde(default = "defaults::max_inferred_routes")]
+    pub max_routes: usize,
+}
+
+impl Default for AutoTemplate {
+    fn default() -> Self {
+        AutoTemplate { enabled: true, max_routes: defaults::max_inferred_routes() }
+    }
+}
+
+/// Timeouts towards the upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    /// Time to establish a TCP connection to an endpoint (answered with 504 when exceeded).
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub connect: Duration,
+    /// Longest wait for each read from the upstream, the response head included (504).
+    #[serde(default = "defaults::read_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub read: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: defaults::connect_timeout(),
+            read: defaults::read_timeout(),
+            idle: defaults::idle_timeout(),
+        }
+    }
+}
+
+/// Limits on what clients send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line and headers) accepted, in bytes; larger ones are
+    /// answered with 431.
+    #[serde(default = "defaults::max_request_header_bytes")]
+    pub max_request_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_request_header_bytes: defaults::max_request_header_bytes() }
+    }
+}
+
+/// Histogram settings. They are read at start: a reload that changes them is logged and
+/// takes effect on the next restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Boundaries of the request-duration histogram, in seconds.
+    #[serde(default = "defaults::buckets")]
+    pub duration_buckets: Vec<f64>,
+    /// Latency thresholds (SLO or alert thresholds), in seconds, added as boundaries so
+    /// the share of requests under each threshold is exact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_thresholds: Vec<f64>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { duration_buckets: defaults::buckets(), latency_thresholds: Vec::new() }
+    }
+}
+
+impl MetricsSettings {
+    /// The histogram boundaries: the buckets with every threshold added, sorted, deduplicated.
+    pub fn effective_buckets(&self) -> Vec<f64> {
+        let mut all: Vec<f64> = self.duration_buckets.iter().chain(&self.latency_thresholds).copied().collect();
+        all.sort_by(f64::total_cmp);
+        all.dedup();
+        all
+    }
+}
+
+/// Process settings, read at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Worker threads serving traffic; 0 means one per CPU.
+    #[serde(default)]
+    pub workers: usize,
+    /// After SIGTERM, how long in-flight requests may take to finish.
+    #[serde(default = "defaults::grace_period", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub grace_period: Duration,
+    /// How often the config file is checked for changes.
+    #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub reload_interval: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            workers: 0,
+            grace_period: defaults::grace_period(),
+            reload_interval: defaults::reload_interval(),
+        }
+    }
+}
+
+/// Default values, one function each so serde and the `Default` impls agree.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub fn listen() -> String {
+        "0.0.0.0:8080".into()
+    }
+    pub fn admin() -> String {
+        "0.0.0.0:9901".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn max_inferred_routes() -> usize {
+        100
+    }
+    pub fn resolve_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn ejection_base() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn ejection_max() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn read_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_request_header_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn buckets() -> Vec<f64> {
+        super::DEFAULT_DURATION_BUCKETS.to_vec()
+    }
+    pub fn grace_period() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub fn reload_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl UpstreamConfig {
+    /// Endpoints with the other settings at their defaults.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        UpstreamConfig {
+            endpoints,
+            load_balancing: LoadBalancing::default(),
+            resolve_interval: defaults::resolve_interval(),
+            ejection_base: defaults::ejection_base(),
+            ejection_max: defaults::ejection_max(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// A config with defaults everywhere but the upstream endpoints and routes.
+    pub fn new(endpoints: Vec<String>, routes: Vec<Route>) -> Self {
+        ProxyConfig {
+            listen: defaults::listen(),
+            admin: defaults::admin(),
+            upstream: UpstreamConfig::new(endpoints),
+            routes,
+            auto_template: AutoTemplate::default(),
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            metrics: MetricsSettings::default(),
+            server: ServerSettings::default(),
+        }
+    }
+
+    /// Parses and validates a YAML (or JSON) document.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: ProxyConfig = serde_yaml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_yaml(&text)
+    }
+
+    /// The config as YAML, as the operator writes it.
+    pub fn to_yaml(&self) -> Result<String, ConfigError> {
+        Ok(serde_yaml::to_string(self)?)
+    }
+
+    /// Compiles the routes; the table is what the proxy matches with.
+    pub fn route_table(&self) -> Result<RouteTable, TableError> {
+        RouteTable::build(self.routes.iter().map(|r| crate::route::RouteSpec {
+            path: &r.path,
+            methods: &r.methods,
+        }))
+    }
+
+    /// Checks everything serde cannot: addresses, endpoints, routes, numbers in range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, addr) in [("listen", &self.listen), ("admin", &self.admin)] {
+            addr.parse::<SocketAddr>()
+                .map_err(|e| invalid(field, format!("{addr:?} is not an ip:port address ({e})")))?;
+        }
+        if self.listen == self.admin {
+            return Err(invalid("admin", "must differ from listen"));
+        }
+        if self.upstream.endpoints.is_empty() {
+            return Err(invalid("upstream.endpoints", "at least one host:port endpoint is required"));
+        }
+        for (i, endpoint) in self.upstream.endpoints.iter().enumerate() {
+            split_host_port(endpoint).map_err(|m| invalid(format!("upstream.endpoints[{i}]"), m))?;
+        }
+        for (field, d) in [
+            ("upstream.resolveInterval", self.upstream.resolve_interval),
+            ("upstream.ejectionBase", self.upstream.ejection_base),
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.read", self.timeouts.read),
+            ("timeouts.idle", self.timeouts.idle),
+            ("server.reloadInterval", self.server.reload_interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(field, "must be greater than zero"));
+            }
+        }
+        if self.upstream.ejection_max < self.upstream.ejection_base {
+            return Err(invalid("upstream.ejectionMax", "must not be less than upstream.ejectionBase"));
+        }
+        if self.auto_template.max_routes == 0 {
+            return Err(invalid("autoTemplate.maxRoutes", "must be at least 1"));
+        }
+        if self.limits.max_request_header_bytes < 1024 {
+            return Err(invalid("limits.maxRequestHeaderBytes", "must be at least 1024"));
+        }
+        for (field, values) in [
+            ("metrics.durationBuckets", &self.metrics.duration_buckets),
+            ("metrics.latencyThresholds", &self.metrics.latency_thresholds),
+        ] {
+            if let Some(bad) = values.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                return Err(invalid(field, format!("{bad} is not a positive number of seconds")));
+            }
+        }
+        if self.metrics.duration_buckets.is_empty() {
+            return Err(invalid("metrics.durationBuckets", "at least one boundary is required"));
+        }
+        self.route_table()?;
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`), checking the port.
+pub fn split_host_port(endpoint: &str) -> Result<(&str, u16), String> {
+    let (host, port) = endpoint
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{endpoint:?} is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{endpoint:?} has no host"));
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{endpoint:?} has no valid port"))?;
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+listen: 127.0.0.1:8000
+admin: 127.0.0.1:9901
+upstream:
+  endpoints: ["127.0.0.1:8080", "api.default.svc:80"]
+  loadBalancing: leastRequest
+  resolveInterval: 2s
+routes:
+  - path: /users/{id}
+    methods: [GET]
+    name: get-user
+  - path: /static/*
+timeouts: { connect: 500ms, read: 30s }
+metrics:
+  latencyThresholds: [0.3, 1]
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = ProxyConfig::from_yaml(FULL).expect("valid");
+        assert_eq!(c.upstream.load_balancing, LoadBalancing::LeastRequest);
+        assert_eq!(c.upstream.resolve_interval, Duration::from_secs(2));
+        assert_eq!(c.timeouts.connect, Duration::from_millis(500));
+        assert_eq!(c.timeouts.idle, defaults::idle_timeout());
+        assert!(c.auto_template.enabled);
+        assert_eq!(c.auto_template.max_routes, 100);
+        assert_eq!(c.routes[0].name.as_deref(), Some("get-user"));
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let c = ProxyConfig::from_yaml(FULL).expect("valid");
+        let again = ProxyConfig::from_yaml(&c.to_yaml().expect("serializes")).expect("valid");
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn thresholds_become_bucket_boundaries() {
+        let c = ProxyConfig::from_yaml(FULL).expect("valid");
+        let b = c.metrics.effective_buckets();
+        assert!(b.contains(&0.3) && b.contains(&1.0));
+        assert!(b.windows(2).all(|w| w[0] < w[1]), "sorted and unique: {b:?}");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("upstream: {endpoints: []}", "upstream.endpoints:"),
+            ("upstream: {endpoints: ['nohost']}", "upstream.endpoints[0]:"),
+            ("upstream: {endpoints: ['a:0']}", "upstream.endpoints[0]:"),
+            ("listen: nope\nupstream: {endpoints: ['a:1']}", "listen:"),
+            ("upstream: {endpoints: ['a:1']}\nroutes: [{path: users}]", "routes[0].path"),
+            ("upstream: {endpoints: ['a:1']}\nautoTemplate: {maxRoutes: 0}", "autoTemplate.maxRoutes:"),
+            ("upstream: {endpoints: ['a:1']}\nmetrics: {latencyThresholds: [-1]}", "metrics.latencyThresholds:"),
+            ("upstream: {endpoints: ['a:1']}\ntimeouts: {connect: 0s}", "timeouts.connect:"),
+        ];
+        for (yaml, field) in cases {
+            let err = ProxyConfig::from_yaml(yaml).expect_err(yaml).to_string();
+            assert!(err.starts_with(field), "{yaml:?} gave {err:?}, wanted it to start with {field:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let err = ProxyConfig::from_yaml("upstream: {endpoints: ['a:1']}\nroutez: []").expect_err("typo");
+        assert!(err.to_string().contains("routez"), "{err}");
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("a.b:80"), Ok(("a.b", 80)));
+        assert_eq!(split_host_port("[::1]:8080"), Ok(("::1", 8080)));
+        assert!(split_host_port("a.b").is_err());
+        assert!(split_host_port(":80").is_err());
+    }
+}

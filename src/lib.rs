@@ -1,0 +1,14 @@
+//! routemeter: per-route Prometheus metrics, alerts and dashboards for any HTTP service on
+//! Kubernetes, without touching its code.
+//!
+//! - [`crd`]: the `MonitoredService` API types (no I/O);
+//! - [`operator`]: reconciliation of a `MonitoredService` into a proxy and its monitoring;
+//! - [`proxy`]: the metering reverse proxy;
+//! - shared: [`config`] (the proxy config the operator writes), [`route`] (templates and
+//!   matching), [`cli`] and [`telemetry`].
+
+pub mod cli;
+pub mod config;
+pub mod proxy;
+pub mod route;
+pub mod telemetry;

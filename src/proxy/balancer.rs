@@ -1,0 +1,298 @@
+//! Choosing an upstream endpoint for each request.
+//!
+//! Two policies: round robin, and the less loaded of two random endpoints (power of two
+//! choices on in-flight requests), which steers traffic away from a slow endpoint without
+//! any shared state beyond one counter per endpoint.
+//!
+//! Ejection is passive: an endpoint that fails to connect is left out for a backoff period
+//! (`ejectionBase`, doubled on each further failure up to `ejectionMax`); when it ends the
+//! endpoint gets traffic again, and one successful connection clears its record. When
+//! every endpoint is ejected, requests fail fast with 503 instead of queueing on dead ones.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::config::LoadBalancing;
+
+/// One upstream address and what the balancer knows of it.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The `endpoint` label of the upstream metrics.
+    pub label: String,
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    /// Milliseconds since the balancer's epoch until which the endpoint is left out.
+    ejected_until: AtomicU64,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Self {
+        Endpoint {
+            addr,
+            label: addr.to_string(),
+            in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests currently sent to this endpoint.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds an endpoint's in-flight count up while a request uses it.
+#[derive(Debug)]
+pub struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    fn new(endpoint: Arc<Endpoint>) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(endpoint)
+    }
+
+    /// The endpoint in use.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The endpoints of one upstream and the policy spreading requests over them.
+#[derive(Debug)]
+pub struct Balancer {
+    policy: LoadBalancing,
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    cursor: AtomicUsize,
+    epoch: Instant,
+    ejection_base: Duration,
+    ejection_max: Duration,
+}
+
+impl Balancer {
+    /// A balancer with no endpoints yet.
+    pub fn new(policy: LoadBalancing, ejection_base: Duration, ejection_max: Duration) -> Self {
+        Balancer {
+            policy,
+            endpoints: ArcSwap::from_pointee(Vec::new()),
+            cursor: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            ejection_base,
+            ejection_max,
+        }
+    }
+
+    /// Replaces the endpoint set; endpoints that stay keep their in-flight count and
+    /// ejection state, so re-resolving DNS does not forget a dead pod.
+    pub fn set_addresses(&self, mut addrs: Vec<SocketAddr>) {
+        addrs.sort();
+        addrs.dedup();
+        let current = self.endpoints.load();
+        if current.len() == addrs.len() && current.iter().zip(&addrs).all(|(e, a)| e.addr == *a) {
+            return;
+        }
+        let next = addrs
+            .into_iter()
+            .map(|addr| {
+                current
+                    .iter()
+                    .find(|e| e.addr == addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(addr)))
+            })
+            .collect();
+        self.endpoints.store(Arc::new(next));
+    }
+
+    /// The current endpoints.
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn available(&self, endpoint: &Endpoint, now: u64) -> bool {
+        endpoint.ejected_until.load(Ordering::Relaxed) <= now
+    }
+
+    /// Counts of (healthy, ejected) endpoints.
+    pub fn health(&self) -> (usize, usize) {
+        let now = self.now_ms();
+        let endpoints = self.endpoints.load();
+        let healthy = endpoints.iter().filter(|e| self.available(e, now)).count();
+        (healthy, endpoints.len() - healthy)
+    }
+
+    /// Whether an endpoint other than `addr` can take a request now.
+    pub fn has_other_available(&self, addr: SocketAddr) -> bool {
+        let now = self.now_ms();
+        self.endpoints.load().iter().any(|e| e.addr != addr && self.available(e, now))
+    }
+
+    /// Chooses an endpoint, avoiding `avoid` (the one a retry failed on) when another is
+    /// available. `None` when every endpoint is ejected or there are none.
+    pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<InFlight> {
+        let endpoints = self.endpoints.load();
+        let now = self.now_ms();
+        let usable = |e: &&Arc<Endpoint>| self.available(e, now) && Some(e.addr) != avoid;
+        let chosen = match self.policy {
+            LoadBalancing::RoundRobin => self.round_robin(&endpoints, usable),
+            LoadBalancing::LeastRequest => self.two_choices(&endpoints, usable),
+        };
+        chosen
+            .or_else(|| {
+                // Nothing but the endpoint to avoid: better it than nothing.
+                avoid.and_then(|a| endpoints.iter().find(|e| e.addr == a && self.available(e, now)))
+            })
+            .map(|e| InFlight::new(e.clone()))
+    }
+
+    fn round_robin<'e>(
+        &self,
+        endpoints: &'e [Arc<Endpoint>],
+        usable: impl Fn(&&'e Arc<Endpoint>) -> bool,
+    ) -> Option<&'e Arc<Endpoint>> {
+        let n = endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|i| &endpoints[(start + i) % n]).find(|e| usable(e))
+    }
+
+    fn two_choices<'e>(
+        &self,
+        endpoints: &'e [Arc<Endpoint>],
+        usable: impl Fn(&&'e Arc<Endpoint>) -> bool,
+    ) -> Option<&'e Arc<Endpoint>> {
+        let n = endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let a = &endpoints[fastrand::usize(..n)];
+        let b = &endpoints[fastrand::usize(..n)];
+        match (usable(&a), usable(&b)) {
+            (true, true) => Some(if b.in_flight() < a.in_flight() { b } else { a }),
+            (true, false) => Some(a),
+            (false, true) => Some(b),
+            // Both samples out: fall back to the least loaded usable endpoint.
+            (false, false) => endpoints.iter().filter(|e| usable(e)).min_by_key(|e| e.in_flight()),
+        }
+    }
+
+    /// Records a failed connection: the endpoint is ejected for its backoff period.
+    /// Returns how long.
+    pub fn report_connect_failure(&self, endpoint: &Endpoint) -> Duration {
+        let failures = endpoint.failures.fetch_add(1, Ordering::Relaxed).min(16);
+        let backoff = self.ejection_base.saturating_mul(1 << failures).min(self.ejection_max);
+        let until = self.now_ms().saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
+        endpoint.ejected_until.store(until, Ordering::Relaxed);
+        backoff
+    }
+
+    /// Records a successful connection, clearing the endpoint's failure record.
+    pub fn report_connected(&self, endpoint: &Endpoint) {
+        if endpoint.failures.load(Ordering::Relaxed) != 0 {
+            endpoint.failures.store(0, Ordering::Relaxed);
+            endpoint.ejected_until.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn balancer(policy: LoadBalancing, ports: &[u16]) -> Balancer {
+        let b = Balancer::new(policy, Duration::from_secs(60), Duration::from_secs(600));
+        b.set_addresses(ports.iter().map(|p| addr(*p)).collect());
+        b
+    }
+
+    #[test]
+    fn round_robin_cycles_evenly() {
+        let b = balancer(LoadBalancing::RoundRobin, &[1, 2, 3]);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            let picked = b.pick(None).expect("endpoint");
+            counts[usize::from(picked.endpoint().addr.port()) - 1] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
+    }
+
+    #[test]
+    fn ejected_endpoints_get_no_traffic_until_backoff_ends() {
+        let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
+        let first = b.pick(None).expect("endpoint");
+        assert_eq!(b.report_connect_failure(first.endpoint()), Duration::from_secs(60));
+        let dead = first.endpoint().addr;
+        for _ in 0..10 {
+            assert_ne!(b.pick(None).expect("endpoint").endpoint().addr, dead);
+        }
+        assert_eq!(b.health(), (1, 1));
+        // A second failure doubles the backoff.
+        assert_eq!(b.report_connect_failure(first.endpoint()), Duration::from_secs(120));
+        b.report_connected(first.endpoint());
+        assert_eq!(b.health(), (2, 0));
+    }
+
+    #[test]
+    fn all_ejected_means_no_endpoint() {
+        let b = balancer(LoadBalancing::LeastRequest, &[1]);
+        let only = b.pick(None).expect("endpoint");
+        b.report_connect_failure(only.endpoint());
+        assert!(b.pick(None).is_none());
+        assert!(!b.has_other_available(addr(1)));
+    }
+
+    #[test]
+    fn retries_avoid_the_failed_endpoint_when_they_can() {
+        let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
+        for _ in 0..10 {
+            assert_eq!(b.pick(Some(addr(1))).expect("endpoint").endpoint().addr, addr(2));
+        }
+        let single = balancer(LoadBalancing::RoundRobin, &[1]);
+        assert_eq!(single.pick(Some(addr(1))).expect("fallback").endpoint().addr, addr(1));
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_endpoint() {
+        let b = balancer(LoadBalancing::LeastRequest, &[1, 2]);
+        let busy: Vec<InFlight> = (0..50)
+            .map(|_| InFlight::new(b.endpoints().iter().find(|e| e.addr == addr(1)).expect("ep").clone()))
+            .collect();
+        let to_idle = (0..200).filter(|_| b.pick(None).expect("endpoint").endpoint().addr == addr(2)).count();
+        // With two choices, the busy endpoint wins only when both samples land on it (~1/4).
+        assert!(to_idle > 120, "idle endpoint got {to_idle} of 200");
+        drop(busy);
+        assert!(b.endpoints().iter().all(|e| e.in_flight() == 0));
+    }
+
+    #[test]
+    fn re_resolution_keeps_state_of_remaining_endpoints() {
+        let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
+        let one = b.endpoints().iter().find(|e| e.addr == addr(1)).expect("ep").clone();
+        b.report_connect_failure(&one);
+        b.set_addresses(vec![addr(3), addr(1)]);
+        assert_eq!(b.health(), (1, 1), "endpoint 1 is still ejected after re-resolution");
+        assert_eq!(b.endpoints().len(), 2);
+    }
+}

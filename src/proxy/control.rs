@@ -1,0 +1,124 @@
+//! The proxy's control loop: reloads the config file when it changes and re-resolves
+//! upstream hostnames, off the request path.
+//!
+//! The file is re-read every `server.reloadInterval` and compared with what was last read,
+//! which follows both in-place edits and the symlink swap kubelet uses to update a mounted
+//! ConfigMap. A new config is validated and compiled before it replaces the old one in a
+//! single atomic swap; an invalid one is logged, counted, and the old one stays.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::metrics::ProxyMetrics;
+use super::state::{SharedState, Snapshot, resolve};
+use crate::config::ProxyConfig;
+
+/// Reloads the config and re-resolves upstreams until shutdown.
+pub struct ControlLoop {
+    state: SharedState,
+    metrics: Arc<ProxyMetrics>,
+    config_path: Option<PathBuf>,
+    last_read: Mutex<Option<Vec<u8>>>,
+}
+
+impl ControlLoop {
+    /// A loop watching `config_path` (if any) for the proxy's shared state.
+    pub fn new(state: SharedState, metrics: Arc<ProxyMetrics>, config_path: Option<PathBuf>) -> Self {
+        let last_read = config_path.as_ref().and_then(|p| std::fs::read(p).ok());
+        ControlLoop { state, metrics, config_path, last_read: Mutex::new(last_read) }
+    }
+
+    /// Re-resolves the current upstream endpoints.
+    pub async fn refresh_endpoints(&self) {
+        let snapshot = self.state.load_full();
+        if let Some(addrs) = resolve(&snapshot.config.upstream.endpoints).await {
+            snapshot.balancer.set_addresses(addrs);
+        }
+    }
+
+    /// Reloads the config file if its content changed. Returns whether a new config is in use.
+    pub async fn reload_if_changed(&self) -> bool {
+        let Some(path) = &self.config_path else { return false };
+        let bytes = match tokio::fs::read(path).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // A ConfigMap update swaps a symlink; a read can race it. Try next tick.
+                tracing::debug!(path = %path.display(), %error, "cannot read config file");
+                return false;
+            }
+        };
+        {
+            let mut last = self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+            if last.as_deref() == Some(bytes.as_slice()) {
+                return false;
+            }
+            *last = Some(bytes.clone());
+        }
+        let current = self.state.load_full();
+        let text = String::from_utf8_lossy(&bytes);
+        let snapshot = ProxyConfig::from_yaml(&text).and_then(|c| Snapshot::build(c, Some(&current)));
+        match snapshot {
+            Ok(next) => {
+                warn_on_restart_only_changes(&current.config, &next.config);
+                if !Arc::ptr_eq(&current.balancer, &next.balancer) {
+                    if let Some(addrs) = resolve(&next.config.upstream.endpoints).await {
+                        next.balancer.set_addresses(addrs);
+                    }
+                }
+                self.state.store(Arc::new(next));
+                self.metrics.config_reloads.inc();
+                self.metrics.config_last_reload_successful.set(1);
+                self.metrics.config_last_reload_success_timestamp.set(unix_now());
+                tracing::info!(path = %path.display(), "config reloaded");
+                true
+            }
+            Err(error) => {
+                self.metrics.config_reload_errors.inc();
+                self.metrics.config_last_reload_successful.set(0);
+                tracing::error!(path = %path.display(), %error, "config rejected; keeping the previous one");
+                false
+            }
+        }
+    }
+}
+
+fn warn_on_restart_only_changes(old: &ProxyConfig, new: &ProxyConfig) {
+    for (field, changed) in [
+        ("listen", old.listen != new.listen),
+        ("admin", old.admin != new.admin),
+        ("metrics", old.metrics != new.metrics),
+        ("server", old.server != new.server),
+    ] {
+        if changed {
+            tracing::warn!(field, "this setting changed but takes effect only on restart");
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, for timestamp gauges.
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[async_trait]
+impl BackgroundService for ControlLoop {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let snapshot = self.state.load_full();
+        let mut reload = tokio::time::interval(snapshot.config.server.reload_interval);
+        let mut resolve_tick = tokio::time::interval(snapshot.config.upstream.resolve_interval);
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = reload.tick() => { self.reload_if_changed().await; }
+                _ = resolve_tick.tick() => self.refresh_endpoints().await,
+            }
+        }
+    }
+}

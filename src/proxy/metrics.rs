@@ -1,0 +1,203 @@
+//! The proxy's metrics, registered on a registry owned by the caller.
+//!
+//! Names and labels follow the OpenTelemetry HTTP semantic conventions in their Prometheus
+//! form (`http.server.request.duration` → `http_server_request_duration_seconds`, attribute
+//! `http.route` → label `http_route`); the proxy's own metrics are prefixed `routemeter_`.
+//! Every label is bounded: routes are templates or fixed fallbacks, methods a closed list,
+//! error types a closed enum, endpoints the configured upstream addresses.
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Boundaries of `routemeter_proxy_overhead_seconds`: 10 µs to 50 ms, where a proxy's own
+/// cost lives; anything above is a problem worth seeing whole.
+pub const OVERHEAD_BUCKETS: [f64; 12] =
+    [0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05];
+
+/// Boundaries of the body-size histograms: 64 B to 64 MiB in steps of ×4.
+pub const BODY_SIZE_BUCKETS: [f64; 11] = [
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0, 4_194_304.0, 16_777_216.0,
+    67_108_864.0,
+];
+
+/// Boundaries of the websocket connection-duration histogram: 1 s to 1 day.
+pub const WEBSOCKET_DURATION_BUCKETS: [f64; 9] = [1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0];
+
+/// Labels of the request-duration histogram, in order.
+pub const REQUEST_LABELS: [&str; 4] = ["http_route", "http_request_method", "http_response_status_code", "error_type"];
+
+/// All the proxy's metrics.
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    /// `http_server_request_duration_seconds{http_route, http_request_method,
+    /// http_response_status_code, error_type}`: one observation per proxied request.
+    pub request_duration: HistogramVec,
+    /// `routemeter_proxy_overhead_seconds`: time spent in the proxy itself.
+    pub overhead: Histogram,
+    /// `http_server_active_requests{http_request_method}`.
+    pub active_requests: IntGaugeVec,
+    /// `http_server_request_body_size_bytes{http_route, http_request_method}`.
+    pub request_body_size: HistogramVec,
+    /// `http_server_response_body_size_bytes{http_route, http_request_method}`.
+    pub response_body_size: HistogramVec,
+    /// `routemeter_upstream_connect_errors_total{endpoint, error_type}`.
+    pub upstream_connect_errors: IntCounterVec,
+    /// `routemeter_upstream_timeouts_total{endpoint, phase}`, phase `connect` or `read`.
+    pub upstream_timeouts: IntCounterVec,
+    /// `routemeter_upstream_endpoints{state}`, state `healthy` or `ejected`.
+    pub upstream_endpoints: IntGaugeVec,
+    /// `routemeter_config_reloads_total`: successful reloads.
+    pub config_reloads: IntCounter,
+    /// `routemeter_config_reload_errors_total`: rejected configs.
+    pub config_reload_errors: IntCounter,
+    /// `routemeter_config_last_reload_successful`: 1 when the file on disk is the one in use.
+    pub config_last_reload_successful: IntGauge,
+    /// `routemeter_config_last_reload_success_timestamp_seconds`.
+    pub config_last_reload_success_timestamp: Gauge,
+    /// `routemeter_inferred_routes`: distinct templates inferred for unmatched requests.
+    pub inferred_routes: IntGauge,
+    /// `routemeter_websocket_connections_active{http_route}`.
+    pub websocket_active: IntGaugeVec,
+    /// `routemeter_websocket_connections_total{http_route}`.
+    pub websocket_total: IntCounterVec,
+    /// `routemeter_websocket_connection_duration_seconds{http_route}`.
+    pub websocket_duration: HistogramVec,
+}
+
+impl ProxyMetrics {
+    /// Creates and registers every metric; `duration_buckets` are the request-duration
+    /// boundaries (the config's buckets with its latency thresholds added).
+    pub fn register(registry: &Registry, duration_buckets: Vec<f64>) -> Result<Self, prometheus::Error> {
+        let route_method = ["http_route", "http_request_method"];
+        let m = ProxyMetrics {
+            request_duration: HistogramVec::new(
+                HistogramOpts::new("http_server_request_duration_seconds", "Duration of HTTP server requests.")
+                    .buckets(duration_buckets),
+                &REQUEST_LABELS,
+            )?,
+            overhead: Histogram::with_opts(
+                HistogramOpts::new(
+                    "routemeter_proxy_overhead_seconds",
+                    "Time spent in the proxy on a request's header path, upstream and body streaming excluded.",
+                )
+                .buckets(OVERHEAD_BUCKETS.to_vec()),
+            )?,
+            active_requests: IntGaugeVec::new(
+                Opts::new("http_server_active_requests", "Number of active HTTP server requests."),
+                &["http_request_method"],
+            )?,
+            request_body_size: HistogramVec::new(
+                HistogramOpts::new("http_server_request_body_size_bytes", "Size of HTTP server request bodies.")
+                    .buckets(BODY_SIZE_BUCKETS.to_vec()),
+                &route_method,
+            )?,
+            response_body_size: HistogramVec::new(
+                HistogramOpts::new("http_server_response_body_size_bytes", "Size of HTTP server response bodies.")
+                    .buckets(BODY_SIZE_BUCKETS.to_vec()),
+                &route_method,
+            )?,
+            upstream_connect_errors: IntCounterVec::new(
+                Opts::new("routemeter_upstream_connect_errors_total", "Failed connection attempts to upstream endpoints."),
+                &["endpoint", "error_type"],
+            )?,
+            upstream_timeouts: IntCounterVec::new(
+                Opts::new("routemeter_upstream_timeouts_total", "Upstream timeouts, by endpoint and phase."),
+                &["endpoint", "phase"],
+            )?,
+            upstream_endpoints: IntGaugeVec::new(
+                Opts::new("routemeter_upstream_endpoints", "Upstream endpoints by state (healthy or ejected)."),
+                &["state"],
+            )?,
+            config_reloads: IntCounter::new("routemeter_config_reloads_total", "Successful config reloads.")?,
+            config_reload_errors: IntCounter::new(
+                "routemeter_config_reload_errors_total",
+                "Config reloads rejected because the new config was invalid.",
+            )?,
+            config_last_reload_successful: IntGauge::new(
+                "routemeter_config_last_reload_successful",
+                "Whether the last config reload attempt succeeded.",
+            )?,
+            config_last_reload_success_timestamp: Gauge::new(
+                "routemeter_config_last_reload_success_timestamp_seconds",
+                "Time of the last successful config load.",
+            )?,
+            inferred_routes: IntGauge::new(
+                "routemeter_inferred_routes",
+                "Distinct route templates inferred for requests matching no declared route.",
+            )?,
+            websocket_active: IntGaugeVec::new(
+                Opts::new("routemeter_websocket_connections_active", "Open websocket connections."),
+                &["http_route"],
+            )?,
+            websocket_total: IntCounterVec::new(
+                Opts::new("routemeter_websocket_connections_total", "Websocket connections upgraded."),
+                &["http_route"],
+            )?,
+            websocket_duration: HistogramVec::new(
+                HistogramOpts::new("routemeter_websocket_connection_duration_seconds", "Lifetime of websocket connections.")
+                    .buckets(WEBSOCKET_DURATION_BUCKETS.to_vec()),
+                &["http_route"],
+            )?,
+        };
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.overhead.clone()))?;
+        registry.register(Box::new(m.active_requests.clone()))?;
+        registry.register(Box::new(m.request_body_size.clone()))?;
+        registry.register(Box::new(m.response_body_size.clone()))?;
+        registry.register(Box::new(m.upstream_connect_errors.clone()))?;
+        registry.register(Box::new(m.upstream_timeouts.clone()))?;
+        registry.register(Box::new(m.upstream_endpoints.clone()))?;
+        registry.register(Box::new(m.config_reloads.clone()))?;
+        registry.register(Box::new(m.config_reload_errors.clone()))?;
+        registry.register(Box::new(m.config_last_reload_successful.clone()))?;
+        registry.register(Box::new(m.config_last_reload_success_timestamp.clone()))?;
+        registry.register(Box::new(m.inferred_routes.clone()))?;
+        registry.register(Box::new(m.websocket_active.clone()))?;
+        registry.register(Box::new(m.websocket_total.clone()))?;
+        registry.register(Box::new(m.websocket_duration.clone()))?;
+        Ok(m)
+    }
+}
+
+/// Registers the process collector (CPU, RSS, open fds) and `routemeter_build_info`.
+pub fn register_process_metrics(registry: &Registry) -> Result<(), prometheus::Error> {
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    let info = IntGaugeVec::new(
+        Opts::new("routemeter_build_info", "Build information; the value is always 1."),
+        &["version"],
+    )?;
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(info))
+}
+
+/// Renders a registry in the Prometheus text format.
+pub fn encode(registry: &Registry) -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    // Encoding into a Vec cannot fail on I/O; a metric that fails to encode is skipped by
+    // returning what was written so far rather than failing the whole scrape.
+    let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf);
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_on_an_owned_registry_twice() {
+        // Two registries, two sets of metrics: nothing global leaks between them.
+        for _ in 0..2 {
+            let registry = Registry::new();
+            let m = ProxyMetrics::register(&registry, vec![0.1, 1.0]).expect("register");
+            m.request_duration.with_label_values(&["/a", "GET", "200", ""]).observe(0.05);
+            register_process_metrics(&registry).expect("process metrics");
+            let text = String::from_utf8(encode(&registry)).expect("utf8");
+            assert!(text.contains(r#"http_server_request_duration_seconds_bucket{error_type="",http_request_method="GET",http_response_status_code="200",http_route="/a",le="0.1"} 1"#), "{text}");
+            assert!(text.contains("routemeter_build_info"));
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! `routemeter proxy`: a pingora reverse proxy that records per-route Prometheus metrics.
+//!
+//! - [`service`]: the request path (routing, endpoint choice, metrics in `logging()`);
+//! - [`balancer`]: endpoint choice, passive ejection;
+//! - [`metrics`]: the metric families and their buckets;
+//! - [`admin`]: the admin listener;
+//! - [`control`]: config reload and DNS re-resolution;
+//! - [`state`]: the compiled config that requests use, swapped atomically.
+
+pub mod admin;
+pub mod balancer;
+pub mod control;
+pub mod metrics;
+pub mod service;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::GenBackgroundService;
+use pingora::services::listening::Service;
+use prometheus::Registry;
+use thiserror::Error;
+
+use crate::config::{ConfigError, ProxyConfig, Route};
+use admin::AdminApp;
+use control::ControlLoop;
+use metrics::ProxyMetrics;
+use service::MeteringProxy;
+use state::Snapshot;
+
+/// Why the proxy could not start.
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("--route {0:?}: expected '[METHOD[,METHOD...]] /path/template'")]
+    RouteFlag(String),
+    #[error("give either --config or --upstream")]
+    NoUpstream,
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Arguments of `routemeter proxy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Config file (YAML), the schema the operator writes; reloaded when it changes.
+    #[arg(long, short = 'c', env = "ROUTEMETER_CONFIG", conflicts_with_all = ["upstream", "route"])]
+    pub config: Option<PathBuf>,
+    /// Address to accept traffic on (quick form, without --config).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: String,
+    /// Address of the admin listener: /metrics, /healthz, /readyz, /config (quick form).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin: String,
+    /// Upstream endpoint host:port; repeat for several (quick form).
+    #[arg(long)]
+    pub upstream: Vec<String>,
+    /// Route: optional methods then a path template, e.g. 'GET /users/{id}' or '/static/*'.
+    #[arg(long)]
+    pub route: Vec<String>,
+}
+
+impl Args {
+    /// The config these arguments describe: the file, or one built from the flags.
+    pub fn to_config(&self) -> Result<ProxyConfig, ProxyError> {
+        if let Some(path) = &self.config {
+            return Ok(ProxyConfig::load(path)?);
+        }
+        if self.upstream.is_empty() {
+            return Err(ProxyError::NoUpstream);
+        }
+        let routes = self.route.iter().map(|r| parse_route_flag(r)).collect::<Result<_, _>>()?;
+        let mut config = ProxyConfig::new(self.upstream.clone(), routes);
+        config.listen = self.listen.clone();
+        config.admin = self.admin.clone();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Runs the proxy until SIGTERM (drain) or SIGINT.
+    pub fn run(self) -> Result<(), ProxyError> {
+        let config = self.to_config()?;
+        let registry = Registry::new();
+        let metrics = Arc::new(ProxyMetrics::register(&registry, config.metrics.effective_buckets())?);
+        metrics::register_process_metrics(&registry)?;
+        metrics.config_last_reload_successful.set(1);
+        metrics.config_last_reload_success_timestamp.set(control::unix_now());
+
+        let server_settings = config.server.clone();
+        let (listen, admin_addr) = (config.listen.clone(), config.admin.clone());
+        let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, None)?));
+
+        let mut conf = ServerConf::default();
+        conf.threads = match server_settings.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        // In-flight requests get the grace period after SIGTERM; then the runtimes stop.
+        conf.grace_period_seconds = Some(server_settings.grace_period.as_secs());
+        conf.graceful_shutdown_timeout_seconds = Some(1);
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            MeteringProxy::new(state.clone(), metrics.clone()),
+            "routemeter proxy",
+        );
+        proxy.add_tcp(&listen);
+
+        let mut admin = Service::new(
+            "routemeter admin".to_string(),
+            AdminApp::new(state.clone(), registry, metrics.clone()),
+        );
+        admin.threads = Some(1);
+        admin.add_tcp(&admin_addr);
+
+        let control = GenBackgroundService::new(
+            "routemeter control".to_string(),
+            Arc::new(ControlLoop::new(state, metrics, self.config.clone())),
+        );
+
+        tracing::info!(%listen, admin = %admin_addr, "routemeter proxy starting");
+        server.add_service(proxy);
+        server.add_service(admin);
+        server.add_service(control);
+        server.run(RunArgs::default());
+        tracing::info!("routemeter proxy stopped");
+        Ok(())
+    }
+}
+
+/// Parses `--route 'GET,POST /path'` or `--route /path`.
+pub fn parse_route_flag(flag: &str) -> Result<Route, ProxyError> {
+    let flag = flag.trim();
+    let (methods, path) = match flag.split_once(char::is_whitespace) {
+        Some((methods, path)) => (methods.split(',').map(str::to_string).collect(), path.trim()),
+        None => (Vec::new(), flag),
+    };
+    if !path.starts_with('/') {
+        return Err(ProxyError::RouteFlag(flag.to_string()));
+    }
+    Ok(Route { path: path.to_string(), methods, name: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_flags() {
+        let r = parse_route_flag("GET,POST /users/{id}").expect("valid");
+        assert_eq!((r.methods, r.path.as_str()), (vec!["GET".to_string(), "POST".to_string()], "/users/{id}"));
+        assert!(parse_route_flag("/static/*").expect("valid").methods.is_empty());
+        assert!(parse_route_flag("GET users").is_err());
+    }
+
+    #[test]
+    fn quick_form_builds_a_valid_config() {
+        let args = Args {
+            config: None,
+            listen: "127.0.0.1:8000".into(),
+            admin: "127.0.0.1:9901".into(),
+            upstream: vec!["127.0.0.1:8080".into()],
+            route: vec!["GET /users/{id}".into()],
+        };
+        let c = args.to_config().expect("valid");
+        assert_eq!(c.routes.len(), 1);
+        let bad = Args { route: vec!["GET /a/*/b".into()], ..args };
+        assert!(bad.to_config().expect_err("invalid").to_string().contains("routes[0].path"));
+    }
+}

@@ -1,0 +1,389 @@
+//! The pingora `ProxyHttp` implementation: route each request once, pick an endpoint,
+//! and record the request exactly once in `logging()`, which pingora calls for every
+//! request, failed ones included.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use prometheus::IntGauge;
+
+use super::balancer::InFlight;
+use super::metrics::ProxyMetrics;
+use super::state::{SharedState, Snapshot};
+use crate::route::method_label;
+
+/// Why the proxy, not the upstream, decided a request's outcome. The `error_type` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The endpoint refused the connection.
+    ConnectRefused,
+    /// The connection was not established within `timeouts.connect`.
+    ConnectTimeout,
+    /// Any other failure to connect.
+    ConnectError,
+    /// The upstream did not answer within `timeouts.read`.
+    UpstreamTimeout,
+    /// The upstream closed or reset the connection mid-request.
+    UpstreamReset,
+    /// The upstream sent something that is not valid HTTP.
+    UpstreamProtocol,
+    /// Every endpoint is ejected, or there are none.
+    NoHealthyUpstream,
+    /// The client went away before the response was complete.
+    ClientAborted,
+    /// The client sent an invalid request.
+    BadRequest,
+    /// The request head exceeded `limits.maxRequestHeaderBytes`.
+    HeaderTooLarge,
+    /// A failure inside the proxy.
+    Internal,
+}
+
+impl Failure {
+    /// The `error_type` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::ConnectRefused => "connect_refused",
+            Failure::ConnectTimeout => "connect_timeout",
+            Failure::ConnectError => "connect_error",
+            Failure::UpstreamTimeout => "upstream_timeout",
+            Failure::UpstreamReset => "upstream_reset",
+            Failure::UpstreamProtocol => "upstream_protocol_error",
+            Failure::NoHealthyUpstream => "no_healthy_upstream",
+            Failure::ClientAborted => "client_aborted",
+            Failure::BadRequest => "bad_request",
+            Failure::HeaderTooLarge => "request_header_too_large",
+            Failure::Internal => "internal",
+        }
+    }
+
+    /// The status answered (or, for a client that left, recorded: 499 as nginx does).
+    pub fn status(self) -> u16 {
+        match self {
+            Failure::ConnectRefused | Failure::ConnectError | Failure::UpstreamReset | Failure::UpstreamProtocol => 502,
+            Failure::ConnectTimeout | Failure::UpstreamTimeout => 504,
+            Failure::NoHealthyUpstream => 503,
+            Failure::ClientAborted => 499,
+            Failure::BadRequest => 400,
+            Failure::HeaderTooLarge => 431,
+            Failure::Internal => 500,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Failure::ConnectRefused => "the upstream refused the connection",
+            Failure::ConnectTimeout => "timed out connecting to the upstream",
+            Failure::ConnectError => "could not connect to the upstream",
+            Failure::UpstreamTimeout => "timed out waiting for the upstream",
+            Failure::UpstreamReset => "the upstream closed the connection",
+            Failure::UpstreamProtocol => "the upstream sent an invalid response",
+            Failure::NoHealthyUpstream => "no healthy upstream endpoint",
+            Failure::ClientAborted => "client closed the request",
+            Failure::BadRequest => "bad request",
+            Failure::HeaderTooLarge => "request header fields too large",
+            Failure::Internal => "internal proxy error",
+        }
+    }
+
+    /// Classifies a pingora error.
+    pub fn classify(e: &Error) -> Self {
+        use ErrorType::*;
+        match (e.esource(), e.etype()) {
+            (_, ConnectRefused) => Failure::ConnectRefused,
+            (_, ConnectTimedout) => Failure::ConnectTimeout,
+            (_, ConnectNoRoute | ConnectError | BindError | SocketError | ConnectProxyFailure) => {
+                Failure::ConnectError
+            }
+            (_, HTTPStatus(503)) => Failure::NoHealthyUpstream,
+            (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => Failure::UpstreamTimeout,
+            (ErrorSource::Upstream, InvalidHTTPHeader | H1Error | H2Error | InvalidH2) => Failure::UpstreamProtocol,
+            (ErrorSource::Upstream, _) => Failure::UpstreamReset,
+            (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout) => {
+                Failure::ClientAborted
+            }
+            (ErrorSource::Downstream, _) => Failure::BadRequest,
+            _ => Failure::Internal,
+        }
+    }
+}
+
+/// Per-request state, created when the request head has been read.
+pub struct RequestCtx {
+    start: Instant,
+    snapshot: Arc<Snapshot>,
+    route: Option<Arc<str>>,
+    method: &'static str,
+    active: Option<IntGauge>,
+    endpoint: Option<InFlight>,
+    failed_endpoint: Option<SocketAddr>,
+    retried: bool,
+    /// Time spent in the proxy before the first upstream was chosen.
+    overhead: Duration,
+    upstream_head_at: Option<Instant>,
+    failure: Option<Failure>,
+    websocket: bool,
+}
+
+/// The metering reverse proxy.
+pub struct MeteringProxy {
+    state: SharedState,
+    metrics: Arc<ProxyMetrics>,
+}
+
+impl MeteringProxy {
+    /// A proxy serving the current snapshot of `state`.
+    pub fn new(state: SharedState, metrics: Arc<ProxyMetrics>) -> Self {
+        MeteringProxy { state, metrics }
+    }
+
+    fn resolve_route(&self, ctx: &Snapshot, method: &http::Method, path: &str) -> Arc<str> {
+        match ctx.routes.find(method, path) {
+            Some(id) => ctx.routes.label(id).clone(),
+            None if ctx.config.auto_template.enabled => {
+                let label = ctx.inferred.label(path);
+                self.metrics.inferred_routes.set(i64::try_from(ctx.inferred.len()).unwrap_or(i64::MAX));
+                label
+            }
+            None => ctx.unmatched.clone(),
+        }
+    }
+}
+
+/// Size of a request head as sent: request line and header lines.
+fn request_head_bytes(session: &Session) -> usize {
+    let req = session.req_header();
+    let headers: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    req.method.as_str().len() + req.uri.to_string().len() + 12 + headers
+}
+
+#[async_trait]
+impl ProxyHttp for MeteringProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            snapshot: self.state.load_full(),
+            route: None,
+            method: "_OTHER",
+            active: None,
+            endpoint: None,
+            failed_endpoint: None,
+            retried: false,
+            overhead: Duration::ZERO,
+            upstream_head_at: None,
+            failure: None,
+            websocket: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.method = method_label(&req.method);
+        ctx.route = Some(self.resolve_route(&ctx.snapshot, &req.method, req.uri.path()));
+        let active = self.metrics.active_requests.with_label_values(&[ctx.method]);
+        active.inc();
+        ctx.active = Some(active);
+
+        if request_head_bytes(session) > ctx.snapshot.config.limits.max_request_header_bytes {
+            ctx.failure = Some(Failure::HeaderTooLarge);
+            let body = Bytes::from_static(b"routemeter: request header fields too large\n");
+            session.respond_error_with_body(431, body).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        if ctx.endpoint.is_none() && !ctx.retried {
+            ctx.overhead = ctx.start.elapsed();
+        }
+        let Some(endpoint) = ctx.snapshot.balancer.pick(ctx.failed_endpoint) else {
+            ctx.failure = Some(Failure::NoHealthyUpstream);
+            return Err(Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream endpoint"));
+        };
+        let timeouts = &ctx.snapshot.config.timeouts;
+        let mut peer = HttpPeer::new(endpoint.endpoint().addr, false, String::new());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.read);
+        peer.options.idle_timeout = Some(timeouts.idle);
+        ctx.endpoint = Some(endpoint);
+        Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(endpoint) = &ctx.endpoint {
+            ctx.snapshot.balancer.report_connected(endpoint.endpoint());
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let failure = Failure::classify(&e);
+        let mut retry = false;
+        if let Some(in_flight) = ctx.endpoint.take() {
+            let endpoint = in_flight.endpoint();
+            self.metrics
+                .upstream_connect_errors
+                .with_label_values(&[endpoint.label.as_str(), failure.as_str()])
+                .inc();
+            if failure == Failure::ConnectTimeout {
+                self.metrics.upstream_timeouts.with_label_values(&[endpoint.label.as_str(), "connect"]).inc();
+            }
+            let backoff = ctx.snapshot.balancer.report_connect_failure(endpoint);
+            tracing::warn!(endpoint = %endpoint.label, error = failure.as_str(), ?backoff, "upstream endpoint ejected");
+            ctx.failed_endpoint = Some(endpoint.addr);
+            // Nothing reached the upstream: an idempotent request may go to another
+            // endpoint, once.
+            retry = !ctx.retried
+                && session.req_header().method.is_idempotent()
+                && ctx.snapshot.balancer.has_other_available(endpoint.addr);
+        }
+        ctx.retried |= retry;
+        ctx.failure = (!retry).then_some(failure);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if matches!(e.etype(), ErrorType::ReadTimedout) && e.esource() == &ErrorSource::Upstream {
+            if let Some(endpoint) = &ctx.endpoint {
+                self.metrics.upstream_timeouts.with_label_values(&[endpoint.endpoint().label.as_str(), "read"]).inc();
+            }
+        }
+        // pingora's own policy: retry only idempotent requests whose body was kept, and
+        // only errors that a stale pooled connection explains.
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_head_at = Some(Instant::now());
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket {
+            ctx.websocket = true;
+            let route = ctx.route.as_deref().unwrap_or_default();
+            self.metrics.websocket_active.with_label_values(&[route]).inc();
+            self.metrics.websocket_total.with_label_values(&[route]).inc();
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(head_at) = ctx.upstream_head_at {
+            ctx.overhead += head_at.elapsed();
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let failure = *ctx.failure.get_or_insert_with(|| Failure::classify(e));
+        let can_answer = failure != Failure::ClientAborted && session.response_written().is_none();
+        if can_answer {
+            let body = Bytes::from(format!("routemeter: {} ({})\n", failure.message(), failure.as_str()));
+            if let Err(error) = session.respond_error_with_body(failure.status(), body).await {
+                tracing::debug!(%error, "could not send the error response");
+            }
+        }
+        FailToProxy { error_code: if can_answer { failure.status() } else { 0 }, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.start.elapsed();
+        if let Some(active) = ctx.active.take() {
+            active.dec();
+        }
+        ctx.endpoint = None;
+        if ctx.failure.is_none() {
+            ctx.failure = e.map(Failure::classify);
+        }
+        let route = ctx.route.clone().unwrap_or_else(|| ctx.snapshot.unmatched.clone());
+
+        if ctx.websocket {
+            self.metrics.websocket_active.with_label_values(&[&*route]).dec();
+            self.metrics.websocket_duration.with_label_values(&[&*route]).observe(elapsed.as_secs_f64());
+            return;
+        }
+
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.failure.map(Failure::status))
+            .unwrap_or(0);
+        let mut code = itoa::Buffer::new();
+        let labels = [&*route, ctx.method, code.format(status), ctx.failure.map_or("", Failure::as_str)];
+        self.metrics.request_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+        self.metrics.overhead.observe(ctx.overhead.as_secs_f64());
+
+        let sizes = [&*route, ctx.method];
+        let downstream = session.as_downstream();
+        self.metrics.request_body_size.with_label_values(&sizes).observe(downstream.body_bytes_read() as f64);
+        self.metrics.response_body_size.with_label_values(&sizes).observe(downstream.body_bytes_sent() as f64);
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // Metrics carry these; the log would only repeat them once per request.
+        matches!(ctx.failure, Some(Failure::ClientAborted | Failure::NoHealthyUpstream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_connect_and_upstream_errors() {
+        let mut e = Error::new(ErrorType::ConnectRefused);
+        assert_eq!(Failure::classify(&e), Failure::ConnectRefused);
+        e = Error::new(ErrorType::ConnectTimedout);
+        assert_eq!(Failure::classify(&e).status(), 504);
+        assert_eq!(Failure::classify(&Error::new_up(ErrorType::ReadTimedout)), Failure::UpstreamTimeout);
+        assert_eq!(Failure::classify(&Error::new_down(ErrorType::ReadTimedout)), Failure::ClientAborted);
+        assert_eq!(Failure::classify(&Error::new_up(ErrorType::ConnectionClosed)).status(), 502);
+        assert_eq!(Failure::ClientAborted.status(), 499);
+    }
+}

@@ -1,0 +1,130 @@
+//! The loaded configuration in the form requests use it, swapped atomically on reload.
+//!
+//! A request takes the current [`Snapshot`] when it starts and keeps it to the end, so a
+//! reload never changes the rules under a request in flight, and no lock is taken on the
+//! request path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::balancer::Balancer;
+use crate::config::{ConfigError, ProxyConfig, split_host_port};
+use crate::route::{InferredRoutes, RouteTable, UNMATCHED_ROUTE};
+
+/// The state shared by the proxy service, the admin listener and the control loop.
+pub type SharedState = Arc<ArcSwap<Snapshot>>;
+
+/// One loaded config, compiled.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The config as loaded.
+    pub config: ProxyConfig,
+    /// The compiled routes.
+    pub routes: RouteTable,
+    /// The upstream endpoints.
+    pub balancer: Arc<Balancer>,
+    /// Templates inferred for unmatched requests.
+    pub inferred: Arc<InferredRoutes>,
+    /// The label of unmatched requests when inference is off.
+    pub unmatched: Arc<str>,
+}
+
+impl Snapshot {
+    /// Compiles a validated config. The upstream state (ejections, resolved addresses) and
+    /// inferred templates of `previous` are kept when the settings they depend on did not
+    /// change, so a reload that only adds a route forgets nothing.
+    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>) -> Result<Self, ConfigError> {
+        let routes = config.route_table()?;
+        let balancer = match previous {
+            Some(p) if p.config.upstream == config.upstream => p.balancer.clone(),
+            _ => {
+                let b = Balancer::new(
+                    config.upstream.load_balancing,
+                    config.upstream.ejection_base,
+                    config.upstream.ejection_max,
+                );
+                b.set_addresses(literal_addresses(&config.upstream.endpoints));
+                Arc::new(b)
+            }
+        };
+        let inferred = match previous {
+            Some(p) if p.config.routes == config.routes && p.config.auto_template == config.auto_template => {
+                p.inferred.clone()
+            }
+            _ => Arc::new(InferredRoutes::new(config.auto_template.max_routes)),
+        };
+        Ok(Snapshot { config, routes, balancer, inferred, unmatched: Arc::from(UNMATCHED_ROUTE) })
+    }
+
+    /// Whether the proxy can serve: at least one endpoint not ejected.
+    pub fn ready(&self) -> bool {
+        self.balancer.health().0 > 0
+    }
+}
+
+/// The endpoints given as IP literals: usable at once, without a DNS lookup.
+pub fn literal_addresses(endpoints: &[String]) -> Vec<SocketAddr> {
+    endpoints.iter().filter_map(|e| e.parse().ok()).collect()
+}
+
+/// Resolves every endpoint: IP literals as they are, hostnames through DNS. A hostname
+/// that fails to resolve is reported and left out; `None` when every lookup failed, so the
+/// caller can keep the addresses it had rather than drop them on a DNS hiccup.
+pub async fn resolve(endpoints: &[String]) -> Option<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    let mut failures = 0;
+    for endpoint in endpoints {
+        if let Ok(addr) = endpoint.parse::<SocketAddr>() {
+            addrs.push(addr);
+            continue;
+        }
+        let Ok((host, port)) = split_host_port(endpoint) else {
+            failures += 1;
+            continue;
+        };
+        match tokio::net::lookup_host((host, port)).await {
+            Ok(found) => addrs.extend(found),
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%endpoint, %error, "cannot resolve upstream endpoint");
+            }
+        }
+    }
+    (failures < endpoints.len() || endpoints.is_empty()).then_some(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoints: &[&str], routes: &[&str]) -> ProxyConfig {
+        ProxyConfig::new(
+            endpoints.iter().map(|s| s.to_string()).collect(),
+            routes
+                .iter()
+                .map(|p| crate::config::Route { path: p.to_string(), methods: vec![], name: None })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn reload_keeps_upstream_state_when_upstream_is_unchanged() {
+        let first = Snapshot::build(config(&["127.0.0.1:1"], &["/a"]), None).expect("valid");
+        let second = Snapshot::build(config(&["127.0.0.1:1"], &["/a", "/b"]), Some(&first)).expect("valid");
+        assert!(Arc::ptr_eq(&first.balancer, &second.balancer));
+        assert!(!Arc::ptr_eq(&first.inferred, &second.inferred), "routes changed: inference starts over");
+        let third = Snapshot::build(config(&["127.0.0.1:2"], &["/a", "/b"]), Some(&second)).expect("valid");
+        assert!(!Arc::ptr_eq(&second.balancer, &third.balancer));
+        assert!(Arc::ptr_eq(&second.inferred, &third.inferred));
+    }
+
+    #[tokio::test]
+    async fn resolves_literals_and_hostnames() {
+        let addrs = resolve(&["127.0.0.1:80".into(), "localhost:81".into()]).await.expect("resolved");
+        assert!(addrs.contains(&"127.0.0.1:80".parse().expect("addr")));
+        assert!(addrs.iter().any(|a| a.port() == 81 && a.ip().is_loopback()));
+        assert_eq!(resolve(&["no-such-host.invalid:80".into()]).await, None);
+    }
+}

@@ -1,0 +1,171 @@
+//! Route templates inferred for requests that match no declared route.
+//!
+//! A raw path must never become a label value: one label value per user ID would explode
+//! the cardinality of every series. So ID-like segments (integers, UUIDs, long hex strings,
+//! random-looking tokens) are replaced by `{id}`, and the number of distinct inferred
+//! templates is capped; past the cap, requests count as [`OTHER_ROUTE`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use super::next_segment;
+
+/// Route label of unmatched requests when inference is off.
+pub const UNMATCHED_ROUTE: &str = "_unmatched";
+/// Route label of unmatched requests once the cap of inferred templates is reached.
+pub const OTHER_ROUTE: &str = "_other";
+
+/// Templates longer than this many segments are not inferred: they count as [`OTHER_ROUTE`].
+const MAX_INFERRED_SEGMENTS: usize = 16;
+
+/// The set of templates inferred so far, bounded by `cap`.
+#[derive(Debug)]
+pub struct InferredRoutes {
+    cap: usize,
+    seen: RwLock<HashSet<Arc<str>>>,
+    other: Arc<str>,
+}
+
+impl InferredRoutes {
+    /// A set that admits at most `cap` distinct templates.
+    pub fn new(cap: usize) -> Self {
+        InferredRoutes { cap, seen: RwLock::default(), other: Arc::from(OTHER_ROUTE) }
+    }
+
+    /// The route label for an unmatched path: its inferred template while the cap allows,
+    /// else [`OTHER_ROUTE`]. A template seen before is always returned again.
+    pub fn label(&self, path: &str) -> Arc<str> {
+        let Some(template) = infer_template(path) else {
+            return self.other.clone();
+        };
+        if let Some(known) = self.seen.read().unwrap_or_else(|e| e.into_inner()).get(template.as_str()) {
+            return known.clone();
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = seen.get(template.as_str()) {
+            return known.clone();
+        }
+        if seen.len() >= self.cap {
+            return self.other.clone();
+        }
+        let label: Arc<str> = Arc::from(template);
+        seen.insert(label.clone());
+        label
+    }
+
+    /// How many distinct templates have been inferred.
+    pub fn len(&self) -> usize {
+        self.seen.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no template has been inferred yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The template of a path with its ID-like segments replaced by `{id}`, or `None` when the
+/// path is too deep to be a useful route.
+pub fn infer_template(path: &str) -> Option<String> {
+    let mut template = String::with_capacity(path.len().min(256));
+    let mut rest = path;
+    let mut count = 0;
+    while let Some((segment, tail)) = next_segment(rest) {
+        count += 1;
+        if count > MAX_INFERRED_SEGMENTS {
+            return None;
+        }
+        template.push('/');
+        template.push_str(if is_id_like(segment) { "{id}" } else { segment });
+        rest = tail;
+    }
+    if template.is_empty() {
+        template.push('/');
+    }
+    Some(template)
+}
+
+/// Whether a segment looks like an identifier rather than a fixed part of an API.
+///
+/// - all digits: `42`, `1699999999`;
+/// - a UUID: `123e4567-e89b-12d3-a456-426614174000`;
+/// - hex of 12 characters or more with at least one digit: `5f2b8c9d0e1a`, object IDs, hashes;
+/// - a token of 16 characters or more mixing letters and digits: ULIDs, base64 IDs, API keys;
+/// - anything of 64 characters or more.
+pub fn is_id_like(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    let has_digit = bytes.iter().any(u8::is_ascii_digit);
+    if bytes.iter().all(u8::is_ascii_digit) || bytes.len() >= 64 || is_uuid(bytes) {
+        return true;
+    }
+    if bytes.len() >= 12 && has_digit && bytes.iter().all(u8::is_ascii_hexdigit) {
+        return true;
+    }
+    let token_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    bytes.len() >= 16
+        && has_digit
+        && bytes.iter().any(u8::is_ascii_alphabetic)
+        && bytes.iter().all(token_char)
+}
+
+fn is_uuid(bytes: &[u8]) -> bool {
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_id_like_segments() {
+        assert_eq!(infer_template("/orders/123/items/9").as_deref(), Some("/orders/{id}/items/{id}"));
+        assert_eq!(
+            infer_template("/u/123e4567-e89b-12d3-a456-426614174000").as_deref(),
+            Some("/u/{id}")
+        );
+        assert_eq!(infer_template("/blobs/5f2b8c9d0e1a77").as_deref(), Some("/blobs/{id}"));
+        assert_eq!(infer_template("/k/01HZX3K9V7Q2M8N4P6R0S2T4W6").as_deref(), Some("/k/{id}"));
+        assert_eq!(infer_template("/").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn keeps_words_and_short_slugs() {
+        for word in ["users", "v1", "api", "healthz", "deadbeef", "page-2", "settings_v2"] {
+            assert!(!is_id_like(word), "{word} should stay literal");
+        }
+        assert_eq!(infer_template("/api/v1/users").as_deref(), Some("/api/v1/users"));
+    }
+
+    #[test]
+    fn too_deep_paths_are_not_templated() {
+        assert_eq!(infer_template(&"/x".repeat(MAX_INFERRED_SEGMENTS + 1)), None);
+    }
+
+    #[test]
+    fn cap_bounds_distinct_labels() {
+        let routes = InferredRoutes::new(3);
+        let labels: HashSet<String> =
+            (0..1000).map(|i| routes.label(&format!("/word{}/x", char::from(b'a' + (i % 26) as u8))).to_string()).collect();
+        assert_eq!(routes.len(), 3);
+        assert_eq!(labels.len(), 4, "three templates and {OTHER_ROUTE}: {labels:?}");
+        assert!(labels.contains(OTHER_ROUTE));
+        // A template admitted before the cap keeps its label.
+        assert_eq!(&*routes.label("/worda/x"), "/worda/x");
+    }
+
+    #[test]
+    fn ids_collapse_into_one_template() {
+        let routes = InferredRoutes::new(2);
+        for i in 0..10_000 {
+            assert_eq!(&*routes.label(&format!("/orders/{i}")), "/orders/{id}");
+        }
+        assert_eq!(routes.len(), 1);
+    }
+}
