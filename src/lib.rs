@@ -9,6 +9,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod crd;
+pub mod monitoring;
+pub mod operator;
 pub mod proxy;
 pub mod route;
 pub mod telemetry;

@@ -1,0 +1,416 @@
+//! The `MonitoredService` API (`routemeter.io/v1alpha1`): Rust types from which the CRD
+//! and its schema are generated. No I/O here; `///` comments become the descriptions
+//! `kubectl explain` shows.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, LoadBalancing};
+
+/// API group of routemeter's resources.
+pub const GROUP: &str = "routemeter.io";
+
+/// A `MonitoredService` puts a metering proxy in front of a Service and monitors every
+/// route of it: metrics per route, recording rules, alerts, SLOs and a dashboard.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "routemeter.io",
+    version = "v1alpha1",
+    kind = "MonitoredService",
+    namespaced,
+    shortname = "msvc",
+    category = "routemeter",
+    status = "MonitoredServiceStatus",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target.service"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
+    printcolumn = r#"{"name":"Available","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"RPS","type":"string","jsonPath":".status.traffic.requestsPerSecond"}"#,
+    printcolumn = r#"{"name":"Errors","type":"string","jsonPath":".status.traffic.errorRatio"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoredServiceSpec {
+    /// The Service to put the proxy in front of, in the same namespace.
+    pub target: Target,
+    /// Routes of the service. Each request is labelled with the most specific matching
+    /// route's path template, never the raw path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.all(r, !has(r.name) || self.exists_one(o, has(o.name) && o.name == r.name))").message("route names must be unique"))]
+    pub routes: Vec<RouteSpec>,
+    /// Labelling of requests that match no route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_template: Option<config::AutoTemplate>,
+    /// The proxy's deployment.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+    /// Autoscaling and disruption budget of the proxy.
+    #[serde(default)]
+    pub scaling: ScalingSpec,
+    /// ServiceMonitor, alerts, SLOs and dashboard.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+}
+
+/// The Service to monitor.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Name of the Service, in the MonitoredService's namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub service: String,
+    /// The Service port to proxy to, by name or number.
+    pub port: IntOrString,
+}
+
+/// A route of the monitored service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Path template: literal segments, `{name}` for one segment, a final `*` or
+    /// `{name...}` for the rest, e.g. `/users/{id}`.
+    #[schemars(regex(pattern = r"^/"), length(max = 1024))]
+    pub path: String,
+    /// HTTP methods this route is limited to; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Short name used in rules and dashboards; unique within the MonitoredService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"), length(max = 63))]
+    pub name: Option<String>,
+    /// Objectives for this route, overriding the service's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloSpec>,
+}
+
+impl From<&RouteSpec> for config::Route {
+    fn from(r: &RouteSpec) -> Self {
+        config::Route { path: r.path.clone(), methods: r.methods.clone(), name: r.name.clone() }
+    }
+}
+
+/// The proxy's deployment settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySpec {
+    /// Replicas when autoscaling is off (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// Container resources (default: requests 50m CPU, 64Mi memory; limit 256Mi memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Image of the proxy, overriding the operator's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Upstream timeouts, as durations like `500ms`, `2s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<TimeoutsSpec>,
+    /// How requests are spread over the target's endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<LoadBalancing>,
+}
+
+/// Upstream timeouts; each a duration such as `500ms`, `2s` or `1m`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutsSpec {
+    /// Time to connect to an endpoint (default 2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub connect: Option<String>,
+    /// Longest wait for each read from the upstream (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub read: Option<String>,
+    /// How long idle upstream connections are pooled (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub idle: Option<String>,
+}
+
+/// Horizontal autoscaling and the disruption budget.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+pub struct ScalingSpec {
+    /// Whether a HorizontalPodAutoscaler scales the proxy (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Fewest replicas (default 2).
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Most replicas (default 5).
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average CPU utilisation the autoscaler aims for, in percent of requests (default 75).
+    #[serde(default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+    /// Whether a PodDisruptionBudget keeps at least one proxy up during voluntary
+    /// disruptions (default true; only with two or more replicas).
+    #[serde(default = "yes")]
+    pub pod_disruption_budget: bool,
+}
+
+impl Default for ScalingSpec {
+    fn default() -> Self {
+        ScalingSpec {
+            enabled: true,
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            target_cpu_utilization_percentage: default_cpu_target(),
+            pod_disruption_budget: true,
+        }
+    }
+}
+
+/// What the operator sets up in Prometheus Operator and Grafana.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// The ServiceMonitor scraping the proxy.
+    #[serde(default)]
+    pub service_monitor: ServiceMonitorSpec,
+    /// Labels added to the ServiceMonitor and PrometheusRule, for a Prometheus whose
+    /// selectors need them. When empty, the operator copies the labels the Prometheus
+    /// objects in the cluster select on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Threshold alerts.
+    #[serde(default)]
+    pub alerts: AlertsSpec,
+    /// Service level objectives, with multi-window multi-burn-rate alerts.
+    #[serde(default)]
+    pub slo: SloSpec,
+    /// The Grafana dashboard ConfigMap.
+    #[serde(default)]
+    pub dashboard: DashboardSpec,
+}
+
+/// The ServiceMonitor.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Whether to create it (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Scrape interval (default 30s).
+    #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"))]
+    pub interval: String,
+}
+
+impl Default for ServiceMonitorSpec {
+    fn default() -> Self {
+        ServiceMonitorSpec { enabled: true, interval: default_interval() }
+    }
+}
+
+/// Threshold alerts on the proxy's metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsSpec {
+    /// Whether to create the alerts (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Fire when the share of 5xx responses exceeds this ratio (default 0.05).
+    #[serde(default = "default_error_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub error_ratio: f64,
+    /// Fire when p95 latency exceeds this many seconds (default 1).
+    #[serde(default = "default_latency_p95")]
+    #[schemars(range(min = 0.0))]
+    pub latency_p95_seconds: f64,
+    /// How long a condition must hold before the alert fires (default 5m).
+    #[serde(default = "default_for", rename = "for")]
+    #[schemars(regex(pattern = r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$"))]
+    pub for_: String,
+    /// Link added to every alert's annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+}
+
+impl Default for AlertsSpec {
+    fn default() -> Self {
+        AlertsSpec {
+            enabled: true,
+            error_ratio: default_error_ratio(),
+            latency_p95_seconds: default_latency_p95(),
+            for_: default_for(),
+            runbook_url: None,
+        }
+    }
+}
+
+/// Service level objectives.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SloSpec {
+    /// Percentage of requests that must not fail with a 5xx (default 99.9).
+    #[serde(default = "default_availability")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub availability: f64,
+    /// Requests slower than this many seconds count against the latency objective (default 0.5).
+    #[serde(default = "default_latency_threshold")]
+    #[schemars(range(min = 0.0))]
+    pub latency_threshold_seconds: f64,
+    /// Percentage of requests that must be faster than the threshold (default 99).
+    #[serde(default = "default_latency_objective")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub latency_objective: f64,
+    /// The SLO window (default 30d).
+    #[serde(default = "default_window")]
+    #[schemars(regex(pattern = r"^[0-9]+(d|w)$"))]
+    pub window: String,
+}
+
+impl Default for SloSpec {
+    fn default() -> Self {
+        SloSpec {
+            availability: default_availability(),
+            latency_threshold_seconds: default_latency_threshold(),
+            latency_objective: default_latency_objective(),
+            window: default_window(),
+        }
+    }
+}
+
+/// The Grafana dashboard.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardSpec {
+    /// Whether to create the dashboard ConfigMap (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Labels the Grafana sidecar discovers dashboards by (default `grafana_dashboard: "1"`).
+    #[serde(default = "default_dashboard_labels")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for DashboardSpec {
+    fn default() -> Self {
+        DashboardSpec { enabled: true, labels: default_dashboard_labels() }
+    }
+}
+
+/// What the operator observed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoredServiceStatus {
+    /// The generation last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `TargetFound`, `ProxyAvailable`, `MonitoringConfigured`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The Service clients should call to be metered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_service: Option<String>,
+    /// Proxy replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Proxy replicas ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// The Prometheus objects (`namespace/name`) that select the ServiceMonitor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected_by: Vec<String>,
+    /// Live traffic figures, read from the proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficStatus>,
+}
+
+/// Live traffic through the proxy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficStatus {
+    /// Requests per second, averaged since the previous reading.
+    pub requests_per_second: String,
+    /// Share of 5xx responses since the previous reading.
+    pub error_ratio: String,
+    /// When the figures were read.
+    pub observed_at: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_max_replicas() -> i32 {
+    5
+}
+fn default_cpu_target() -> i32 {
+    75
+}
+fn default_interval() -> String {
+    "30s".into()
+}
+fn default_error_ratio() -> f64 {
+    0.05
+}
+fn default_latency_p95() -> f64 {
+    1.0
+}
+fn default_for() -> String {
+    "5m".into()
+}
+fn default_availability() -> f64 {
+    99.9
+}
+fn default_latency_threshold() -> f64 {
+    0.5
+}
+fn default_latency_objective() -> f64 {
+    99.0
+}
+fn default_window() -> String {
+    "30d".into()
+}
+fn default_dashboard_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("grafana_dashboard".to_string(), "1".to_string())])
+}
+
+/// The CRD as YAML, as `routemeter crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&MonitoredService::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_spec_gets_documented_defaults() {
+        let spec: MonitoredServiceSpec =
+            serde_json::from_value(serde_json::json!({"target": {"service": "api", "port": 80}})).expect("valid");
+        assert_eq!(spec.scaling.min_replicas, 2);
+        assert_eq!(spec.monitoring.alerts.error_ratio, 0.05);
+        assert_eq!(spec.monitoring.alerts.latency_p95_seconds, 1.0);
+        assert_eq!(spec.monitoring.alerts.for_, "5m");
+        assert_eq!(spec.monitoring.dashboard.labels.get("grafana_dashboard").map(String::as_str), Some("1"));
+    }
+
+    #[test]
+    fn crd_carries_cel_rules_and_printer_columns() {
+        let yaml = crd_yaml().expect("crd");
+        assert!(yaml.contains("self.minReplicas <= self.maxReplicas"));
+        assert!(yaml.contains("route names must be unique"));
+        assert!(yaml.contains("x-kubernetes-list-type: map"));
+        assert!(yaml.contains("shortNames:\n    - msvc"));
+        assert!(yaml.contains("jsonPath: .spec.target.service"));
+        assert!(yaml.contains("x-kubernetes-int-or-string: true"));
+    }
+}

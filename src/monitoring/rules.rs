@@ -1,0 +1,266 @@
+//! The PrometheusRule groups for one MonitoredService.
+//!
+//! Series are selected by `namespace` and `monitored_service`, the label the generated
+//! ServiceMonitor adds to every target. Names follow the `level:metric:operations`
+//! convention; the docs list every rule (docs/rules.md).
+//!
+//! SLO alerts are the multi-window, multi-burn-rate alerts of the Google SRE workbook: page
+//! when 2% of a 30-day budget burns in an hour (14.4×, 1h and 5m windows) or 5% in six
+//! hours (6×, 6h and 30m); open a ticket at 3× (1d and 2h) or 1× (3d and 6h).
+
+use serde_json::{Value, json};
+
+use super::le_label;
+use crate::crd::{MonitoringSpec, RouteSpec, SloSpec};
+
+/// Windows over which SLO ratios are recorded.
+pub const SLO_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
+
+/// (severity, [(long window, short window, burn factor)]) of the burn-rate alerts.
+pub const BURN_RATES: [(&str, [(&str, &str, f64); 2]); 2] =
+    [("critical", [("1h", "5m", 14.4), ("6h", "30m", 6.0)]), ("warning", [("1d", "2h", 3.0), ("3d", "6h", 1.0)])];
+
+const COUNT: &str = "http_server_request_duration_seconds_count";
+const BUCKET: &str = "http_server_request_duration_seconds_bucket";
+const BY_ROUTE: &str = "namespace, monitored_service, http_route";
+const BY_SERVICE: &str = "namespace, monitored_service";
+
+/// Escapes a route template for a PromQL regex inside a double-quoted string.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push_str("\\\\");
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn rule(record: &str, expr: String) -> Value {
+    json!({ "record": record, "expr": expr })
+}
+
+/// The objectives in force: the service's for every route without its own, then each
+/// route's own. Each comes with the label matcher selecting its routes.
+fn objectives<'a>(monitoring: &'a MonitoringSpec, routes: &'a [RouteSpec]) -> Vec<(String, &'a SloSpec)> {
+    let overridden: Vec<&RouteSpec> = routes.iter().filter(|r| r.slo.is_some()).collect();
+    let mut out = Vec::new();
+    if overridden.is_empty() {
+        out.push((String::new(), &monitoring.slo));
+    } else {
+        let alternatives: Vec<String> = overridden.iter().map(|r| regex_escape(&r.path)).collect();
+        out.push((format!(r#",http_route!~"{}""#, alternatives.join("|")), &monitoring.slo));
+        for r in overridden {
+            if let Some(slo) = &r.slo {
+                out.push((format!(r#",http_route="{}""#, r.path.replace('\\', "\\\\").replace('"', "\\\"")), slo));
+            }
+        }
+    }
+    out
+}
+
+/// The rule groups, as the PrometheusRule's `spec.groups`.
+pub fn groups(namespace: &str, service: &str, monitoring: &MonitoringSpec, routes: &[RouteSpec]) -> Value {
+    let sel = format!(r#"namespace="{namespace}",monitored_service="{service}""#);
+    let mut recording = Vec::new();
+    for (level, by) in [("routemeter", BY_ROUTE), ("routemeter_service", BY_SERVICE)] {
+        recording.push(rule(
+            &format!("{level}:http_requests:rate5m"),
+            format!("sum by ({by}) (rate({COUNT}{{{sel}}}[5m]))"),
+        ));
+        recording.push(rule(
+            &format!("{level}:http_errors:ratio_rate5m"),
+            format!(
+                r#"sum by ({by}) (rate({COUNT}{{{sel},http_response_status_code=~"5.."}}[5m])) / sum by ({by}) (rate({COUNT}{{{sel}}}[5m]))"#
+            ),
+        ));
+        for (q, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
+            recording.push(rule(
+                &format!("{level}:http_request_duration_seconds:{name}_rate5m"),
+                format!("histogram_quantile({q}, sum by ({by}, le) (rate({BUCKET}{{{sel}}}[5m])))"),
+            ));
+        }
+    }
+
+    let mut slo_rules = Vec::new();
+    let mut budget = Vec::new();
+    let objectives = objectives(monitoring, routes);
+    for (matcher, slo) in &objectives {
+        let le = le_label(slo.latency_threshold_seconds);
+        let windows = SLO_WINDOWS.iter().copied().chain(std::iter::once(slo.window.as_str()));
+        for w in windows {
+            let total = format!("sum by ({BY_ROUTE}) (rate({COUNT}{{{sel}{matcher}}}[{w}]))");
+            slo_rules.push(rule(
+                &format!("routemeter_slo:errors:ratio_rate{w}"),
+                format!(r#"sum by ({BY_ROUTE}) (rate({COUNT}{{{sel}{matcher},http_response_status_code=~"5.."}}[{w}])) / {total}"#),
+            ));
+            slo_rules.push(rule(
+                &format!("routemeter_slo:slow_requests:ratio_rate{w}"),
+                format!(r#"1 - sum by ({BY_ROUTE}) (rate({BUCKET}{{{sel}{matcher},le="{le}"}}[{w}])) / {total}"#),
+            ));
+        }
+        let (err_budget, lat_budget) = (budget_of(slo.availability), budget_of(slo.latency_objective));
+        let w = &slo.window;
+        budget.push(rule(
+            "routemeter_slo:error_budget_remaining:ratio",
+            format!("1 - routemeter_slo:errors:ratio_rate{w}{{{sel}{matcher}}} / {err_budget}"),
+        ));
+        budget.push(rule(
+            "routemeter_slo:latency_budget_remaining:ratio",
+            format!("1 - routemeter_slo:slow_requests:ratio_rate{w}{{{sel}{matcher}}} / {lat_budget}"),
+        ));
+    }
+    // Rules sharing a name and window differ by their route matchers: keep each once.
+    dedup_records(&mut slo_rules);
+    slo_rules.extend(budget);
+
+    let alerts = alert_rules(&sel, service, monitoring, &objectives);
+    json!([
+        { "name": format!("routemeter.{namespace}.{service}.recording"), "rules": recording },
+        { "name": format!("routemeter.{namespace}.{service}.slo"), "interval": "1m", "rules": slo_rules },
+        { "name": format!("routemeter.{namespace}.{service}.alerts"), "rules": alerts },
+    ])
+}
+
+fn dedup_records(rules: &mut Vec<Value>) {
+    let mut seen = std::collections::HashSet::new();
+    rules.retain(|r| seen.insert(r.to_string()));
+}
+
+/// The share of requests an objective allows to fail, e.g. 0.001 for 99.9%.
+fn budget_of(objective_percent: f64) -> String {
+    let b = (100.0 - objective_percent) / 100.0;
+    // Round off float noise (99.9 → 0.0010000000000000009).
+    format!("{}", (b * 1e9).round() / 1e9)
+}
+
+fn annotations(summary: String, description: String, runbook: &Option<String>) -> Value {
+    let mut a = json!({ "summary": summary, "description": description });
+    if let Some(url) = runbook {
+        a["runbook_url"] = json!(url);
+    }
+    a
+}
+
+fn alert_rules(sel: &str, service: &str, m: &MonitoringSpec, objectives: &[(String, &SloSpec)]) -> Vec<Value> {
+    let a = &m.alerts;
+    let mut out = Vec::new();
+    if a.enabled {
+        out.push(json!({
+            "alert": "RoutemeterHighErrorRate",
+            "expr": format!("routemeter:http_errors:ratio_rate5m{{{sel}}} > {}", a.error_ratio),
+            "for": a.for_,
+            "labels": { "severity": "critical" },
+            "annotations": annotations(
+                format!("High 5xx ratio on {service} {{{{ $labels.http_route }}}}"),
+                format!("{{{{ $value | humanizePercentage }}}} of requests to {service} route {{{{ $labels.http_route }}}} in namespace {{{{ $labels.namespace }}}} failed with 5xx over the last 5m (threshold {}).", a.error_ratio),
+                &a.runbook_url),
+        }));
+        out.push(json!({
+            "alert": "RoutemeterHighLatency",
+            "expr": format!("routemeter:http_request_duration_seconds:p95_rate5m{{{sel}}} > {}", a.latency_p95_seconds),
+            "for": a.for_,
+            "labels": { "severity": "warning" },
+            "annotations": annotations(
+                format!("High p95 latency on {service} {{{{ $labels.http_route }}}}"),
+                format!("p95 latency of {service} route {{{{ $labels.http_route }}}} in namespace {{{{ $labels.namespace }}}} is {{{{ $value | humanizeDuration }}}} (threshold {}s).", a.latency_p95_seconds),
+                &a.runbook_url),
+        }));
+        out.push(json!({
+            "alert": "RoutemeterProxyDown",
+            "expr": format!("sum by ({BY_SERVICE}) (up{{{sel}}}) == 0 or absent(up{{{sel}}})"),
+            "for": "5m",
+            "labels": { "severity": "critical" },
+            "annotations": annotations(
+                format!("routemeter proxy of {service} is down"),
+                format!("No routemeter proxy of {service} has been scraped successfully for 5m: its traffic is not metered, and may not be served."),
+                &a.runbook_url),
+        }));
+        out.push(json!({
+            "alert": "RoutemeterNoHealthyUpstream",
+            "expr": format!(r#"max by ({BY_SERVICE}) (routemeter_upstream_endpoints{{{sel},state="healthy"}}) == 0"#),
+            "for": "1m",
+            "labels": { "severity": "critical" },
+            "annotations": annotations(
+                format!("{service} has no healthy endpoint"),
+                format!("The routemeter proxy of {service} has had no healthy upstream endpoint for 1m: requests fail with 503."),
+                &a.runbook_url),
+        }));
+    }
+    for (matcher, slo) in objectives {
+        for (kind, record, objective) in [
+            ("Error", "errors", slo.availability),
+            ("Latency", "slow_requests", slo.latency_objective),
+        ] {
+            let budget = budget_of(objective);
+            for (severity, pairs) in BURN_RATES {
+                let expr = pairs
+                    .iter()
+                    .map(|(long, short, factor)| {
+                        format!(
+                            "(routemeter_slo:{record}:ratio_rate{long}{{{sel}{matcher}}} > ({factor} * {budget}) and routemeter_slo:{record}:ratio_rate{short}{{{sel}{matcher}}} > ({factor} * {budget}))"
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                let what = if kind == "Error" { format!("availability objective {objective}%") } else { format!("latency objective {objective}% under {}s", slo.latency_threshold_seconds) };
+                out.push(json!({
+                    "alert": format!("Routemeter{kind}BudgetBurn"),
+                    "expr": expr,
+                    "labels": { "severity": severity, "slo": record },
+                    "annotations": annotations(
+                        format!("{service} {{{{ $labels.http_route }}}} is burning its {} budget {}", kind.to_lowercase(), if severity == "critical" { "fast" } else { "steadily" }),
+                        format!("{service} route {{{{ $labels.http_route }}}} in namespace {{{{ $labels.namespace }}}} is consuming the error budget of its {what} over {} faster than it can afford.", slo.window),
+                        &m.alerts.runbook_url),
+                }));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> MonitoringSpec {
+        MonitoringSpec::default()
+    }
+
+    #[test]
+    fn default_thresholds_are_the_seeds() {
+        let g = groups("shop", "api", &spec(), &[]).to_string();
+        assert!(g.contains(r#"routemeter:http_errors:ratio_rate5m{namespace=\"shop\",monitored_service=\"api\"} > 0.05"#), "{g}");
+        assert!(g.contains("p95_rate5m{namespace=\\\"shop\\\",monitored_service=\\\"api\\\"} > 1"));
+        assert!(g.contains(r#""for":"5m""#));
+    }
+
+    #[test]
+    fn burn_rates_follow_the_workbook() {
+        let g = groups("shop", "api", &spec(), &[]).to_string();
+        for needle in ["(14.4 * 0.001)", "(6 * 0.001)", "(3 * 0.001)", "(1 * 0.001)", "ratio_rate3d", "(14.4 * 0.01)"] {
+            assert!(g.contains(needle), "missing {needle}");
+        }
+        assert!(g.contains(r#"le=\"0.5\""#), "latency SLO uses the 0.5s boundary");
+    }
+
+    #[test]
+    fn route_objectives_override_the_service() {
+        let mut slo = SloSpec::default();
+        slo.availability = 99.0;
+        slo.latency_threshold_seconds = 2.0;
+        let routes = vec![RouteSpec { path: "/navigate".into(), methods: vec![], name: None, slo: Some(slo) }];
+        let g = groups("shop", "api", &spec(), &routes).to_string();
+        assert!(g.contains(r#"http_route!~\"/navigate\""#), "{g}");
+        assert!(g.contains(r#"http_route=\"/navigate\""#));
+        assert!(g.contains("(14.4 * 0.01)"));
+        assert!(g.contains(r#"le=\"2\""#));
+    }
+
+    #[test]
+    fn regex_escaping_of_templates() {
+        assert_eq!(regex_escape("/users/{id}"), r"/users/\\{id\\}");
+        assert_eq!(regex_escape("/static/*"), r"/static/\\*");
+    }
+}

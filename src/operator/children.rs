@@ -1,0 +1,435 @@
+//! Spec → children: every object the operator creates for a `MonitoredService`, built
+//! as pure functions of their inputs so `routemeter render` and the reconciler produce the
+//! very same objects, and tests need no cluster.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use kube::core::ApiResource;
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::config::{self, ProxyConfig};
+use crate::crd::MonitoredService;
+use crate::monitoring;
+
+/// Port the proxy accepts traffic on inside its pod.
+pub const PROXY_PORT: i32 = 8080;
+/// Port of the proxy's admin listener (metrics, probes).
+pub const ADMIN_PORT: i32 = 9901;
+/// Where the config ConfigMap is mounted in the proxy pod.
+pub const CONFIG_DIR: &str = "/etc/routemeter";
+/// Pods get this long to stop; the proxy drains for less.
+const TERMINATION_GRACE_SECONDS: i64 = 30;
+/// Annotation on the pod template carrying a hash of the settings the proxy reads only at
+/// start, so changing them rolls the pods while route changes are hot-reloaded.
+pub const RESTART_HASH_ANNOTATION: &str = "routemeter.io/restart-hash";
+/// Label naming the MonitoredService a child belongs to.
+pub const INSTANCE_LABEL: &str = "routemeter.io/monitored-service";
+
+/// Why children could not be built; the message names the field at fault.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error("metadata.namespace: the MonitoredService has no namespace")]
+    NoNamespace,
+    #[error("spec.{0}")]
+    InvalidConfig(String),
+    #[error("spec.proxy.timeouts.{field}: {message}")]
+    Timeout { field: &'static str, message: String },
+}
+
+/// What the operator learnt about the target Service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetInfo {
+    /// The `host:port` the proxy sends traffic to.
+    pub upstream: String,
+    /// The port the proxy's Service exposes: the target Service's port, so clients only
+    /// change the host name.
+    pub service_port: i32,
+    /// The target's pod selector and container port, when a headless Service can follow
+    /// its pods directly; `None` when traffic goes through the target's ClusterIP.
+    pub headless: Option<(BTreeMap<String, String>, i32)>,
+}
+
+/// Operator-wide settings that shape the children.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Proxy image when the spec names none.
+    pub proxy_image: String,
+    /// Labels for the ServiceMonitor and PrometheusRule (from `spec.monitoring.labels`, or
+    /// those a Prometheus in the cluster selects on).
+    pub monitoring_labels: BTreeMap<String, String>,
+}
+
+/// One child object and the API it belongs to.
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub resource: ApiResource,
+    pub name: String,
+    pub manifest: Value,
+}
+
+/// Every child, split by what it needs from the cluster.
+#[derive(Debug, Clone)]
+pub struct Children {
+    /// Always created: ConfigMap, Deployment, Service(s).
+    pub core: Vec<Child>,
+    /// Created or deleted as the spec says: HPA, PDB, dashboard ConfigMap.
+    pub optional: Vec<(ApiResource, String, Option<Value>)>,
+    /// Needs the Prometheus Operator CRDs: ServiceMonitor, PrometheusRule.
+    pub monitoring: Vec<(ApiResource, String, Option<Value>)>,
+}
+
+/// API resources of the children.
+pub mod resources {
+    use k8s_openapi::api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1, policy::v1::PodDisruptionBudget};
+    use kube::core::{ApiResource, GroupVersionKind};
+
+    pub fn config_map() -> ApiResource {
+        ApiResource::erase::<v1::ConfigMap>(&())
+    }
+    pub fn service() -> ApiResource {
+        ApiResource::erase::<v1::Service>(&())
+    }
+    pub fn deployment() -> ApiResource {
+        ApiResource::erase::<Deployment>(&())
+    }
+    pub fn hpa() -> ApiResource {
+        ApiResource::erase::<HorizontalPodAutoscaler>(&())
+    }
+    pub fn pdb() -> ApiResource {
+        ApiResource::erase::<PodDisruptionBudget>(&())
+    }
+    fn monitoring(kind: &str, plural: &str) -> ApiResource {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind), plural)
+    }
+    pub fn service_monitor() -> ApiResource {
+        monitoring("ServiceMonitor", "servicemonitors")
+    }
+    pub fn prometheus_rule() -> ApiResource {
+        monitoring("PrometheusRule", "prometheusrules")
+    }
+    pub fn prometheus() -> ApiResource {
+        monitoring("Prometheus", "prometheuses")
+    }
+}
+
+/// Name of the proxy's ConfigMap, Deployment, Service, HPA, PDB and monitoring objects.
+pub fn proxy_name(msvc: &MonitoredService) -> String {
+    format!("{}-routemeter", msvc.name_any())
+}
+
+/// Name of the headless Service that follows the target's pods.
+pub fn upstream_name(msvc: &MonitoredService) -> String {
+    format!("{}-routemeter-upstream", msvc.name_any())
+}
+
+/// Name of the dashboard ConfigMap.
+pub fn dashboard_name(msvc: &MonitoredService) -> String {
+    format!("{}-routemeter-dashboard", msvc.name_any())
+}
+
+/// Labels on every child; the first three also select the proxy's pods.
+pub fn selector_labels(msvc: &MonitoredService) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "routemeter-proxy".into()),
+        ("app.kubernetes.io/instance".into(), msvc.name_any()),
+        (INSTANCE_LABEL.into(), msvc.name_any()),
+    ])
+}
+
+fn labels(msvc: &MonitoredService) -> BTreeMap<String, String> {
+    let mut l = selector_labels(msvc);
+    l.insert("app.kubernetes.io/managed-by".into(), "routemeter".into());
+    l.insert("app.kubernetes.io/component".into(), "proxy".into());
+    l
+}
+
+fn metadata(msvc: &MonitoredService, name: &str, extra: &BTreeMap<String, String>) -> Value {
+    let mut all = labels(msvc);
+    all.extend(extra.clone());
+    let owner = json!({
+        "apiVersion": "routemeter.io/v1alpha1",
+        "kind": "MonitoredService",
+        "name": msvc.name_any(),
+        "uid": msvc.metadata.uid.clone().unwrap_or_default(),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    });
+    json!({ "name": name, "namespace": msvc.namespace(), "labels": all, "ownerReferences": [owner] })
+}
+
+fn manifest(resource: &ApiResource, meta: Value, body: Value) -> Value {
+    let mut m = json!({ "apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta });
+    if let (Some(m), Value::Object(b)) = (m.as_object_mut(), body) {
+        m.extend(b);
+    }
+    m
+}
+
+/// The proxy config the operator writes for a MonitoredService.
+pub fn proxy_config(msvc: &MonitoredService, target: &TargetInfo) -> Result<ProxyConfig, BuildError> {
+    let spec = &msvc.spec;
+    let mut c = ProxyConfig::new(vec![target.upstream.clone()], spec.routes.iter().map(config::Route::from).collect());
+    c.listen = format!("0.0.0.0:{PROXY_PORT}");
+    c.admin = format!("0.0.0.0:{ADMIN_PORT}");
+    if let Some(auto) = &spec.auto_template {
+        c.auto_template = auto.clone();
+    }
+    if let Some(lb) = spec.proxy.load_balancing {
+        c.upstream.load_balancing = lb;
+    }
+    if let Some(t) = &spec.proxy.timeouts {
+        for (field, value, slot) in [
+            ("connect", &t.connect, &mut c.timeouts.connect),
+            ("read", &t.read, &mut c.timeouts.read),
+            ("idle", &t.idle, &mut c.timeouts.idle),
+        ] {
+            if let Some(v) = value {
+                *slot = humantime::parse_duration(v)
+                    .map_err(|e| BuildError::Timeout { field, message: format!("{v:?}: {e}") })?;
+            }
+        }
+    }
+    c.server.grace_period = std::time::Duration::from_secs(15);
+    c.metrics.latency_thresholds = monitoring::latency_thresholds(&spec.monitoring, &spec.routes);
+    c.validate().map_err(|e| BuildError::InvalidConfig(e.to_string()))?;
+    Ok(c)
+}
+
+/// Every child of a MonitoredService.
+pub fn build(msvc: &MonitoredService, target: &TargetInfo, settings: &Settings) -> Result<Children, BuildError> {
+    let ns = msvc.namespace().ok_or(BuildError::NoNamespace)?;
+    let spec = &msvc.spec;
+    let name = proxy_name(msvc);
+    let none = BTreeMap::new();
+    let config = proxy_config(msvc, target)?;
+    let config_yaml = config.to_yaml().map_err(|e| BuildError::InvalidConfig(e.to_string()))?;
+
+    let mut core = Vec::new();
+    let cm = resources::config_map();
+    core.push(Child {
+        name: name.clone(),
+        manifest: manifest(&cm, metadata(msvc, &name, &none), json!({ "data": { "config.yaml": config_yaml } })),
+        resource: cm,
+    });
+    core.push(deployment(msvc, &name, &config, settings));
+    let svc = resources::service();
+    core.push(Child {
+        name: name.clone(),
+        manifest: manifest(
+            &svc,
+            metadata(msvc, &name, &none),
+            json!({ "spec": {
+                "type": "ClusterIP",
+                "selector": selector_labels(msvc),
+                "ports": [
+                    { "name": "http", "port": target.service_port, "targetPort": "http", "protocol": "TCP" },
+                    { "name": "admin", "port": ADMIN_PORT, "targetPort": "admin", "protocol": "TCP" },
+                ],
+            }}),
+        ),
+        resource: svc.clone(),
+    });
+    if let Some((selector, port)) = &target.headless {
+        let upstream = upstream_name(msvc);
+        core.push(Child {
+            name: upstream.clone(),
+            manifest: manifest(
+                &svc,
+                metadata(msvc, &upstream, &none),
+                json!({ "spec": {
+                    "clusterIP": "None",
+                    "selector": selector,
+                    "publishNotReadyAddresses": false,
+                    "ports": [{ "name": "http", "port": port, "targetPort": port, "protocol": "TCP" }],
+                }}),
+            ),
+            resource: svc,
+        });
+    }
+
+    let scaling = &spec.scaling;
+    let hpa = resources::hpa();
+    let hpa_manifest = scaling.enabled.then(|| {
+        manifest(
+            &hpa,
+            metadata(msvc, &name, &none),
+            json!({ "spec": {
+                "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": name },
+                "minReplicas": scaling.min_replicas,
+                "maxReplicas": scaling.max_replicas,
+                "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": {
+                    "type": "Utilization", "averageUtilization": scaling.target_cpu_utilization_percentage } } }],
+            }}),
+        )
+    });
+    let pdb = resources::pdb();
+    let pdb_manifest = (scaling.pod_disruption_budget && min_replicas(msvc) >= 2).then(|| {
+        manifest(
+            &pdb,
+            metadata(msvc, &name, &none),
+            json!({ "spec": { "maxUnavailable": 1, "selector": { "matchLabels": selector_labels(msvc) } } }),
+        )
+    });
+    let dashboard_cm = resources::config_map();
+    let dashboard = spec.monitoring.dashboard.enabled.then(|| {
+        let dash = monitoring::dashboard::for_service(&ns, &msvc.name_any());
+        manifest(
+            &dashboard_cm,
+            metadata(msvc, &dashboard_name(msvc), &spec.monitoring.dashboard.labels),
+            json!({ "data": { format!("{}.json", dashboard_name(msvc)): dash.to_string() } }),
+        )
+    });
+    let optional = vec![
+        (hpa, name.clone(), hpa_manifest),
+        (pdb, name.clone(), pdb_manifest),
+        (dashboard_cm, dashboard_name(msvc), dashboard),
+    ];
+
+    let sm = resources::service_monitor();
+    let sm_manifest = spec.monitoring.service_monitor.enabled.then(|| {
+        manifest(
+            &sm,
+            metadata(msvc, &name, &settings.monitoring_labels),
+            json!({ "spec": {
+                "selector": { "matchLabels": selector_labels(msvc) },
+                "namespaceSelector": { "matchNames": [ns] },
+                "endpoints": [{
+                    "port": "admin",
+                    "path": "/metrics",
+                    "interval": spec.monitoring.service_monitor.interval,
+                    "relabelings": [{ "action": "replace", "targetLabel": "monitored_service", "replacement": msvc.name_any() }],
+                }],
+            }}),
+        )
+    });
+    let rule = resources::prometheus_rule();
+    let groups = monitoring::rules::groups(&ns, &msvc.name_any(), &spec.monitoring, &spec.routes);
+    let rule_manifest = Some(manifest(&rule, metadata(msvc, &name, &settings.monitoring_labels), json!({ "spec": { "groups": groups } })));
+    let monitoring = vec![(sm, name.clone(), sm_manifest), (rule, name, rule_manifest)];
+
+    Ok(Children { core, optional, monitoring })
+}
+
+fn min_replicas(msvc: &MonitoredService) -> i32 {
+    if msvc.spec.scaling.enabled { msvc.spec.scaling.min_replicas } else { msvc.spec.proxy.replicas.unwrap_or(2) }
+}
+
+/// Hash of the settings the proxy reads only at start.
+fn restart_hash(config: &ProxyConfig) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&config.listen, &config.admin, format!("{:?}", config.metrics), format!("{:?}", config.server)).hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+fn deployment(msvc: &MonitoredService, name: &str, config: &ProxyConfig, settings: &Settings) -> Child {
+    let spec = &msvc.spec;
+    let resource = resources::deployment();
+    let image = spec.proxy.image.clone().unwrap_or_else(|| settings.proxy_image.clone());
+    let resources = spec.proxy.resources.clone().map_or_else(
+        || json!({ "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } }),
+        |r| serde_json::to_value(r).unwrap_or(Value::Null),
+    );
+    let probe = |path: &str, period: i32| {
+        json!({ "httpGet": { "path": path, "port": "admin" }, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3 })
+    };
+    let mut deployment_spec = json!({
+        "selector": { "matchLabels": selector_labels(msvc) },
+        "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
+        "template": {
+            "metadata": {
+                "labels": labels(msvc),
+                "annotations": { RESTART_HASH_ANNOTATION: restart_hash(config) },
+            },
+            "spec": {
+                "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+                "securityContext": {
+                    "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                    "seccompProfile": { "type": "RuntimeDefault" },
+                },
+                "topologySpreadConstraints": [{
+                    "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": { "matchLabels": selector_labels(msvc) },
+                }],
+                "containers": [{
+                    "name": "proxy",
+                    "image": image,
+                    "args": ["proxy", "--config", format!("{CONFIG_DIR}/config.yaml")],
+                    "env": [{ "name": "ROUTEMETER_LOG_FORMAT", "value": "json" }],
+                    "ports": [
+                        { "name": "http", "containerPort": PROXY_PORT, "protocol": "TCP" },
+                        { "name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP" },
+                    ],
+                    "readinessProbe": probe("/readyz", 5),
+                    "livenessProbe": probe("/healthz", 10),
+                    "resources": resources,
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                        "capabilities": { "drop": ["ALL"] },
+                    },
+                    "volumeMounts": [{ "name": "config", "mountPath": CONFIG_DIR, "readOnly": true }],
+                }],
+                "volumes": [{ "name": "config", "configMap": { "name": name } }],
+            },
+        },
+    });
+    // With autoscaling on, the HPA owns `replicas`: leaving it out of the applied object
+    // keeps the operator from fighting the autoscaler.
+    if !spec.scaling.enabled {
+        deployment_spec["replicas"] = json!(spec.proxy.replicas.unwrap_or(2));
+    }
+    Child {
+        name: name.to_string(),
+        manifest: manifest(&resource, metadata(msvc, name, &BTreeMap::new()), json!({ "spec": deployment_spec })),
+        resource,
+    }
+}
+
+/// Resolves where the proxy sends traffic, from the target Service.
+///
+/// Traffic goes to a headless Service that follows the target's ready pods when the target
+/// selects pods and names a numeric target port; otherwise (no selector, a named target
+/// port, an ExternalName) through the target Service's own address.
+pub fn target_info(msvc: &MonitoredService, target: &k8s_openapi::api::core::v1::Service) -> Result<TargetInfo, String> {
+    let namespace = msvc.namespace().unwrap_or_default();
+    let port = &msvc.spec.target.port;
+    let spec = target.spec.clone().unwrap_or_default();
+    let name = target.metadata.name.clone().unwrap_or_default();
+    let ports = spec.ports.unwrap_or_default();
+    let entry = ports
+        .iter()
+        .find(|p| match port {
+            IntOrString::Int(n) => p.port == *n,
+            IntOrString::String(s) => p.name.as_deref() == Some(s.as_str()),
+        })
+        .ok_or_else(|| {
+            let have: Vec<String> = ports.iter().map(|p| format!("{}/{}", p.name.clone().unwrap_or_default(), p.port)).collect();
+            format!("spec.target.port: Service {name} has no port {port:?} (it has {have:?})")
+        })?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        let host = spec.external_name.unwrap_or_default();
+        return Ok(TargetInfo { upstream: format!("{host}:{}", entry.port), service_port: entry.port, headless: None });
+    }
+    let container_port = match &entry.target_port {
+        None => Some(entry.port),
+        Some(IntOrString::Int(n)) => Some(*n),
+        // A named container port is only known per pod: go through the ClusterIP.
+        Some(IntOrString::String(_)) => None,
+    };
+    match (spec.selector.filter(|s| !s.is_empty()), container_port) {
+        (Some(selector), Some(cport)) => Ok(TargetInfo {
+            upstream: format!("{}.{namespace}.svc:{cport}", upstream_name(msvc)),
+            service_port: entry.port,
+            headless: Some((selector, cport)),
+        }),
+        _ => Ok(TargetInfo {
+            upstream: format!("{name}.{namespace}.svc:{}", entry.port),
+            service_port: entry.port,
+            headless: None,
+        }),
+    }
+}

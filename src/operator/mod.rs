@@ -1,0 +1,300 @@
+//! `routemeter operator`: reconciles each `MonitoredService` into a running proxy and its
+//! monitoring.
+//!
+//! - [`children`]: spec → the objects to apply (pure; `routemeter render` uses it too);
+//! - [`reconcile`]: the reconciler and its writes;
+//! - [`status`]: conditions and the status write;
+//! - [`selection`]: which Prometheus selects the monitoring objects;
+//! - [`render`]: `routemeter render`, offline.
+
+pub mod children;
+pub mod selection;
+pub mod reconcile;
+pub mod render;
+pub mod status;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use thiserror::Error;
+
+use crate::crd::MonitoredService;
+
+/// Why a reconcile failed.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("the object has no {0}")]
+    MissingObjectKey(&'static str),
+}
+
+impl Error {
+    /// The `error` label of the error counter: a closed set.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "client",
+            Error::MissingObjectKey(_) => "missing_key",
+        }
+    }
+}
+
+/// Why the operator could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot configure a Kubernetes client (in-cluster or KUBECONFIG): {0}")]
+    Client(#[source] kube::Error),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+}
+
+/// Operator metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    reconciles: IntCounter,
+    errors: IntCounterVec,
+    duration: Histogram,
+    leader: IntGauge,
+}
+
+impl Metrics {
+    /// Registers the operator's metrics on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Metrics {
+            reconciles: IntCounter::new("routemeter_operator_reconciliations_total", "Reconciliations run.")?,
+            errors: IntCounterVec::new(
+                Opts::new("routemeter_operator_reconcile_errors_total", "Reconciliations that failed, by error."),
+                &["error"],
+            )?,
+            duration: Histogram::with_opts(
+                HistogramOpts::new("routemeter_operator_reconcile_duration_seconds", "Duration of reconciliations.")
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )?,
+            leader: IntGauge::new("routemeter_operator_leader", "1 while this replica holds the leader lease.")?,
+        };
+        registry.register(Box::new(m.reconciles.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.leader.clone()))?;
+        Ok(m)
+    }
+
+    fn observe(&self, took: Duration, error: Option<&Error>) {
+        self.reconciles.inc();
+        self.duration.observe(took.as_secs_f64());
+        if let Some(e) = error {
+            self.errors.with_label_values(&[e.metric_label()]).inc();
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub proxy_image: String,
+    /// Consecutive failures per object, for the error backoff.
+    failures: Mutex<HashMap<ObjectRef<MonitoredService>, u32>>,
+}
+
+/// Requeue after a failure: 5 s doubling to 5 min per object, so a broken object never
+/// spins and a transient error heals quickly.
+fn error_policy(msvc: Arc<MonitoredService>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(msvc.as_ref());
+    let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+    let n = failures.entry(key).or_insert(0);
+    *n = n.saturating_add(1);
+    let backoff = Duration::from_secs(5).saturating_mul(1 << (*n - 1).min(6)).min(Duration::from_secs(300));
+    tracing::warn!(msvc = %msvc.metadata.name.as_deref().unwrap_or_default(), %error, ?backoff, "reconcile failed");
+    Action::requeue(backoff)
+}
+
+/// Arguments of `routemeter operator`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "ROUTEMETER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Proxy image used when a MonitoredService names none.
+    #[arg(long, env = "ROUTEMETER_PROXY_IMAGE", default_value = concat!("routemeter/routemeter:", env!("CARGO_PKG_VERSION")))]
+    pub proxy_image: String,
+    /// Watch only this namespace (namespace-scoped install); all namespaces when unset.
+    #[arg(long, env = "ROUTEMETER_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Elect a leader through a Lease, so several replicas can run.
+    #[arg(long, env = "ROUTEMETER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "ROUTEMETER_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "ROUTEMETER_LEASE_NAME", default_value = "routemeter-operator")]
+    pub lease_name: String,
+    /// Identity in the Lease; the pod name in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+impl Args {
+    /// Runs the operator until SIGTERM or SIGINT.
+    pub async fn run(self) -> Result<(), StartError> {
+        let client = Client::try_default().await.map_err(StartError::Client)?;
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry)?;
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            metrics: metrics.clone(),
+            proxy_image: self.proxy_image.clone(),
+            failures: Mutex::default(),
+        });
+        let listener = tokio::net::TcpListener::bind(self.metrics_addr)
+            .await
+            .map_err(|source| StartError::Listen { addr: self.metrics_addr, source })?;
+        tracing::info!(addr = %self.metrics_addr, "serving /metrics, /healthz, /readyz");
+        tokio::spawn(serve_admin(listener, registry));
+
+        if !self.leader_election {
+            metrics.leader.set(1);
+            run_controller(ctx, self.watch_namespace.as_deref()).await;
+            return Ok(());
+        }
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "routemeter".into()), std::process::id())
+        });
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &self.lease_name)
+            .with_namespace(&self.lease_namespace)
+            .with_identity(&identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await?;
+        let (mut leading, lease_task) = manager.watch().await;
+        tracing::info!(%identity, lease = %self.lease_name, "waiting to become leader");
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            while !*leading.borrow_and_update() {
+                tokio::select! {
+                    changed = leading.changed() => if changed.is_err() { return Ok(()) },
+                    _ = &mut shutdown => return Ok(()),
+                }
+            }
+            tracing::info!(%identity, "became leader");
+            metrics.leader.set(1);
+            tokio::select! {
+                _ = run_controller(ctx.clone(), self.watch_namespace.as_deref()) => break,
+                _ = async { while *leading.borrow() { if leading.changed().await.is_err() { break } } } => {
+                    tracing::warn!("lost leadership; stopping the controller");
+                    metrics.leader.set(0);
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        // Dropping the channel makes the lease task release the lease for the next leader.
+        drop(leading);
+        if let Ok(Ok(manager)) = lease_task.await {
+            let _ = manager.release().await;
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until a shutdown signal.
+pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
+    let client = ctx.client.clone();
+    let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=routemeter");
+    let controller = Controller::new(api::<MonitoredService>(&client, namespace), watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let crd_store = store.clone();
+    controller
+        .owns(api::<ConfigMap>(&client, namespace), ours.clone())
+        .owns(api::<Deployment>(&client, namespace), ours.clone())
+        .owns(api::<Service>(&client, namespace), ours.clone())
+        .owns(api::<HorizontalPodAutoscaler>(&client, namespace), ours.clone())
+        .owns(api::<PodDisruptionBudget>(&client, namespace), ours)
+        // The target Service: its appearance, deletion or port change.
+        .watches(api::<Service>(&client, namespace), watcher::Config::default(), move |svc| {
+            reconcile::targeting(&store, &svc)
+        })
+        // The Prometheus Operator CRDs appearing: configure monitoring everywhere.
+        .watches(
+            Api::<CustomResourceDefinition>::all(client.clone()),
+            watcher::Config::default().fields("metadata.name=servicemonitors.monitoring.coreos.com"),
+            move |_| crd_store.state().iter().map(|m| ObjectRef::from_obj(m.as_ref())).collect::<Vec<_>>(),
+        )
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move {
+                match result {
+                    Ok((obj, _)) => {
+                        ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&obj);
+                        tracing::debug!(msvc = %obj.name, "reconciled");
+                    }
+                    Err(error) => tracing::debug!(%error, "controller event"),
+                }
+            }
+        })
+        .await;
+}
+
+async fn serve_admin(listener: tokio::net::TcpListener, registry: Registry) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { crate::proxy::metrics::encode(&registry) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }));
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "metrics server stopped");
+    }
+}

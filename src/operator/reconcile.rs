@@ -1,0 +1,162 @@
+//! The reconciler: one `MonitoredService` in, its children applied and its status written.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+
+use super::children::{self, Child, Settings};
+use super::status::{self, Condition};
+use super::{Context, Error};
+use crate::crd::MonitoredService;
+
+/// Every write by the operator is a server-side apply under this field manager.
+pub const FIELD_MANAGER: &str = "routemeter";
+
+/// How often a reconciled object is looked at again with nothing changing.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon to look again while the proxy is not available yet or the target is missing.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// Reconciles one MonitoredService.
+pub async fn reconcile(msvc: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&msvc, &ctx).await;
+    ctx.metrics.observe(started.elapsed(), result.as_ref().err());
+    result
+}
+
+async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Action, Error> {
+    let ns = msvc.namespace().ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let name = msvc.name_any();
+    let client = &ctx.client;
+    let mut report = status::Report::new(msvc);
+
+    // Input the API server could not check: route templates, durations.
+    if let Err(message) = validate(msvc) {
+        report.set(Condition::invalid_spec(&message));
+        status::write(client, msvc, report.finish(None, None)).await?;
+        tracing::warn!(msvc = %name, namespace = %ns, %message, "invalid spec");
+        // Nothing will change until the spec does; the watch brings the next edit.
+        return Ok(Action::await_change());
+    }
+
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let target_name = &msvc.spec.target.service;
+    let Some(target) = services.get_opt(target_name).await.map_err(Error::Kube)? else {
+        report.set(Condition::target_missing(target_name, &ns));
+        status::write(client, msvc, report.finish(None, None)).await?;
+        return Ok(Action::requeue(RETRY));
+    };
+    let target = match children::target_info(msvc, &target) {
+        Ok(t) => t,
+        Err(message) => {
+            report.set(Condition::target_unusable(&message));
+            status::write(client, msvc, report.finish(None, None)).await?;
+            return Ok(Action::requeue(RETRY));
+        }
+    };
+    report.set(Condition::target_found(target_name));
+
+    let user_labels = msvc.spec.monitoring.labels.clone();
+    let selection =
+        super::selection::selection_with(client, &ns, (!user_labels.is_empty()).then_some(user_labels)).await;
+    let settings = Settings { proxy_image: ctx.proxy_image.clone(), monitoring_labels: selection.labels.clone() };
+    let built = match children::build(msvc, &target, &settings) {
+        Ok(c) => c,
+        Err(e) => {
+            report.set(Condition::invalid_spec(&e.to_string()));
+            status::write(client, msvc, report.finish(None, None)).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    for child in &built.core {
+        apply(client, &ns, child).await?;
+    }
+    for (resource, child_name, manifest) in &built.optional {
+        apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await?;
+    }
+
+    // The Prometheus Operator's CRDs may be missing: everything else still works.
+    let mut monitoring_error = None;
+    for (resource, child_name, manifest) in &built.monitoring {
+        if let Err(e) = apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await {
+            monitoring_error = Some(e);
+            break;
+        }
+    }
+    match monitoring_error {
+        Some(Error::Kube(kube::Error::Api(s))) if s.code == 404 => {
+            report.set(Condition::monitoring_crds_missing());
+        }
+        Some(e) => return Err(e),
+        None => report.set(selection.condition(msvc.spec.monitoring.service_monitor.enabled)),
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployment = deployments.get_opt(&children::proxy_name(msvc)).await.map_err(Error::Kube)?;
+    let (replicas, ready) = deployment
+        .and_then(|d| d.status)
+        .map_or((0, 0), |s| (s.replicas.unwrap_or(0), s.available_replicas.unwrap_or(0)));
+    report.set(Condition::proxy_availability(ready, replicas));
+    let mut new_status = report.finish(Some(replicas), Some(ready));
+    new_status.selected_by = selection.selected_by;
+    new_status.proxy_service = Some(children::proxy_name(msvc));
+    let ready_now = new_status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    status::write(client, msvc, new_status).await?;
+    Ok(Action::requeue(if ready_now { RESYNC } else { RETRY }))
+}
+
+/// Checks what the schema cannot: the proxy config the spec implies must be valid.
+fn validate(msvc: &MonitoredService) -> Result<(), String> {
+    let placeholder = children::TargetInfo { upstream: "target:80".into(), service_port: 80, headless: None };
+    children::proxy_config(msvc, &placeholder).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply(client: &Client, ns: &str, child: &Child) -> Result<(), Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &child.resource);
+    api.patch(&child.name, &params(), &Patch::Apply(&child.manifest)).await.map_err(Error::Kube)?;
+    Ok(())
+}
+
+async fn apply_or_delete(
+    client: &Client,
+    ns: &str,
+    resource: &kube::core::ApiResource,
+    name: &str,
+    manifest: Option<&serde_json::Value>,
+) -> Result<(), Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+    match manifest {
+        Some(m) => {
+            api.patch(name, &params(), &Patch::Apply(m)).await.map_err(Error::Kube)?;
+        }
+        None => match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            // Already gone is what we wanted.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::Kube(e)),
+        },
+    }
+    Ok(())
+}
+
+/// Lists the MonitoredServices that target a Service, for the Service watch.
+pub fn targeting(store: &kube::runtime::reflector::Store<MonitoredService>, svc: &Service) -> Vec<kube::runtime::reflector::ObjectRef<MonitoredService>> {
+    let (ns, name) = (svc.namespace(), svc.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|m| m.namespace() == ns && m.spec.target.service == name)
+        .map(|m| kube::runtime::reflector::ObjectRef::from_obj(m.as_ref()))
+        .collect()
+}

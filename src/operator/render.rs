@@ -1,0 +1,121 @@
+//! `routemeter render`: every object the operator would create for MonitoredServices read
+//! from a file, printed as YAML, offline, from the same builders the reconciler uses.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::children::{self, Settings};
+use crate::crd::MonitoredService;
+
+/// Why rendering failed.
+#[derive(Debug, Error)]
+pub enum RenderError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: document {index}: {source}")]
+    Parse { path: String, index: usize, source: serde_yaml::Error },
+    #[error("{name}: {message}")]
+    Invalid { name: String, message: String },
+    #[error("cannot write YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+}
+
+/// Arguments of `routemeter render`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// File with one or more MonitoredService documents.
+    #[arg(long, short = 'f')]
+    pub file: PathBuf,
+    /// File with the target Service(s); without it the target is assumed to have a
+    /// selector and a numeric port equal to spec.target.port.
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
+    /// Proxy image when a MonitoredService names none.
+    #[arg(long, env = "ROUTEMETER_PROXY_IMAGE", default_value = concat!("routemeter/routemeter:", env!("CARGO_PKG_VERSION")))]
+    pub proxy_image: String,
+    /// Print only the PrometheusRule specs (for promtool).
+    #[arg(long)]
+    pub rules_only: bool,
+}
+
+fn read_docs<T: for<'de> Deserialize<'de>>(path: &PathBuf, wanted: &str) -> Result<Vec<T>, RenderError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| RenderError::Read { path: path.display().to_string(), source })?;
+    let mut out = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|source| RenderError::Parse { path: path.display().to_string(), index, source })?;
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        if value.is_null() || kind != wanted {
+            continue;
+        }
+        out.push(
+            serde_yaml::from_value::<T>(value)
+                .map_err(|source| RenderError::Parse { path: path.display().to_string(), index, source })?,
+        );
+    }
+    Ok(out)
+}
+
+/// A stand-in for a target Service that is not at hand: it selects pods by
+/// `app: <service>` and forwards its port unchanged.
+fn assumed_target(msvc: &MonitoredService) -> Service {
+    let port = match &msvc.spec.target.port {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => *n,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(_) => 80,
+    };
+    let name = msvc.spec.target.service.clone();
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "namespace": msvc.namespace() },
+        "spec": { "selector": { "app": name }, "ports": [{ "name": match &msvc.spec.target.port {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(), _ => "http".into() },
+            "port": port, "targetPort": port }] },
+    }))
+    .unwrap_or_default()
+}
+
+impl Args {
+    /// Renders every object as a YAML stream.
+    pub fn render(&self) -> Result<String, RenderError> {
+        let msvcs: Vec<MonitoredService> = read_docs(&self.file, "MonitoredService")?;
+        let targets: Vec<Service> = match &self.targets {
+            Some(p) => read_docs(p, "Service")?,
+            None => Vec::new(),
+        };
+        let mut out = String::new();
+        for mut msvc in msvcs {
+            if msvc.namespace().is_none() {
+                msvc.metadata.namespace = Some("default".into());
+            }
+            let name = format!("{}/{}", msvc.namespace().unwrap_or_default(), msvc.name_any());
+            let target = targets
+                .iter()
+                .find(|t| t.name_any() == msvc.spec.target.service && t.namespace().is_none_or(|n| Some(n) == msvc.namespace()))
+                .cloned()
+                .unwrap_or_else(|| assumed_target(&msvc));
+            let info = children::target_info(&msvc, &target).map_err(|message| RenderError::Invalid { name: name.clone(), message })?;
+            let settings = Settings { proxy_image: self.proxy_image.clone(), monitoring_labels: msvc.spec.monitoring.labels.clone() };
+            let built = children::build(&msvc, &info, &settings)
+                .map_err(|e| RenderError::Invalid { name: name.clone(), message: e.to_string() })?;
+            let mut docs: Vec<serde_json::Value> = built.core.into_iter().map(|c| c.manifest).collect();
+            docs.extend(built.optional.into_iter().filter_map(|(_, _, m)| m));
+            docs.extend(built.monitoring.into_iter().filter_map(|(_, _, m)| m));
+            for doc in docs {
+                if self.rules_only {
+                    if doc["kind"] != "PrometheusRule" {
+                        continue;
+                    }
+                    out.push_str(&serde_yaml::to_string(&doc["spec"])?);
+                    continue;
+                }
+                out.push_str("---\n");
+                out.push_str(&serde_yaml::to_string(&doc)?);
+            }
+        }
+        Ok(out)
+    }
+}

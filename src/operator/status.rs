@@ -1,0 +1,156 @@
+//! Status conditions a user can act on, and writing them back.
+//!
+//! `Ready` sums up `TargetFound` and `ProxyAvailable`; `MonitoringConfigured` says whether
+//! the ServiceMonitor and rules exist and a Prometheus selects them. A condition keeps its
+//! `lastTransitionTime` while its status does not change, so writes are idempotent and a
+//! reconcile that changes nothing writes nothing.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as K8sCondition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::Error;
+use super::reconcile::FIELD_MANAGER;
+use crate::crd::{MonitoredService, MonitoredServiceStatus};
+
+/// A condition before it is stamped with a generation and a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Condition {
+    fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Condition { type_, status, reason, message: message.into() }
+    }
+
+    pub fn invalid_spec(message: &str) -> Self {
+        Self::new("Ready", false, "InvalidSpec", message)
+    }
+    pub fn target_missing(service: &str, ns: &str) -> Self {
+        Self::new(
+            "TargetFound",
+            false,
+            "ServiceNotFound",
+            format!("Service {ns}/{service} does not exist; create it or fix spec.target.service"),
+        )
+    }
+    pub fn target_unusable(message: &str) -> Self {
+        Self::new("TargetFound", false, "PortNotFound", message)
+    }
+    pub fn target_found(service: &str) -> Self {
+        Self::new("TargetFound", true, "ServiceFound", format!("proxying to Service {service}"))
+    }
+    pub fn proxy_availability(ready: i32, replicas: i32) -> Self {
+        if ready > 0 {
+            Self::new("ProxyAvailable", true, "MinimumReplicasAvailable", format!("{ready}/{replicas} proxy replicas available"))
+        } else {
+            Self::new(
+                "ProxyAvailable",
+                false,
+                "NoReplicasAvailable",
+                format!("0/{replicas} proxy replicas available; see the proxy Deployment's events and pods"),
+            )
+        }
+    }
+    pub fn monitoring_crds_missing() -> Self {
+        Self::new(
+            "MonitoringConfigured",
+            false,
+            "CRDsNotInstalled",
+            "the Prometheus Operator CRDs (monitoring.coreos.com/v1 ServiceMonitor, PrometheusRule) are not installed; \
+             install them and the operator configures monitoring on its own",
+        )
+    }
+    pub fn monitoring(status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new("MonitoringConfigured", status, reason, message)
+    }
+}
+
+/// Conditions gathered during one reconcile.
+pub struct Report {
+    generation: Option<i64>,
+    previous: Vec<K8sCondition>,
+    conditions: Vec<Condition>,
+}
+
+impl Report {
+    pub fn new(msvc: &MonitoredService) -> Self {
+        Report {
+            generation: msvc.metadata.generation,
+            previous: msvc.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+            conditions: Vec::new(),
+        }
+    }
+
+    /// Sets (or replaces) a condition.
+    pub fn set(&mut self, c: Condition) {
+        self.conditions.retain(|o| o.type_ != c.type_);
+        self.conditions.push(c);
+    }
+
+    /// The status, with `Ready` derived unless set explicitly.
+    pub fn finish(mut self, replicas: Option<i32>, ready_replicas: Option<i32>) -> MonitoredServiceStatus {
+        if !self.conditions.iter().any(|c| c.type_ == "Ready") {
+            let failing = self
+                .conditions
+                .iter()
+                .find(|c| (c.type_ == "TargetFound" || c.type_ == "ProxyAvailable") && !c.status)
+                .cloned();
+            self.set(match failing {
+                Some(f) => Condition::new("Ready", false, f.reason, f.message),
+                None => Condition::new("Ready", true, "Available", "the proxy is serving and metering the target"),
+            });
+        }
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let conditions = self
+            .conditions
+            .iter()
+            .map(|c| {
+                let status = if c.status { "True" } else { "False" }.to_string();
+                let since = self
+                    .previous
+                    .iter()
+                    .find(|p| p.type_ == c.type_ && p.status == status)
+                    .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
+                K8sCondition {
+                    type_: c.type_.to_string(),
+                    status,
+                    reason: c.reason.to_string(),
+                    message: c.message.clone(),
+                    observed_generation: self.generation,
+                    last_transition_time: since,
+                }
+            })
+            .collect();
+        MonitoredServiceStatus {
+            observed_generation: self.generation,
+            conditions,
+            replicas,
+            ready_replicas,
+            ..Default::default()
+        }
+    }
+}
+
+/// Writes the status if it changed.
+pub async fn write(client: &Client, msvc: &MonitoredService, mut status: MonitoredServiceStatus) -> Result<(), Error> {
+    status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    if let Some(old) = &msvc.status {
+        status.traffic = old.traffic.clone();
+        if *old == status {
+            return Ok(());
+        }
+    }
+    let ns = msvc.namespace().ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({ "apiVersion": "routemeter.io/v1alpha1", "kind": "MonitoredService", "status": status });
+    api.patch_status(&msvc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
