@@ -41,19 +41,26 @@ fn rule(record: &str, expr: String) -> Value {
     json!({ "record": record, "expr": expr })
 }
 
+/// A rule of one objective: the `objective` label keeps the rules of the service-wide
+/// objective and of each route's own apart (same name, different series).
+fn objective_rule(record: &str, expr: String, objective: &str) -> Value {
+    json!({ "record": record, "expr": expr, "labels": { "objective": objective } })
+}
+
 /// The objectives in force: the service's for every route without its own, then each
 /// route's own. Each comes with the label matcher selecting its routes.
-fn objectives<'a>(monitoring: &'a MonitoringSpec, routes: &'a [RouteSpec]) -> Vec<(String, &'a SloSpec)> {
+fn objectives<'a>(monitoring: &'a MonitoringSpec, routes: &'a [RouteSpec]) -> Vec<(String, &'a SloSpec, String)> {
     let overridden: Vec<&RouteSpec> = routes.iter().filter(|r| r.slo.is_some()).collect();
     let mut out = Vec::new();
     if overridden.is_empty() {
-        out.push((String::new(), &monitoring.slo));
+        out.push((String::new(), &monitoring.slo, "service".to_string()));
     } else {
         let alternatives: Vec<String> = overridden.iter().map(|r| regex_escape(&r.path)).collect();
-        out.push((format!(r#",http_route!~"{}""#, alternatives.join("|")), &monitoring.slo));
+        out.push((format!(r#",http_route!~"{}""#, alternatives.join("|")), &monitoring.slo, "service".to_string()));
         for r in overridden {
             if let Some(slo) = &r.slo {
-                out.push((format!(r#",http_route="{}""#, r.path.replace('\\', "\\\\").replace('"', "\\\"")), slo));
+                let label = r.name.clone().unwrap_or_else(|| r.path.clone());
+                out.push((format!(r#",http_route="{}""#, r.path.replace('\\', "\\\\").replace('"', "\\\"")), slo, label));
             }
         }
     }
@@ -86,29 +93,33 @@ pub fn groups(namespace: &str, service: &str, monitoring: &MonitoringSpec, route
     let mut slo_rules = Vec::new();
     let mut budget = Vec::new();
     let objectives = objectives(monitoring, routes);
-    for (matcher, slo) in &objectives {
+    for (matcher, slo, objective) in &objectives {
         let le = le_label(slo.latency_threshold_seconds);
         let windows = SLO_WINDOWS.iter().copied().chain(std::iter::once(slo.window.as_str()));
         for w in windows {
             let total = format!("sum by ({BY_ROUTE}) (rate({COUNT}{{{sel}{matcher}}}[{w}]))");
-            slo_rules.push(rule(
+            slo_rules.push(objective_rule(
                 &format!("routemeter_slo:errors:ratio_rate{w}"),
                 format!(r#"sum by ({BY_ROUTE}) (rate({COUNT}{{{sel}{matcher},http_response_status_code=~"5.."}}[{w}])) / {total}"#),
+                objective,
             ));
-            slo_rules.push(rule(
+            slo_rules.push(objective_rule(
                 &format!("routemeter_slo:slow_requests:ratio_rate{w}"),
                 format!(r#"1 - sum by ({BY_ROUTE}) (rate({BUCKET}{{{sel}{matcher},le="{le}"}}[{w}])) / {total}"#),
+                objective,
             ));
         }
         let (err_budget, lat_budget) = (budget_of(slo.availability), budget_of(slo.latency_objective));
         let w = &slo.window;
-        budget.push(rule(
+        budget.push(objective_rule(
             "routemeter_slo:error_budget_remaining:ratio",
             format!("1 - routemeter_slo:errors:ratio_rate{w}{{{sel}{matcher}}} / {err_budget}"),
+            objective,
         ));
-        budget.push(rule(
+        budget.push(objective_rule(
             "routemeter_slo:latency_budget_remaining:ratio",
             format!("1 - routemeter_slo:slow_requests:ratio_rate{w}{{{sel}{matcher}}} / {lat_budget}"),
+            objective,
         ));
     }
     // Rules sharing a name and window differ by their route matchers: keep each once.
@@ -143,7 +154,7 @@ fn annotations(summary: String, description: String, runbook: &Option<String>) -
     a
 }
 
-fn alert_rules(sel: &str, service: &str, m: &MonitoringSpec, objectives: &[(String, &SloSpec)]) -> Vec<Value> {
+fn alert_rules(sel: &str, service: &str, m: &MonitoringSpec, objectives: &[(String, &SloSpec, String)]) -> Vec<Value> {
     let a = &m.alerts;
     let mut out = Vec::new();
     if a.enabled {
@@ -188,12 +199,12 @@ fn alert_rules(sel: &str, service: &str, m: &MonitoringSpec, objectives: &[(Stri
                 &a.runbook_url),
         }));
     }
-    for (matcher, slo) in objectives {
-        for (kind, record, objective) in [
+    for (matcher, slo, objective) in objectives {
+        for (kind, record, target) in [
             ("Error", "errors", slo.availability),
             ("Latency", "slow_requests", slo.latency_objective),
         ] {
-            let budget = budget_of(objective);
+            let budget = budget_of(target);
             for (severity, pairs) in BURN_RATES {
                 let expr = pairs
                     .iter()
@@ -204,11 +215,11 @@ fn alert_rules(sel: &str, service: &str, m: &MonitoringSpec, objectives: &[(Stri
                     })
                     .collect::<Vec<_>>()
                     .join(" or ");
-                let what = if kind == "Error" { format!("availability objective {objective}%") } else { format!("latency objective {objective}% under {}s", slo.latency_threshold_seconds) };
+                let what = if kind == "Error" { format!("availability objective {target}%") } else { format!("latency objective {target}% under {}s", slo.latency_threshold_seconds) };
                 out.push(json!({
                     "alert": format!("Routemeter{kind}BudgetBurn"),
                     "expr": expr,
-                    "labels": { "severity": severity, "slo": record },
+                    "labels": { "severity": severity, "slo": record, "objective": objective },
                     "annotations": annotations(
                         format!("{service} {{{{ $labels.http_route }}}} is burning its {} budget {}", kind.to_lowercase(), if severity == "critical" { "fast" } else { "steadily" }),
                         format!("{service} route {{{{ $labels.http_route }}}} in namespace {{{{ $labels.namespace }}}} is consuming the error budget of its {what} over {} faster than it can afford.", slo.window),

@@ -117,6 +117,13 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<MonitoredService>, u32>>,
 }
 
+impl Context {
+    /// A context for the reconciler.
+    pub fn new(client: Client, metrics: Metrics, proxy_image: String) -> Self {
+        Context { client, metrics, proxy_image, failures: Mutex::default() }
+    }
+}
+
 /// Requeue after a failure: 5 s doubling to 5 min per object, so a broken object never
 /// spins and a transient error heals quickly.
 fn error_policy(msvc: Arc<MonitoredService>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -161,12 +168,7 @@ impl Args {
         let client = Client::try_default().await.map_err(StartError::Client)?;
         let registry = Registry::new();
         let metrics = Metrics::register(&registry)?;
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            metrics: metrics.clone(),
-            proxy_image: self.proxy_image.clone(),
-            failures: Mutex::default(),
-        });
+        let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), self.proxy_image.clone()));
         let listener = tokio::net::TcpListener::bind(self.metrics_addr)
             .await
             .map_err(|source| StartError::Listen { addr: self.metrics_addr, source })?;

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# promtool checks the PrometheusRule of every example, as `routemeter render` writes it.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="$root/target/promtool"
+mkdir -p "$out"
+for example in "$root"/manifests/examples/*.yaml; do
+  rules="$out/$(basename "$example" .yaml).rules.yaml"
+  "$root/target/debug/routemeter" render -f "$example" --rules-only > "$rules"
+  promtool check rules "$rules"
+done

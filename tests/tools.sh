@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and tests need, when missing: cmake (pingora's
+# zlib-ng), openssl (test certificates), prometheus (promtool and the server for the
+# rules' end-to-end checks). Go-built tools are built by the scripts that use them.
+set -euo pipefail
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v go >/dev/null || missing+=(golang)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian prometheus package starts a server on :9090 on install; tests start their own.
+if systemctl is-active --quiet prometheus 2>/dev/null; then systemctl stop prometheus || true; fi
+promtool --version 2>&1 | head -1
