@@ -12,7 +12,13 @@ use crate::telemetry::LogFormat;
 #[command(name = "routemeter", version, about)]
 pub struct Cli {
     /// Log format: json for production, text for a terminal.
-    #[arg(long, global = true, env = "ROUTEMETER_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROUTEMETER_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -57,5 +63,8 @@ impl Cli {
 }
 
 fn print(text: &str) -> anyhow::Result<()> {
-    std::io::stdout().lock().write_all(text.as_bytes()).context("cannot write to stdout")
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("cannot write to stdout")
 }

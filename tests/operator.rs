@@ -20,7 +20,10 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn monitoring(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind), plural)
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind),
+        plural,
+    )
 }
 
 fn msvc(name: &str, target: &str, routes: serde_json::Value) -> serde_json::Value {
@@ -41,13 +44,31 @@ async fn creates_every_child_with_owner_references() {
     let ns = namespace(&client, "create").await;
     let _op = Operator::start(&client, &ns);
     create_target(&client, &ns, "web").await;
-    let created = apply_msvc(&client, &ns, msvc("web", "web", json!([{ "path": "/users/{id}", "methods": ["GET"] }]))).await;
+    let created = apply_msvc(
+        &client,
+        &ns,
+        msvc(
+            "web",
+            "web",
+            json!([{ "path": "/users/{id}", "methods": ["GET"] }]),
+        ),
+    )
+    .await;
     let uid = created.uid().expect("uid");
 
-    let config = wait_for("the proxy ConfigMap", WAIT, || config_of(&client, &ns, "web")).await;
+    let config = wait_for("the proxy ConfigMap", WAIT, || {
+        config_of(&client, &ns, "web")
+    })
+    .await;
     assert_eq!(config.routes[0].path, "/users/{id}");
-    assert_eq!(config.upstream.endpoints, vec![format!("web-routemeter-upstream.{ns}.svc:8080")]);
-    assert!(config.metrics.effective_buckets().contains(&0.5), "the SLO threshold is a bucket boundary");
+    assert_eq!(
+        config.upstream.endpoints,
+        vec![format!("web-routemeter-upstream.{ns}.svc:8080")]
+    );
+    assert!(
+        config.metrics.effective_buckets().contains(&0.5),
+        "the SLO threshold is a bucket boundary"
+    );
 
     let owned_by_msvc = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         let refs = meta.owner_references.clone().unwrap_or_default();
@@ -57,14 +78,32 @@ async fn creates_every_child_with_owner_references() {
         assert_eq!(refs[0].controller, Some(true));
     };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let d = wait_for("the Deployment", WAIT, || async { deployments.get_opt("web-routemeter").await.ok()? }).await;
+    let d = wait_for("the Deployment", WAIT, || async {
+        deployments.get_opt("web-routemeter").await.ok()?
+    })
+    .await;
     owned_by_msvc(&d.metadata);
     let pod = d.spec.expect("spec").template.spec.expect("pod spec");
     let container = &pod.containers[0];
-    assert_eq!(container.args.as_deref(), Some(&["proxy".to_string(), "--config".into(), "/etc/routemeter/config.yaml".into()][..]));
-    let sc = container.security_context.clone().expect("security context");
+    assert_eq!(
+        container.args.as_deref(),
+        Some(
+            &[
+                "proxy".to_string(),
+                "--config".into(),
+                "/etc/routemeter/config.yaml".into()
+            ][..]
+        )
+    );
+    let sc = container
+        .security_context
+        .clone()
+        .expect("security context");
     assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert_eq!(pod.security_context.and_then(|s| s.run_as_non_root), Some(true));
+    assert_eq!(
+        pod.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
     assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
 
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
@@ -73,22 +112,48 @@ async fn creates_every_child_with_owner_references() {
         owned_by_msvc(&s.metadata);
     }
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
-    owned_by_msvc(&wait_for("the HPA", WAIT, || async { hpas.get_opt("web-routemeter").await.ok()? }).await.metadata);
+    owned_by_msvc(
+        &wait_for("the HPA", WAIT, || async {
+            hpas.get_opt("web-routemeter").await.ok()?
+        })
+        .await
+        .metadata,
+    );
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
-    owned_by_msvc(&wait_for("the PDB", WAIT, || async { pdbs.get_opt("web-routemeter").await.ok()? }).await.metadata);
-    for (kind, plural) in [("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules")] {
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &monitoring(kind, plural));
-        let o = wait_for(kind, WAIT, || async { api.get_opt("web-routemeter").await.ok()? }).await;
+    owned_by_msvc(
+        &wait_for("the PDB", WAIT, || async {
+            pdbs.get_opt("web-routemeter").await.ok()?
+        })
+        .await
+        .metadata,
+    );
+    for (kind, plural) in [
+        ("ServiceMonitor", "servicemonitors"),
+        ("PrometheusRule", "prometheusrules"),
+    ] {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &monitoring(kind, plural));
+        let o = wait_for(kind, WAIT, || async {
+            api.get_opt("web-routemeter").await.ok()?
+        })
+        .await;
         owned_by_msvc(&o.metadata);
     }
     let (status, _, _) = wait_for("TargetFound=True", WAIT, || async {
-        condition(&client, &ns, "web", "TargetFound").await.filter(|c| c.0 == "True")
+        condition(&client, &ns, "web", "TargetFound")
+            .await
+            .filter(|c| c.0 == "True")
     })
     .await;
     assert_eq!(status, "True");
     // No kubelet runs here: no pod becomes available, and the status says so.
-    let (status, reason, _) = condition(&client, &ns, "web", "Ready").await.expect("Ready");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "NoReplicasAvailable"));
+    let (status, reason, _) = condition(&client, &ns, "web", "Ready")
+        .await
+        .expect("Ready");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "NoReplicasAvailable")
+    );
     delete_namespace(&client, &ns).await;
 }
 
@@ -102,17 +167,26 @@ async fn spec_changes_reach_the_children() {
     apply_msvc(&client, &ns, msvc("api", "api", json!([{ "path": "/a" }]))).await;
     wait_for("the first config", WAIT, || config_of(&client, &ns, "api")).await;
 
-    let mut changed = msvc("api", "api", json!([{ "path": "/a" }, { "path": "/b/{id}" }]));
+    let mut changed = msvc(
+        "api",
+        "api",
+        json!([{ "path": "/a" }, { "path": "/b/{id}" }]),
+    );
     changed["spec"]["scaling"] = json!({ "minReplicas": 3, "maxReplicas": 9 });
     apply_msvc(&client, &ns, changed).await;
     let config = wait_for("the new route in the config", WAIT, || async {
-        config_of(&client, &ns, "api").await.filter(|c| c.routes.len() == 2)
+        config_of(&client, &ns, "api")
+            .await
+            .filter(|c| c.routes.len() == 2)
     })
     .await;
     assert_eq!(config.routes[1].path, "/b/{id}");
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
     wait_for("maxReplicas 9", WAIT, || async {
-        hpas.get_opt("api-routemeter").await.ok()?.filter(|h| h.spec.as_ref().is_some_and(|s| s.max_replicas == 9))
+        hpas.get_opt("api-routemeter")
+            .await
+            .ok()?
+            .filter(|h| h.spec.as_ref().is_some_and(|s| s.max_replicas == 9))
     })
     .await;
 
@@ -121,10 +195,21 @@ async fn spec_changes_reach_the_children() {
     off["spec"]["scaling"] = json!({ "enabled": false });
     off["spec"]["proxy"] = json!({ "replicas": 4 });
     apply_msvc(&client, &ns, off).await;
-    wait_for("the HPA to go", WAIT, || async { hpas.get_opt("api-routemeter").await.ok()?.is_none().then_some(()) }).await;
+    wait_for("the HPA to go", WAIT, || async {
+        hpas.get_opt("api-routemeter")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     wait_for("replicas 4", WAIT, || async {
-        deployments.get_opt("api-routemeter").await.ok()?.filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(4))
+        deployments
+            .get_opt("api-routemeter")
+            .await
+            .ok()?
+            .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(4))
     })
     .await;
     delete_namespace(&client, &ns).await;
@@ -138,7 +223,9 @@ async fn missing_target_is_reported_and_recovered() {
     let _op = Operator::start(&client, &ns);
     apply_msvc(&client, &ns, msvc("late", "late", json!([]))).await;
     let (_, reason, message) = wait_for("TargetFound=False", WAIT, || async {
-        condition(&client, &ns, "late", "TargetFound").await.filter(|c| c.0 == "False")
+        condition(&client, &ns, "late", "TargetFound")
+            .await
+            .filter(|c| c.0 == "False")
     })
     .await;
     assert_eq!(reason, "ServiceNotFound");
@@ -146,7 +233,9 @@ async fn missing_target_is_reported_and_recovered() {
     // The Service watch brings the recovery, well before the 30 s retry.
     create_target(&client, &ns, "late").await;
     wait_for("TargetFound=True", Duration::from_secs(20), || async {
-        condition(&client, &ns, "late", "TargetFound").await.filter(|c| c.0 == "True")
+        condition(&client, &ns, "late", "TargetFound")
+            .await
+            .filter(|c| c.0 == "True")
     })
     .await;
     wait_for("the ConfigMap", WAIT, || config_of(&client, &ns, "late")).await;
@@ -161,9 +250,16 @@ async fn invalid_spec_sets_a_condition_naming_the_field() {
     let _op = Operator::start(&client, &ns);
     create_target(&client, &ns, "svc").await;
     // Passes the schema (starts with '/'), fails the route parser.
-    apply_msvc(&client, &ns, msvc("bad", "svc", json!([{ "path": "/a/*/b" }]))).await;
+    apply_msvc(
+        &client,
+        &ns,
+        msvc("bad", "svc", json!([{ "path": "/a/*/b" }])),
+    )
+    .await;
     let (_, reason, message) = wait_for("Ready=False InvalidSpec", WAIT, || async {
-        condition(&client, &ns, "bad", "Ready").await.filter(|c| c.1 == "InvalidSpec")
+        condition(&client, &ns, "bad", "Ready")
+            .await
+            .filter(|c| c.1 == "InvalidSpec")
     })
     .await;
     assert_eq!(reason, "InvalidSpec");
@@ -171,15 +267,40 @@ async fn invalid_spec_sets_a_condition_naming_the_field() {
 
     // The API server rejects what the schema and CEL rules can say.
     let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
-    let mut bad = msvc("cel", "svc", json!([{ "path": "/a", "name": "x" }, { "path": "/b", "name": "x" }]));
+    let mut bad = msvc(
+        "cel",
+        "svc",
+        json!([{ "path": "/a", "name": "x" }, { "path": "/b", "name": "x" }]),
+    );
     bad["apiVersion"] = json!("routemeter.io/v1alpha1");
     bad["kind"] = json!("MonitoredService");
-    let err = api.patch("cel", &PatchParams::apply("routemeter-tests"), &Patch::Apply(&bad)).await.expect_err("rejected");
-    assert!(err.to_string().contains("route names must be unique"), "{err}");
+    let err = api
+        .patch(
+            "cel",
+            &PatchParams::apply("routemeter-tests"),
+            &Patch::Apply(&bad),
+        )
+        .await
+        .expect_err("rejected");
+    assert!(
+        err.to_string().contains("route names must be unique"),
+        "{err}"
+    );
     bad["spec"]["routes"] = json!([]);
     bad["spec"]["scaling"] = json!({ "minReplicas": 5, "maxReplicas": 2 });
-    let err = api.patch("cel", &PatchParams::apply("routemeter-tests"), &Patch::Apply(&bad)).await.expect_err("rejected");
-    assert!(err.to_string().contains("minReplicas must not exceed maxReplicas"), "{err}");
+    let err = api
+        .patch(
+            "cel",
+            &PatchParams::apply("routemeter-tests"),
+            &Patch::Apply(&bad),
+        )
+        .await
+        .expect_err("rejected");
+    assert!(
+        err.to_string()
+            .contains("minReplicas must not exceed maxReplicas"),
+        "{err}"
+    );
     delete_namespace(&client, &ns).await;
 }
 
@@ -189,22 +310,39 @@ async fn prometheus_selection_is_applied_and_reported() {
     let _shared = CLUSTER_WIDE.read().await;
     let ns = namespace(&client, "select").await;
     let _op = Operator::start(&client, &ns);
-    let proms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &monitoring("Prometheus", "prometheuses"));
+    let proms: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &monitoring("Prometheus", "prometheuses"),
+    );
     let prom = json!({
         "apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus", "metadata": { "name": "kps" },
         "spec": { "serviceMonitorSelector": { "matchLabels": { "release": "kps" } },
                   "ruleSelector": { "matchLabels": { "release": "kps" } } },
     });
-    proms.patch("kps", &PatchParams::apply("routemeter-tests"), &Patch::Apply(&prom)).await.expect("Prometheus");
+    proms
+        .patch(
+            "kps",
+            &PatchParams::apply("routemeter-tests"),
+            &Patch::Apply(&prom),
+        )
+        .await
+        .expect("Prometheus");
     create_target(&client, &ns, "shop").await;
     apply_msvc(&client, &ns, msvc("shop", "shop", json!([]))).await;
     let (_, reason, message) = wait_for("MonitoringConfigured=True", WAIT, || async {
-        condition(&client, &ns, "shop", "MonitoringConfigured").await.filter(|c| c.0 == "True")
+        condition(&client, &ns, "shop", "MonitoringConfigured")
+            .await
+            .filter(|c| c.0 == "True")
     })
     .await;
     assert_eq!(reason, "Selected");
     assert!(message.contains(&format!("{ns}/kps")), "{message}");
-    let sms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &monitoring("ServiceMonitor", "servicemonitors"));
+    let sms: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &monitoring("ServiceMonitor", "servicemonitors"),
+    );
     let sm = sms.get("shop-routemeter").await.expect("ServiceMonitor");
     assert_eq!(sm.labels().get("release").map(String::as_str), Some("kps"));
     delete_namespace(&client, &ns).await;
@@ -220,15 +358,21 @@ async fn deletion_garbage_collects_children() {
     apply_msvc(&client, &ns, msvc("gone", "gone", json!([]))).await;
     wait_for("the ConfigMap", WAIT, || config_of(&client, &ns, "gone")).await;
     let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
-    api.delete("gone", &DeleteParams::foreground()).await.expect("delete");
+    api.delete("gone", &DeleteParams::foreground())
+        .await
+        .expect("delete");
     // The garbage collector rescans API discovery every 30 s: allow for a full cycle.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    wait_for("children to be collected", Duration::from_secs(90), || async {
-        let cm = cms.get_opt("gone-routemeter").await.ok()?;
-        let d = deployments.get_opt("gone-routemeter").await.ok()?;
-        (cm.is_none() && d.is_none()).then_some(())
-    })
+    wait_for(
+        "children to be collected",
+        Duration::from_secs(90),
+        || async {
+            let cm = cms.get_opt("gone-routemeter").await.ok()?;
+            let d = deployments.get_opt("gone-routemeter").await.ok()?;
+            (cm.is_none() && d.is_none()).then_some(())
+        },
+    )
     .await;
     // The user's Service is never touched.
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
@@ -246,7 +390,9 @@ async fn monitoring_waits_for_the_prometheus_operator_crds() {
     create_target(&client, &ns, "plain").await;
     apply_msvc(&client, &ns, msvc("plain", "plain", json!([]))).await;
     let (_, reason, _) = wait_for("MonitoringConfigured=False", WAIT, || async {
-        condition(&client, &ns, "plain", "MonitoringConfigured").await.filter(|c| c.0 == "False")
+        condition(&client, &ns, "plain", "MonitoringConfigured")
+            .await
+            .filter(|c| c.0 == "False")
     })
     .await;
     assert_eq!(reason, "CRDsNotInstalled");
@@ -254,11 +400,24 @@ async fn monitoring_waits_for_the_prometheus_operator_crds() {
     wait_for("the ConfigMap", WAIT, || config_of(&client, &ns, "plain")).await;
 
     script("prom-crds.sh", &["install"]);
-    wait_for("MonitoringConfigured to leave CRDsNotInstalled", Duration::from_secs(60), || async {
-        condition(&client, &ns, "plain", "MonitoringConfigured").await.filter(|c| c.1 != "CRDsNotInstalled")
+    wait_for(
+        "MonitoringConfigured to leave CRDsNotInstalled",
+        Duration::from_secs(60),
+        || async {
+            condition(&client, &ns, "plain", "MonitoringConfigured")
+                .await
+                .filter(|c| c.1 != "CRDsNotInstalled")
+        },
+    )
+    .await;
+    let sms: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &monitoring("ServiceMonitor", "servicemonitors"),
+    );
+    wait_for("the ServiceMonitor", WAIT, || async {
+        sms.get_opt("plain-routemeter").await.ok()?
     })
     .await;
-    let sms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &monitoring("ServiceMonitor", "servicemonitors"));
-    wait_for("the ServiceMonitor", WAIT, || async { sms.get_opt("plain-routemeter").await.ok()? }).await;
     delete_namespace(&client, &ns).await;
 }

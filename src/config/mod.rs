@@ -15,8 +15,9 @@ use thiserror::Error;
 use crate::route::{RouteTable, TableError};
 
 /// OpenTelemetry's default boundaries for `http.server.request.duration`, in seconds.
-pub const DEFAULT_DURATION_BUCKETS: [f64; 14] =
-    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+pub const DEFAULT_DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Why a config was rejected; every message starts with the field at fault.
 #[derive(Debug, Error)]
@@ -36,7 +37,10 @@ pub enum ConfigError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), message: message.into() }
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// The whole proxy configuration.
@@ -137,7 +141,10 @@ pub struct AutoTemplate {
 
 impl Default for AutoTemplate {
     fn default() -> Self {
-        AutoTemplate { enabled: true, max_routes: defaults::max_inferred_routes() }
+        AutoTemplate {
+            enabled: true,
+            max_routes: defaults::max_inferred_routes(),
+        }
     }
 }
 
@@ -181,7 +188,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_header_bytes: defaults::max_request_header_bytes() }
+        Limits {
+            max_request_header_bytes: defaults::max_request_header_bytes(),
+        }
     }
 }
 
@@ -201,14 +210,22 @@ pub struct MetricsSettings {
 
 impl Default for MetricsSettings {
     fn default() -> Self {
-        MetricsSettings { duration_buckets: defaults::buckets(), latency_thresholds: Vec::new() }
+        MetricsSettings {
+            duration_buckets: defaults::buckets(),
+            latency_thresholds: Vec::new(),
+        }
     }
 }
 
 impl MetricsSettings {
     /// The histogram boundaries: the buckets with every threshold added, sorted, deduplicated.
     pub fn effective_buckets(&self) -> Vec<f64> {
-        let mut all: Vec<f64> = self.duration_buckets.iter().chain(&self.latency_thresholds).copied().collect();
+        let mut all: Vec<f64> = self
+            .duration_buckets
+            .iter()
+            .chain(&self.latency_thresholds)
+            .copied()
+            .collect();
         all.sort_by(f64::total_cmp);
         all.dedup();
         all
@@ -328,8 +345,10 @@ impl ProxyConfig {
 
     /// Reads, parses and validates a config file.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_yaml(&text)
     }
 
@@ -356,10 +375,14 @@ impl ProxyConfig {
             return Err(invalid("admin", "must differ from listen"));
         }
         if self.upstream.endpoints.is_empty() {
-            return Err(invalid("upstream.endpoints", "at least one host:port endpoint is required"));
+            return Err(invalid(
+                "upstream.endpoints",
+                "at least one host:port endpoint is required",
+            ));
         }
         for (i, endpoint) in self.upstream.endpoints.iter().enumerate() {
-            split_host_port(endpoint).map_err(|m| invalid(format!("upstream.endpoints[{i}]"), m))?;
+            split_host_port(endpoint)
+                .map_err(|m| invalid(format!("upstream.endpoints[{i}]"), m))?;
         }
         for (field, d) in [
             ("upstream.resolveInterval", self.upstream.resolve_interval),
@@ -374,24 +397,39 @@ impl ProxyConfig {
             }
         }
         if self.upstream.ejection_max < self.upstream.ejection_base {
-            return Err(invalid("upstream.ejectionMax", "must not be less than upstream.ejectionBase"));
+            return Err(invalid(
+                "upstream.ejectionMax",
+                "must not be less than upstream.ejectionBase",
+            ));
         }
         if self.auto_template.max_routes == 0 {
             return Err(invalid("autoTemplate.maxRoutes", "must be at least 1"));
         }
         if self.limits.max_request_header_bytes < 1024 {
-            return Err(invalid("limits.maxRequestHeaderBytes", "must be at least 1024"));
+            return Err(invalid(
+                "limits.maxRequestHeaderBytes",
+                "must be at least 1024",
+            ));
         }
         for (field, values) in [
             ("metrics.durationBuckets", &self.metrics.duration_buckets),
-            ("metrics.latencyThresholds", &self.metrics.latency_thresholds),
+            (
+                "metrics.latencyThresholds",
+                &self.metrics.latency_thresholds,
+            ),
         ] {
             if let Some(bad) = values.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-                return Err(invalid(field, format!("{bad} is not a positive number of seconds")));
+                return Err(invalid(
+                    field,
+                    format!("{bad} is not a positive number of seconds"),
+                ));
             }
         }
         if self.metrics.duration_buckets.is_empty() {
-            return Err(invalid("metrics.durationBuckets", "at least one boundary is required"));
+            return Err(invalid(
+                "metrics.durationBuckets",
+                "at least one boundary is required",
+            ));
         }
         self.route_table()?;
         Ok(())
@@ -460,30 +498,52 @@ metrics:
         let c = ProxyConfig::from_yaml(FULL).expect("valid");
         let b = c.metrics.effective_buckets();
         assert!(b.contains(&0.3) && b.contains(&1.0));
-        assert!(b.windows(2).all(|w| w[0] < w[1]), "sorted and unique: {b:?}");
+        assert!(
+            b.windows(2).all(|w| w[0] < w[1]),
+            "sorted and unique: {b:?}"
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
         let cases = [
             ("upstream: {endpoints: []}", "upstream.endpoints:"),
-            ("upstream: {endpoints: ['nohost']}", "upstream.endpoints[0]:"),
+            (
+                "upstream: {endpoints: ['nohost']}",
+                "upstream.endpoints[0]:",
+            ),
             ("upstream: {endpoints: ['a:0']}", "upstream.endpoints[0]:"),
             ("listen: nope\nupstream: {endpoints: ['a:1']}", "listen:"),
-            ("upstream: {endpoints: ['a:1']}\nroutes: [{path: users}]", "routes[0].path"),
-            ("upstream: {endpoints: ['a:1']}\nautoTemplate: {maxRoutes: 0}", "autoTemplate.maxRoutes:"),
-            ("upstream: {endpoints: ['a:1']}\nmetrics: {latencyThresholds: [-1]}", "metrics.latencyThresholds:"),
-            ("upstream: {endpoints: ['a:1']}\ntimeouts: {connect: 0s}", "timeouts.connect:"),
+            (
+                "upstream: {endpoints: ['a:1']}\nroutes: [{path: users}]",
+                "routes[0].path",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nautoTemplate: {maxRoutes: 0}",
+                "autoTemplate.maxRoutes:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nmetrics: {latencyThresholds: [-1]}",
+                "metrics.latencyThresholds:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\ntimeouts: {connect: 0s}",
+                "timeouts.connect:",
+            ),
         ];
         for (yaml, field) in cases {
             let err = ProxyConfig::from_yaml(yaml).expect_err(yaml).to_string();
-            assert!(err.starts_with(field), "{yaml:?} gave {err:?}, wanted it to start with {field:?}");
+            assert!(
+                err.starts_with(field),
+                "{yaml:?} gave {err:?}, wanted it to start with {field:?}"
+            );
         }
     }
 
     #[test]
     fn unknown_fields_are_errors() {
-        let err = ProxyConfig::from_yaml("upstream: {endpoints: ['a:1']}\nroutez: []").expect_err("typo");
+        let err =
+            ProxyConfig::from_yaml("upstream: {endpoints: ['a:1']}\nroutez: []").expect_err("typo");
         assert!(err.to_string().contains("routez"), "{err}");
     }
 

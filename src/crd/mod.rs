@@ -92,7 +92,11 @@ pub struct RouteSpec {
 
 impl From<&RouteSpec> for config::Route {
     fn from(r: &RouteSpec) -> Self {
-        config::Route { path: r.path.clone(), methods: r.methods.clone(), name: r.name.clone() }
+        config::Route {
+            path: r.path.clone(),
+            methods: r.methods.clone(),
+            name: r.name.clone(),
+        }
     }
 }
 
@@ -206,13 +210,18 @@ pub struct ServiceMonitorSpec {
     pub enabled: bool,
     /// Scrape interval (default 30s).
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"))]
+    #[schemars(regex(
+        pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+    ))]
     pub interval: String,
 }
 
 impl Default for ServiceMonitorSpec {
     fn default() -> Self {
-        ServiceMonitorSpec { enabled: true, interval: default_interval() }
+        ServiceMonitorSpec {
+            enabled: true,
+            interval: default_interval(),
+        }
     }
 }
 
@@ -299,7 +308,10 @@ pub struct DashboardSpec {
 
 impl Default for DashboardSpec {
     fn default() -> Self {
-        DashboardSpec { enabled: true, labels: default_dashboard_labels() }
+        DashboardSpec {
+            enabled: true,
+            labels: default_dashboard_labels(),
+        }
     }
 }
 
@@ -395,12 +407,20 @@ mod tests {
     #[test]
     fn minimal_spec_gets_documented_defaults() {
         let spec: MonitoredServiceSpec =
-            serde_json::from_value(serde_json::json!({"target": {"service": "api", "port": 80}})).expect("valid");
+            serde_json::from_value(serde_json::json!({"target": {"service": "api", "port": 80}}))
+                .expect("valid");
         assert_eq!(spec.scaling.min_replicas, 2);
         assert_eq!(spec.monitoring.alerts.error_ratio, 0.05);
         assert_eq!(spec.monitoring.alerts.latency_p95_seconds, 1.0);
         assert_eq!(spec.monitoring.alerts.for_, "5m");
-        assert_eq!(spec.monitoring.dashboard.labels.get("grafana_dashboard").map(String::as_str), Some("1"));
+        assert_eq!(
+            spec.monitoring
+                .dashboard
+                .labels
+                .get("grafana_dashboard")
+                .map(String::as_str),
+            Some("1")
+        );
     }
 
     #[test]

@@ -16,9 +16,14 @@ use crate::crd::{MonitoringSpec, RouteSpec, SloSpec};
 /// Windows over which SLO ratios are recorded.
 pub const SLO_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
 
-/// (severity, [(long window, short window, burn factor)]) of the burn-rate alerts.
-pub const BURN_RATES: [(&str, [(&str, &str, f64); 2]); 2] =
-    [("critical", [("1h", "5m", 14.4), ("6h", "30m", 6.0)]), ("warning", [("1d", "2h", 3.0), ("3d", "6h", 1.0)])];
+/// A burn-rate condition: long window, short window, burn factor.
+pub type BurnWindow = (&'static str, &'static str, f64);
+
+/// (severity, conditions) of the burn-rate alerts.
+pub const BURN_RATES: [(&str, [BurnWindow; 2]); 2] = [
+    ("critical", [("1h", "5m", 14.4), ("6h", "30m", 6.0)]),
+    ("warning", [("1d", "2h", 3.0), ("3d", "6h", 1.0)]),
+];
 
 const COUNT: &str = "http_server_request_duration_seconds_count";
 const BUCKET: &str = "http_server_request_duration_seconds_bucket";
@@ -49,18 +54,32 @@ fn objective_rule(record: &str, expr: String, objective: &str) -> Value {
 
 /// The objectives in force: the service's for every route without its own, then each
 /// route's own. Each comes with the label matcher selecting its routes.
-fn objectives<'a>(monitoring: &'a MonitoringSpec, routes: &'a [RouteSpec]) -> Vec<(String, &'a SloSpec, String)> {
+fn objectives<'a>(
+    monitoring: &'a MonitoringSpec,
+    routes: &'a [RouteSpec],
+) -> Vec<(String, &'a SloSpec, String)> {
     let overridden: Vec<&RouteSpec> = routes.iter().filter(|r| r.slo.is_some()).collect();
     let mut out = Vec::new();
     if overridden.is_empty() {
         out.push((String::new(), &monitoring.slo, "service".to_string()));
     } else {
         let alternatives: Vec<String> = overridden.iter().map(|r| regex_escape(&r.path)).collect();
-        out.push((format!(r#",http_route!~"{}""#, alternatives.join("|")), &monitoring.slo, "service".to_string()));
+        out.push((
+            format!(r#",http_route!~"{}""#, alternatives.join("|")),
+            &monitoring.slo,
+            "service".to_string(),
+        ));
         for r in overridden {
             if let Some(slo) = &r.slo {
                 let label = r.name.clone().unwrap_or_else(|| r.path.clone());
-                out.push((format!(r#",http_route="{}""#, r.path.replace('\\', "\\\\").replace('"', "\\\"")), slo, label));
+                out.push((
+                    format!(
+                        r#",http_route="{}""#,
+                        r.path.replace('\\', "\\\\").replace('"', "\\\"")
+                    ),
+                    slo,
+                    label,
+                ));
             }
         }
     }
@@ -68,7 +87,12 @@ fn objectives<'a>(monitoring: &'a MonitoringSpec, routes: &'a [RouteSpec]) -> Ve
 }
 
 /// The rule groups, as the PrometheusRule's `spec.groups`.
-pub fn groups(namespace: &str, service: &str, monitoring: &MonitoringSpec, routes: &[RouteSpec]) -> Value {
+pub fn groups(
+    namespace: &str,
+    service: &str,
+    monitoring: &MonitoringSpec,
+    routes: &[RouteSpec],
+) -> Value {
     let sel = format!(r#"namespace="{namespace}",monitored_service="{service}""#);
     let mut recording = Vec::new();
     for (level, by) in [("routemeter", BY_ROUTE), ("routemeter_service", BY_SERVICE)] {
@@ -95,7 +119,10 @@ pub fn groups(namespace: &str, service: &str, monitoring: &MonitoringSpec, route
     let objectives = objectives(monitoring, routes);
     for (matcher, slo, objective) in &objectives {
         let le = le_label(slo.latency_threshold_seconds);
-        let windows = SLO_WINDOWS.iter().copied().chain(std::iter::once(slo.window.as_str()));
+        let windows = SLO_WINDOWS
+            .iter()
+            .copied()
+            .chain(std::iter::once(slo.window.as_str()));
         for w in windows {
             let total = format!("sum by ({BY_ROUTE}) (rate({COUNT}{{{sel}{matcher}}}[{w}]))");
             slo_rules.push(objective_rule(
@@ -109,7 +136,10 @@ pub fn groups(namespace: &str, service: &str, monitoring: &MonitoringSpec, route
                 objective,
             ));
         }
-        let (err_budget, lat_budget) = (budget_of(slo.availability), budget_of(slo.latency_objective));
+        let (err_budget, lat_budget) = (
+            budget_of(slo.availability),
+            budget_of(slo.latency_objective),
+        );
         let w = &slo.window;
         budget.push(objective_rule(
             "routemeter_slo:error_budget_remaining:ratio",
@@ -118,7 +148,9 @@ pub fn groups(namespace: &str, service: &str, monitoring: &MonitoringSpec, route
         ));
         budget.push(objective_rule(
             "routemeter_slo:latency_budget_remaining:ratio",
-            format!("1 - routemeter_slo:slow_requests:ratio_rate{w}{{{sel}{matcher}}} / {lat_budget}"),
+            format!(
+                "1 - routemeter_slo:slow_requests:ratio_rate{w}{{{sel}{matcher}}} / {lat_budget}"
+            ),
             objective,
         ));
     }
@@ -154,7 +186,12 @@ fn annotations(summary: String, description: String, runbook: &Option<String>) -
     a
 }
 
-fn alert_rules(sel: &str, service: &str, m: &MonitoringSpec, objectives: &[(String, &SloSpec, String)]) -> Vec<Value> {
+fn alert_rules(
+    sel: &str,
+    service: &str,
+    m: &MonitoringSpec,
+    objectives: &[(String, &SloSpec, String)],
+) -> Vec<Value> {
     let a = &m.alerts;
     let mut out = Vec::new();
     if a.enabled {
@@ -215,7 +252,14 @@ fn alert_rules(sel: &str, service: &str, m: &MonitoringSpec, objectives: &[(Stri
                     })
                     .collect::<Vec<_>>()
                     .join(" or ");
-                let what = if kind == "Error" { format!("availability objective {target}%") } else { format!("latency objective {target}% under {}s", slo.latency_threshold_seconds) };
+                let what = if kind == "Error" {
+                    format!("availability objective {target}%")
+                } else {
+                    format!(
+                        "latency objective {target}% under {}s",
+                        slo.latency_threshold_seconds
+                    )
+                };
                 out.push(json!({
                     "alert": format!("Routemeter{kind}BudgetBurn"),
                     "expr": expr,
@@ -250,18 +294,31 @@ mod tests {
     #[test]
     fn burn_rates_follow_the_workbook() {
         let g = groups("shop", "api", &spec(), &[]).to_string();
-        for needle in ["(14.4 * 0.001)", "(6 * 0.001)", "(3 * 0.001)", "(1 * 0.001)", "ratio_rate3d", "(14.4 * 0.01)"] {
+        for needle in [
+            "(14.4 * 0.001)",
+            "(6 * 0.001)",
+            "(3 * 0.001)",
+            "(1 * 0.001)",
+            "ratio_rate3d",
+            "(14.4 * 0.01)",
+        ] {
             assert!(g.contains(needle), "missing {needle}");
         }
-        assert!(g.contains(r#"le=\"0.5\""#), "latency SLO uses the 0.5s boundary");
+        assert!(
+            g.contains(r#"le=\"0.5\""#),
+            "latency SLO uses the 0.5s boundary"
+        );
     }
 
     #[test]
     fn route_objectives_override_the_service() {
-        let mut slo = SloSpec::default();
-        slo.availability = 99.0;
-        slo.latency_threshold_seconds = 2.0;
-        let routes = vec![RouteSpec { path: "/navigate".into(), methods: vec![], name: None, slo: Some(slo) }];
+        let slo = SloSpec { availability: 99.0, latency_threshold_seconds: 2.0, ..Default::default() };
+        let routes = vec![RouteSpec {
+            path: "/navigate".into(),
+            methods: vec![],
+            name: None,
+            slo: Some(slo),
+        }];
         let g = groups("shop", "api", &spec(), &routes).to_string();
         assert!(g.contains(r#"http_route!~\"/navigate\""#), "{g}");
         assert!(g.contains(r#"http_route=\"/navigate\""#));

@@ -37,7 +37,10 @@ pub enum BuildError {
     #[error("spec.{0}")]
     InvalidConfig(String),
     #[error("spec.proxy.timeouts.{field}: {message}")]
-    Timeout { field: &'static str, message: String },
+    Timeout {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// What the operator learnt about the target Service.
@@ -84,7 +87,10 @@ pub struct Children {
 
 /// API resources of the children.
 pub mod resources {
-    use k8s_openapi::api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1, policy::v1::PodDisruptionBudget};
+    use k8s_openapi::api::{
+        apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1,
+        policy::v1::PodDisruptionBudget,
+    };
     use kube::core::{ApiResource, GroupVersionKind};
 
     pub fn config_map() -> ApiResource {
@@ -103,7 +109,10 @@ pub mod resources {
         ApiResource::erase::<PodDisruptionBudget>(&())
     }
     fn monitoring(kind: &str, plural: &str) -> ApiResource {
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind), plural)
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind),
+            plural,
+        )
     }
     pub fn service_monitor() -> ApiResource {
         monitoring("ServiceMonitor", "servicemonitors")
@@ -162,7 +171,8 @@ fn metadata(msvc: &MonitoredService, name: &str, extra: &BTreeMap<String, String
 }
 
 fn manifest(resource: &ApiResource, meta: Value, body: Value) -> Value {
-    let mut m = json!({ "apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta });
+    let mut m =
+        json!({ "apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta });
     if let (Some(m), Value::Object(b)) = (m.as_object_mut(), body) {
         m.extend(b);
     }
@@ -170,9 +180,15 @@ fn manifest(resource: &ApiResource, meta: Value, body: Value) -> Value {
 }
 
 /// The proxy config the operator writes for a MonitoredService.
-pub fn proxy_config(msvc: &MonitoredService, target: &TargetInfo) -> Result<ProxyConfig, BuildError> {
+pub fn proxy_config(
+    msvc: &MonitoredService,
+    target: &TargetInfo,
+) -> Result<ProxyConfig, BuildError> {
     let spec = &msvc.spec;
-    let mut c = ProxyConfig::new(vec![target.upstream.clone()], spec.routes.iter().map(config::Route::from).collect());
+    let mut c = ProxyConfig::new(
+        vec![target.upstream.clone()],
+        spec.routes.iter().map(config::Route::from).collect(),
+    );
     c.listen = format!("0.0.0.0:{PROXY_PORT}");
     c.admin = format!("0.0.0.0:{ADMIN_PORT}");
     if let Some(auto) = &spec.auto_template {
@@ -188,31 +204,44 @@ pub fn proxy_config(msvc: &MonitoredService, target: &TargetInfo) -> Result<Prox
             ("idle", &t.idle, &mut c.timeouts.idle),
         ] {
             if let Some(v) = value {
-                *slot = humantime::parse_duration(v)
-                    .map_err(|e| BuildError::Timeout { field, message: format!("{v:?}: {e}") })?;
+                *slot = humantime::parse_duration(v).map_err(|e| BuildError::Timeout {
+                    field,
+                    message: format!("{v:?}: {e}"),
+                })?;
             }
         }
     }
     c.server.grace_period = std::time::Duration::from_secs(15);
     c.metrics.latency_thresholds = monitoring::latency_thresholds(&spec.monitoring, &spec.routes);
-    c.validate().map_err(|e| BuildError::InvalidConfig(e.to_string()))?;
+    c.validate()
+        .map_err(|e| BuildError::InvalidConfig(e.to_string()))?;
     Ok(c)
 }
 
 /// Every child of a MonitoredService.
-pub fn build(msvc: &MonitoredService, target: &TargetInfo, settings: &Settings) -> Result<Children, BuildError> {
+pub fn build(
+    msvc: &MonitoredService,
+    target: &TargetInfo,
+    settings: &Settings,
+) -> Result<Children, BuildError> {
     let ns = msvc.namespace().ok_or(BuildError::NoNamespace)?;
     let spec = &msvc.spec;
     let name = proxy_name(msvc);
     let none = BTreeMap::new();
     let config = proxy_config(msvc, target)?;
-    let config_yaml = config.to_yaml().map_err(|e| BuildError::InvalidConfig(e.to_string()))?;
+    let config_yaml = config
+        .to_yaml()
+        .map_err(|e| BuildError::InvalidConfig(e.to_string()))?;
 
     let mut core = Vec::new();
     let cm = resources::config_map();
     core.push(Child {
         name: name.clone(),
-        manifest: manifest(&cm, metadata(msvc, &name, &none), json!({ "data": { "config.yaml": config_yaml } })),
+        manifest: manifest(
+            &cm,
+            metadata(msvc, &name, &none),
+            json!({ "data": { "config.yaml": config_yaml } }),
+        ),
         resource: cm,
     });
     core.push(deployment(msvc, &name, &config, settings));
@@ -279,7 +308,11 @@ pub fn build(msvc: &MonitoredService, target: &TargetInfo, settings: &Settings) 
         let dash = monitoring::dashboard::for_service(&ns, &msvc.name_any());
         manifest(
             &dashboard_cm,
-            metadata(msvc, &dashboard_name(msvc), &spec.monitoring.dashboard.labels),
+            metadata(
+                msvc,
+                &dashboard_name(msvc),
+                &spec.monitoring.dashboard.labels,
+            ),
             json!({ "data": { format!("{}.json", dashboard_name(msvc)): dash.to_string() } }),
         )
     });
@@ -308,34 +341,59 @@ pub fn build(msvc: &MonitoredService, target: &TargetInfo, settings: &Settings) 
     });
     let rule = resources::prometheus_rule();
     let groups = monitoring::rules::groups(&ns, &msvc.name_any(), &spec.monitoring, &spec.routes);
-    let rule_manifest = Some(manifest(&rule, metadata(msvc, &name, &settings.monitoring_labels), json!({ "spec": { "groups": groups } })));
+    let rule_manifest = Some(manifest(
+        &rule,
+        metadata(msvc, &name, &settings.monitoring_labels),
+        json!({ "spec": { "groups": groups } }),
+    ));
     let monitoring = vec![(sm, name.clone(), sm_manifest), (rule, name, rule_manifest)];
 
-    Ok(Children { core, optional, monitoring })
+    Ok(Children {
+        core,
+        optional,
+        monitoring,
+    })
 }
 
 fn min_replicas(msvc: &MonitoredService) -> i32 {
-    if msvc.spec.scaling.enabled { msvc.spec.scaling.min_replicas } else { msvc.spec.proxy.replicas.unwrap_or(2) }
+    if msvc.spec.scaling.enabled {
+        msvc.spec.scaling.min_replicas
+    } else {
+        msvc.spec.proxy.replicas.unwrap_or(2)
+    }
 }
 
 /// Hash of the settings the proxy reads only at start.
 fn restart_hash(config: &ProxyConfig) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&config.listen, &config.admin, format!("{:?}", config.metrics), format!("{:?}", config.server)).hash(&mut h);
+    (
+        &config.listen,
+        &config.admin,
+        format!("{:?}", config.metrics),
+        format!("{:?}", config.server),
+    )
+        .hash(&mut h);
     format!("{:016x}", h.finish())
 }
 
-fn deployment(msvc: &MonitoredService, name: &str, config: &ProxyConfig, settings: &Settings) -> Child {
+fn deployment(
+    msvc: &MonitoredService,
+    name: &str,
+    config: &ProxyConfig,
+    settings: &Settings,
+) -> Child {
     let spec = &msvc.spec;
     let resource = resources::deployment();
-    let image = spec.proxy.image.clone().unwrap_or_else(|| settings.proxy_image.clone());
+    let image = spec
+        .proxy
+        .image
+        .clone()
+        .unwrap_or_else(|| settings.proxy_image.clone());
     let resources = spec.proxy.resources.clone().map_or_else(
         || json!({ "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } }),
         |r| serde_json::to_value(r).unwrap_or(Value::Null),
     );
-    let probe = |path: &str, period: i32| {
-        json!({ "httpGet": { "path": path, "port": "admin" }, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3 })
-    };
+    let probe = |path: &str, period: i32| json!({ "httpGet": { "path": path, "port": "admin" }, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3 });
     let mut deployment_spec = json!({
         "selector": { "matchLabels": selector_labels(msvc) },
         "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
@@ -384,7 +442,11 @@ fn deployment(msvc: &MonitoredService, name: &str, config: &ProxyConfig, setting
     }
     Child {
         name: name.to_string(),
-        manifest: manifest(&resource, metadata(msvc, name, &BTreeMap::new()), json!({ "spec": deployment_spec })),
+        manifest: manifest(
+            &resource,
+            metadata(msvc, name, &BTreeMap::new()),
+            json!({ "spec": deployment_spec }),
+        ),
         resource,
     }
 }
@@ -394,7 +456,10 @@ fn deployment(msvc: &MonitoredService, name: &str, config: &ProxyConfig, setting
 /// Traffic goes to a headless Service that follows the target's ready pods when the target
 /// selects pods and names a numeric target port; otherwise (no selector, a named target
 /// port, an ExternalName) through the target Service's own address.
-pub fn target_info(msvc: &MonitoredService, target: &k8s_openapi::api::core::v1::Service) -> Result<TargetInfo, String> {
+pub fn target_info(
+    msvc: &MonitoredService,
+    target: &k8s_openapi::api::core::v1::Service,
+) -> Result<TargetInfo, String> {
     let namespace = msvc.namespace().unwrap_or_default();
     let port = &msvc.spec.target.port;
     let spec = target.spec.clone().unwrap_or_default();
@@ -407,12 +472,19 @@ pub fn target_info(msvc: &MonitoredService, target: &k8s_openapi::api::core::v1:
             IntOrString::String(s) => p.name.as_deref() == Some(s.as_str()),
         })
         .ok_or_else(|| {
-            let have: Vec<String> = ports.iter().map(|p| format!("{}/{}", p.name.clone().unwrap_or_default(), p.port)).collect();
+            let have: Vec<String> = ports
+                .iter()
+                .map(|p| format!("{}/{}", p.name.clone().unwrap_or_default(), p.port))
+                .collect();
             format!("spec.target.port: Service {name} has no port {port:?} (it has {have:?})")
         })?;
     if spec.type_.as_deref() == Some("ExternalName") {
         let host = spec.external_name.unwrap_or_default();
-        return Ok(TargetInfo { upstream: format!("{host}:{}", entry.port), service_port: entry.port, headless: None });
+        return Ok(TargetInfo {
+            upstream: format!("{host}:{}", entry.port),
+            service_port: entry.port,
+            headless: None,
+        });
     }
     let container_port = match &entry.target_port {
         None => Some(entry.port),

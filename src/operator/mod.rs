@@ -8,9 +8,9 @@
 //! - [`render`]: `routemeter render`, offline.
 
 pub mod children;
-pub mod selection;
 pub mod reconcile;
 pub mod render;
+pub mod selection;
 pub mod status;
 
 use std::collections::HashMap;
@@ -63,7 +63,10 @@ pub enum StartError {
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot serve metrics on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("leader election: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
 }
@@ -81,16 +84,28 @@ impl Metrics {
     /// Registers the operator's metrics on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Metrics {
-            reconciles: IntCounter::new("routemeter_operator_reconciliations_total", "Reconciliations run.")?,
+            reconciles: IntCounter::new(
+                "routemeter_operator_reconciliations_total",
+                "Reconciliations run.",
+            )?,
             errors: IntCounterVec::new(
-                Opts::new("routemeter_operator_reconcile_errors_total", "Reconciliations that failed, by error."),
+                Opts::new(
+                    "routemeter_operator_reconcile_errors_total",
+                    "Reconciliations that failed, by error.",
+                ),
                 &["error"],
             )?,
             duration: Histogram::with_opts(
-                HistogramOpts::new("routemeter_operator_reconcile_duration_seconds", "Duration of reconciliations.")
-                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                HistogramOpts::new(
+                    "routemeter_operator_reconcile_duration_seconds",
+                    "Duration of reconciliations.",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             )?,
-            leader: IntGauge::new("routemeter_operator_leader", "1 while this replica holds the leader lease.")?,
+            leader: IntGauge::new(
+                "routemeter_operator_leader",
+                "1 while this replica holds the leader lease.",
+            )?,
         };
         registry.register(Box::new(m.reconciles.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
@@ -120,7 +135,12 @@ pub struct Context {
 impl Context {
     /// A context for the reconciler.
     pub fn new(client: Client, metrics: Metrics, proxy_image: String) -> Self {
-        Context { client, metrics, proxy_image, failures: Mutex::default() }
+        Context {
+            client,
+            metrics,
+            proxy_image,
+            failures: Mutex::default(),
+        }
     }
 }
 
@@ -131,7 +151,9 @@ fn error_policy(msvc: Arc<MonitoredService>, error: &Error, ctx: Arc<Context>) -
     let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
     let n = failures.entry(key).or_insert(0);
     *n = n.saturating_add(1);
-    let backoff = Duration::from_secs(5).saturating_mul(1 << (*n - 1).min(6)).min(Duration::from_secs(300));
+    let backoff = Duration::from_secs(5)
+        .saturating_mul(1 << (*n - 1).min(6))
+        .min(Duration::from_secs(300));
     tracing::warn!(msvc = %msvc.metadata.name.as_deref().unwrap_or_default(), %error, ?backoff, "reconcile failed");
     Action::requeue(backoff)
 }
@@ -155,7 +177,11 @@ pub struct Args {
     #[arg(long, env = "ROUTEMETER_LEASE_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
     /// Name of the leader Lease.
-    #[arg(long, env = "ROUTEMETER_LEASE_NAME", default_value = "routemeter-operator")]
+    #[arg(
+        long,
+        env = "ROUTEMETER_LEASE_NAME",
+        default_value = "routemeter-operator"
+    )]
     pub lease_name: String,
     /// Identity in the Lease; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
@@ -168,10 +194,17 @@ impl Args {
         let client = Client::try_default().await.map_err(StartError::Client)?;
         let registry = Registry::new();
         let metrics = Metrics::register(&registry)?;
-        let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), self.proxy_image.clone()));
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            metrics.clone(),
+            self.proxy_image.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind(self.metrics_addr)
             .await
-            .map_err(|source| StartError::Listen { addr: self.metrics_addr, source })?;
+            .map_err(|source| StartError::Listen {
+                addr: self.metrics_addr,
+                source,
+            })?;
         tracing::info!(addr = %self.metrics_addr, "serving /metrics, /healthz, /readyz");
         tokio::spawn(serve_admin(listener, registry));
 
@@ -181,7 +214,11 @@ impl Args {
             return Ok(());
         }
         let identity = self.identity.clone().unwrap_or_else(|| {
-            format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "routemeter".into()), std::process::id())
+            format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "routemeter".into()),
+                std::process::id()
+            )
         });
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &self.lease_name)
             .with_namespace(&self.lease_namespace)
@@ -235,7 +272,10 @@ async fn shutdown_signal() {
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     match namespace {
@@ -248,24 +288,39 @@ where
 pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=routemeter");
-    let controller = Controller::new(api::<MonitoredService>(&client, namespace), watcher::Config::default().any_semantic());
+    let controller = Controller::new(
+        api::<MonitoredService>(&client, namespace),
+        watcher::Config::default().any_semantic(),
+    );
     let store = controller.store();
     let crd_store = store.clone();
     controller
         .owns(api::<ConfigMap>(&client, namespace), ours.clone())
         .owns(api::<Deployment>(&client, namespace), ours.clone())
         .owns(api::<Service>(&client, namespace), ours.clone())
-        .owns(api::<HorizontalPodAutoscaler>(&client, namespace), ours.clone())
+        .owns(
+            api::<HorizontalPodAutoscaler>(&client, namespace),
+            ours.clone(),
+        )
         .owns(api::<PodDisruptionBudget>(&client, namespace), ours)
         // The target Service: its appearance, deletion or port change.
-        .watches(api::<Service>(&client, namespace), watcher::Config::default(), move |svc| {
-            reconcile::targeting(&store, &svc)
-        })
+        .watches(
+            api::<Service>(&client, namespace),
+            watcher::Config::default(),
+            move |svc| reconcile::targeting(&store, &svc),
+        )
         // The Prometheus Operator CRDs appearing: configure monitoring everywhere.
         .watches(
             Api::<CustomResourceDefinition>::all(client.clone()),
-            watcher::Config::default().fields("metadata.name=servicemonitors.monitoring.coreos.com"),
-            move |_| crd_store.state().iter().map(|m| ObjectRef::from_obj(m.as_ref())).collect::<Vec<_>>(),
+            watcher::Config::default()
+                .fields("metadata.name=servicemonitors.monitoring.coreos.com"),
+            move |_| {
+                crd_store
+                    .state()
+                    .iter()
+                    .map(|m| ObjectRef::from_obj(m.as_ref()))
+                    .collect::<Vec<_>>()
+            },
         )
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, ctx.clone())
@@ -274,7 +329,10 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
             async move {
                 match result {
                     Ok((obj, _)) => {
-                        ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&obj);
+                        ctx.failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&obj);
                         tracing::debug!(msvc = %obj.name, "reconciled");
                     }
                     Err(error) => tracing::debug!(%error, "controller event"),

@@ -26,12 +26,15 @@ const RETRY: Duration = Duration::from_secs(30);
 pub async fn reconcile(msvc: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&msvc, &ctx).await;
-    ctx.metrics.observe(started.elapsed(), result.as_ref().err());
+    ctx.metrics
+        .observe(started.elapsed(), result.as_ref().err());
     result
 }
 
 async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Action, Error> {
-    let ns = msvc.namespace().ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let ns = msvc
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let name = msvc.name_any();
     let client = &ctx.client;
     let mut report = status::Report::new(msvc);
@@ -63,9 +66,16 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     report.set(Condition::target_found(target_name));
 
     let user_labels = msvc.spec.monitoring.labels.clone();
-    let selection =
-        super::selection::selection_with(client, &ns, (!user_labels.is_empty()).then_some(user_labels)).await;
-    let settings = Settings { proxy_image: ctx.proxy_image.clone(), monitoring_labels: selection.labels.clone() };
+    let selection = super::selection::selection_with(
+        client,
+        &ns,
+        (!user_labels.is_empty()).then_some(user_labels),
+    )
+    .await;
+    let settings = Settings {
+        proxy_image: ctx.proxy_image.clone(),
+        monitoring_labels: selection.labels.clone(),
+    };
     let built = match children::build(msvc, &target, &settings) {
         Ok(c) => c,
         Err(e) => {
@@ -85,7 +95,8 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     // The Prometheus Operator's CRDs may be missing: everything else still works.
     let mut monitoring_error = None;
     for (resource, child_name, manifest) in &built.monitoring {
-        if let Err(e) = apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await {
+        if let Err(e) = apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await
+        {
             monitoring_error = Some(e);
             break;
         }
@@ -99,23 +110,35 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     }
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let deployment = deployments.get_opt(&children::proxy_name(msvc)).await.map_err(Error::Kube)?;
-    let (replicas, ready) = deployment
-        .and_then(|d| d.status)
-        .map_or((0, 0), |s| (s.replicas.unwrap_or(0), s.available_replicas.unwrap_or(0)));
+    let deployment = deployments
+        .get_opt(&children::proxy_name(msvc))
+        .await
+        .map_err(Error::Kube)?;
+    let (replicas, ready) = deployment.and_then(|d| d.status).map_or((0, 0), |s| {
+        (s.replicas.unwrap_or(0), s.available_replicas.unwrap_or(0))
+    });
     report.set(Condition::proxy_availability(ready, replicas));
     let mut new_status = report.finish(Some(replicas), Some(ready));
     new_status.selected_by = selection.selected_by;
     new_status.proxy_service = Some(children::proxy_name(msvc));
-    let ready_now = new_status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    let ready_now = new_status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
     status::write(client, msvc, new_status).await?;
     Ok(Action::requeue(if ready_now { RESYNC } else { RETRY }))
 }
 
 /// Checks what the schema cannot: the proxy config the spec implies must be valid.
 fn validate(msvc: &MonitoredService) -> Result<(), String> {
-    let placeholder = children::TargetInfo { upstream: "target:80".into(), service_port: 80, headless: None };
-    children::proxy_config(msvc, &placeholder).map(|_| ()).map_err(|e| e.to_string())
+    let placeholder = children::TargetInfo {
+        upstream: "target:80".into(),
+        service_port: 80,
+        headless: None,
+    };
+    children::proxy_config(msvc, &placeholder)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn params() -> PatchParams {
@@ -124,7 +147,9 @@ fn params() -> PatchParams {
 
 async fn apply(client: &Client, ns: &str, child: &Child) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &child.resource);
-    api.patch(&child.name, &params(), &Patch::Apply(&child.manifest)).await.map_err(Error::Kube)?;
+    api.patch(&child.name, &params(), &Patch::Apply(&child.manifest))
+        .await
+        .map_err(Error::Kube)?;
     Ok(())
 }
 
@@ -138,7 +163,9 @@ async fn apply_or_delete(
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
     match manifest {
         Some(m) => {
-            api.patch(name, &params(), &Patch::Apply(m)).await.map_err(Error::Kube)?;
+            api.patch(name, &params(), &Patch::Apply(m))
+                .await
+                .map_err(Error::Kube)?;
         }
         None => match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
@@ -151,7 +178,10 @@ async fn apply_or_delete(
 }
 
 /// Lists the MonitoredServices that target a Service, for the Service watch.
-pub fn targeting(store: &kube::runtime::reflector::Store<MonitoredService>, svc: &Service) -> Vec<kube::runtime::reflector::ObjectRef<MonitoredService>> {
+pub fn targeting(
+    store: &kube::runtime::reflector::Store<MonitoredService>,
+    svc: &Service,
+) -> Vec<kube::runtime::reflector::ObjectRef<MonitoredService>> {
     let (ns, name) = (svc.namespace(), svc.name_any());
     store
         .state()

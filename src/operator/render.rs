@@ -15,9 +15,16 @@ use crate::crd::MonitoredService;
 #[derive(Debug, Error)]
 pub enum RenderError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: document {index}: {source}")]
-    Parse { path: String, index: usize, source: serde_yaml::Error },
+    Parse {
+        path: String,
+        index: usize,
+        source: serde_yaml::Error,
+    },
     #[error("{name}: {message}")]
     Invalid { name: String, message: String },
     #[error("cannot write YAML: {0}")]
@@ -42,20 +49,34 @@ pub struct Args {
     pub rules_only: bool,
 }
 
-fn read_docs<T: for<'de> Deserialize<'de>>(path: &PathBuf, wanted: &str) -> Result<Vec<T>, RenderError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| RenderError::Read { path: path.display().to_string(), source })?;
+fn read_docs<T: for<'de> Deserialize<'de>>(
+    path: &PathBuf,
+    wanted: &str,
+) -> Result<Vec<T>, RenderError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RenderError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut out = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|source| RenderError::Parse { path: path.display().to_string(), index, source })?;
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let value = serde_yaml::Value::deserialize(doc).map_err(|source| RenderError::Parse {
+            path: path.display().to_string(),
+            index,
+            source,
+        })?;
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
         if value.is_null() || kind != wanted {
             continue;
         }
         out.push(
-            serde_yaml::from_value::<T>(value)
-                .map_err(|source| RenderError::Parse { path: path.display().to_string(), index, source })?,
+            serde_yaml::from_value::<T>(value).map_err(|source| RenderError::Parse {
+                path: path.display().to_string(),
+                index,
+                source,
+            })?,
         );
     }
     Ok(out)
@@ -91,17 +112,35 @@ impl Args {
             if msvc.namespace().is_none() {
                 msvc.metadata.namespace = Some("default".into());
             }
-            let name = format!("{}/{}", msvc.namespace().unwrap_or_default(), msvc.name_any());
+            let name = format!(
+                "{}/{}",
+                msvc.namespace().unwrap_or_default(),
+                msvc.name_any()
+            );
             let target = targets
                 .iter()
-                .find(|t| t.name_any() == msvc.spec.target.service && t.namespace().is_none_or(|n| Some(n) == msvc.namespace()))
+                .find(|t| {
+                    t.name_any() == msvc.spec.target.service
+                        && t.namespace().is_none_or(|n| Some(n) == msvc.namespace())
+                })
                 .cloned()
                 .unwrap_or_else(|| assumed_target(&msvc));
-            let info = children::target_info(&msvc, &target).map_err(|message| RenderError::Invalid { name: name.clone(), message })?;
-            let settings = Settings { proxy_image: self.proxy_image.clone(), monitoring_labels: msvc.spec.monitoring.labels.clone() };
-            let built = children::build(&msvc, &info, &settings)
-                .map_err(|e| RenderError::Invalid { name: name.clone(), message: e.to_string() })?;
-            let mut docs: Vec<serde_json::Value> = built.core.into_iter().map(|c| c.manifest).collect();
+            let info =
+                children::target_info(&msvc, &target).map_err(|message| RenderError::Invalid {
+                    name: name.clone(),
+                    message,
+                })?;
+            let settings = Settings {
+                proxy_image: self.proxy_image.clone(),
+                monitoring_labels: msvc.spec.monitoring.labels.clone(),
+            };
+            let built =
+                children::build(&msvc, &info, &settings).map_err(|e| RenderError::Invalid {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?;
+            let mut docs: Vec<serde_json::Value> =
+                built.core.into_iter().map(|c| c.manifest).collect();
             docs.extend(built.optional.into_iter().filter_map(|(_, _, m)| m));
             docs.extend(built.monitoring.into_iter().filter_map(|(_, _, m)| m));
             for doc in docs {

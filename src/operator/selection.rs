@@ -29,10 +29,18 @@ impl Selection {
     /// The `MonitoringConfigured` condition for this selection.
     pub fn condition(&self, service_monitor_enabled: bool) -> Condition {
         if !service_monitor_enabled {
-            return Condition::monitoring(true, "ServiceMonitorDisabled", "rules applied; spec.monitoring.serviceMonitor.enabled is false");
+            return Condition::monitoring(
+                true,
+                "ServiceMonitorDisabled",
+                "rules applied; spec.monitoring.serviceMonitor.enabled is false",
+            );
         }
         if !self.selected_by.is_empty() {
-            return Condition::monitoring(true, "Selected", format!("selected by Prometheus {}", self.selected_by.join(", ")));
+            return Condition::monitoring(
+                true,
+                "Selected",
+                format!("selected by Prometheus {}", self.selected_by.join(", ")),
+            );
         }
         let why = if self.prometheus_found {
             "no Prometheus selects the ServiceMonitor and rules: set spec.monitoring.labels to match a Prometheus's serviceMonitorSelector and ruleSelector, or widen its namespace selectors"
@@ -47,7 +55,11 @@ impl Selection {
 /// Operator reads a missing selector.
 pub fn matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
     let Some(s) = selector else { return false };
-    let by_labels = s.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let by_labels = s
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
     let by_expressions = s.match_expressions.iter().flatten().all(|e| {
         let values = e.values.clone().unwrap_or_default();
         let value = labels.get(&e.key);
@@ -63,12 +75,19 @@ pub fn matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, Strin
 }
 
 fn selector(spec: &serde_json::Value, field: &str) -> Option<LabelSelector> {
-    spec.get(field).and_then(|v| serde_json::from_value(v.clone()).ok())
+    spec.get(field)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
 /// Whether a Prometheus in `prom_ns` looks in namespace `ns` (labels `ns_labels`) by its
 /// namespace selector `field`. A missing selector means its own namespace only.
-fn admits(spec: &serde_json::Value, field: &str, prom_ns: &str, ns: &str, ns_labels: &BTreeMap<String, String>) -> bool {
+fn admits(
+    spec: &serde_json::Value,
+    field: &str,
+    prom_ns: &str,
+    ns: &str,
+    ns_labels: &BTreeMap<String, String>,
+) -> bool {
     match selector(spec, field) {
         None => prom_ns == ns,
         Some(s) => matches(Some(&s), ns_labels),
@@ -77,13 +96,20 @@ fn admits(spec: &serde_json::Value, field: &str, prom_ns: &str, ns: &str, ns_lab
 
 /// Reads the cluster's Prometheus objects and works out the selection for namespace `ns`:
 /// with `user_labels` as given, or else the labels the first suitable Prometheus wants.
-pub async fn selection_with(client: &Client, ns: &str, user_labels: Option<BTreeMap<String, String>>) -> Selection {
+pub async fn selection_with(
+    client: &Client,
+    ns: &str,
+    user_labels: Option<BTreeMap<String, String>>,
+) -> Selection {
     let prometheuses: Api<DynamicObject> = Api::all_with(client.clone(), &resources::prometheus());
     let list = match prometheuses.list(&ListParams::default()).await {
         Ok(list) => list.items,
         Err(error) => {
             tracing::debug!(%error, "cannot list Prometheus objects");
-            return Selection { labels: user_labels.unwrap_or_default(), ..Default::default() };
+            return Selection {
+                labels: user_labels.unwrap_or_default(),
+                ..Default::default()
+            };
         }
     };
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -96,8 +122,13 @@ pub async fn selection_with(client: &Client, ns: &str, user_labels: Option<BTree
         let candidate = list.iter().find(|p| {
             let spec = &p.data["spec"];
             let pns = p.namespace().unwrap_or_default();
-            admits(spec, "serviceMonitorNamespaceSelector", &pns, ns, &ns_labels)
-                && admits(spec, "ruleNamespaceSelector", &pns, ns, &ns_labels)
+            admits(
+                spec,
+                "serviceMonitorNamespaceSelector",
+                &pns,
+                ns,
+                &ns_labels,
+            ) && admits(spec, "ruleNamespaceSelector", &pns, ns, &ns_labels)
         });
         if let Some(p) = candidate {
             for field in ["serviceMonitorSelector", "ruleSelector"] {
@@ -114,14 +145,26 @@ pub async fn selection_with(client: &Client, ns: &str, user_labels: Option<BTree
         .filter(|p| {
             let spec = &p.data["spec"];
             let pns = p.namespace().unwrap_or_default();
-            matches(selector(spec, "serviceMonitorSelector").as_ref(), &with_ours)
-                && matches(selector(spec, "ruleSelector").as_ref(), &with_ours)
-                && admits(spec, "serviceMonitorNamespaceSelector", &pns, ns, &ns_labels)
+            matches(
+                selector(spec, "serviceMonitorSelector").as_ref(),
+                &with_ours,
+            ) && matches(selector(spec, "ruleSelector").as_ref(), &with_ours)
+                && admits(
+                    spec,
+                    "serviceMonitorNamespaceSelector",
+                    &pns,
+                    ns,
+                    &ns_labels,
+                )
                 && admits(spec, "ruleNamespaceSelector", &pns, ns, &ns_labels)
         })
         .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
         .collect();
-    Selection { labels, selected_by, prometheus_found: !list.is_empty() }
+    Selection {
+        labels,
+        selected_by,
+        prometheus_found: !list.is_empty(),
+    }
 }
 
 #[cfg(test)]
@@ -130,15 +173,24 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn selectors_follow_prometheus_operator_semantics() {
         let l = labels(&[("release", "kps"), ("team", "a")]);
         assert!(!matches(None, &l), "a missing selector selects nothing");
-        assert!(matches(Some(&LabelSelector::default()), &l), "an empty selector selects everything");
-        let s = LabelSelector { match_labels: Some(labels(&[("release", "kps")])), match_expressions: None };
+        assert!(
+            matches(Some(&LabelSelector::default()), &l),
+            "an empty selector selects everything"
+        );
+        let s = LabelSelector {
+            match_labels: Some(labels(&[("release", "kps")])),
+            match_expressions: None,
+        };
         assert!(matches(Some(&s), &l));
         let s = LabelSelector {
             match_labels: None,
@@ -154,9 +206,27 @@ mod tests {
     #[test]
     fn missing_namespace_selector_means_own_namespace() {
         let spec = serde_json::json!({});
-        assert!(admits(&spec, "serviceMonitorNamespaceSelector", "monitoring", "monitoring", &BTreeMap::new()));
-        assert!(!admits(&spec, "serviceMonitorNamespaceSelector", "monitoring", "shop", &BTreeMap::new()));
+        assert!(admits(
+            &spec,
+            "serviceMonitorNamespaceSelector",
+            "monitoring",
+            "monitoring",
+            &BTreeMap::new()
+        ));
+        assert!(!admits(
+            &spec,
+            "serviceMonitorNamespaceSelector",
+            "monitoring",
+            "shop",
+            &BTreeMap::new()
+        ));
         let all = serde_json::json!({"serviceMonitorNamespaceSelector": {}});
-        assert!(admits(&all, "serviceMonitorNamespaceSelector", "monitoring", "shop", &BTreeMap::new()));
+        assert!(admits(
+            &all,
+            "serviceMonitorNamespaceSelector",
+            "monitoring",
+            "shop",
+            &BTreeMap::new()
+        ));
     }
 }

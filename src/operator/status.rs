@@ -24,8 +24,18 @@ pub struct Condition {
 }
 
 impl Condition {
-    fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Condition { type_, status, reason, message: message.into() }
+    fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Condition {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 
     pub fn invalid_spec(message: &str) -> Self {
@@ -43,17 +53,29 @@ impl Condition {
         Self::new("TargetFound", false, "PortNotFound", message)
     }
     pub fn target_found(service: &str) -> Self {
-        Self::new("TargetFound", true, "ServiceFound", format!("proxying to Service {service}"))
+        Self::new(
+            "TargetFound",
+            true,
+            "ServiceFound",
+            format!("proxying to Service {service}"),
+        )
     }
     pub fn proxy_availability(ready: i32, replicas: i32) -> Self {
         if ready > 0 {
-            Self::new("ProxyAvailable", true, "MinimumReplicasAvailable", format!("{ready}/{replicas} proxy replicas available"))
+            Self::new(
+                "ProxyAvailable",
+                true,
+                "MinimumReplicasAvailable",
+                format!("{ready}/{replicas} proxy replicas available"),
+            )
         } else {
             Self::new(
                 "ProxyAvailable",
                 false,
                 "NoReplicasAvailable",
-                format!("0/{replicas} proxy replicas available; see the proxy Deployment's events and pods"),
+                format!(
+                    "0/{replicas} proxy replicas available; see the proxy Deployment's events and pods"
+                ),
             )
         }
     }
@@ -82,7 +104,11 @@ impl Report {
     pub fn new(msvc: &MonitoredService) -> Self {
         Report {
             generation: msvc.metadata.generation,
-            previous: msvc.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+            previous: msvc
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default(),
             conditions: Vec::new(),
         }
     }
@@ -94,7 +120,11 @@ impl Report {
     }
 
     /// The status, with `Ready` derived unless set explicitly.
-    pub fn finish(mut self, replicas: Option<i32>, ready_replicas: Option<i32>) -> MonitoredServiceStatus {
+    pub fn finish(
+        mut self,
+        replicas: Option<i32>,
+        ready_replicas: Option<i32>,
+    ) -> MonitoredServiceStatus {
         if !self.conditions.iter().any(|c| c.type_ == "Ready") {
             let failing = self
                 .conditions
@@ -103,7 +133,12 @@ impl Report {
                 .cloned();
             self.set(match failing {
                 Some(f) => Condition::new("Ready", false, f.reason, f.message),
-                None => Condition::new("Ready", true, "Available", "the proxy is serving and metering the target"),
+                None => Condition::new(
+                    "Ready",
+                    true,
+                    "Available",
+                    "the proxy is serving and metering the target",
+                ),
             });
         }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -138,7 +173,11 @@ impl Report {
 }
 
 /// Writes the status if it changed.
-pub async fn write(client: &Client, msvc: &MonitoredService, mut status: MonitoredServiceStatus) -> Result<(), Error> {
+pub async fn write(
+    client: &Client,
+    msvc: &MonitoredService,
+    mut status: MonitoredServiceStatus,
+) -> Result<(), Error> {
     status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
     if let Some(old) = &msvc.status {
         status.traffic = old.traffic.clone();
@@ -146,11 +185,17 @@ pub async fn write(client: &Client, msvc: &MonitoredService, mut status: Monitor
             return Ok(());
         }
     }
-    let ns = msvc.namespace().ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let ns = msvc
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
     let patch = json!({ "apiVersion": "routemeter.io/v1alpha1", "kind": "MonitoredService", "status": status });
-    api.patch_status(&msvc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Kube)?;
+    api.patch_status(
+        &msvc.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Kube)?;
     Ok(())
 }

@@ -22,14 +22,22 @@ pub struct AdminApp {
 impl AdminApp {
     /// An admin app over the proxy's state and metrics.
     pub fn new(state: SharedState, registry: Registry, metrics: Arc<ProxyMetrics>) -> Self {
-        AdminApp { state, registry, metrics }
+        AdminApp {
+            state,
+            registry,
+            metrics,
+        }
     }
 
     fn metrics_text(&self) -> Vec<u8> {
         let (healthy, ejected) = self.state.load().balancer.health();
         let gauge = &self.metrics.upstream_endpoints;
-        gauge.with_label_values(&["healthy"]).set(i64::try_from(healthy).unwrap_or(i64::MAX));
-        gauge.with_label_values(&["ejected"]).set(i64::try_from(ejected).unwrap_or(i64::MAX));
+        gauge
+            .with_label_values(&["healthy"])
+            .set(i64::try_from(healthy).unwrap_or(i64::MAX));
+        gauge
+            .with_label_values(&["ejected"])
+            .set(i64::try_from(ejected).unwrap_or(i64::MAX));
         encode(&self.registry)
     }
 }
@@ -51,20 +59,36 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         const TEXT: &str = "text/plain; charset=utf-8";
         match session.req_header().uri.path() {
-            "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.metrics_text()),
+            "/metrics" => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics_text(),
+            ),
             "/healthz" => respond(StatusCode::OK, TEXT, b"ok\n".to_vec()),
             "/readyz" => {
                 if self.state.load().ready() {
                     respond(StatusCode::OK, TEXT, b"ready\n".to_vec())
                 } else {
-                    respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, b"no healthy upstream endpoint\n".to_vec())
+                    respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        TEXT,
+                        b"no healthy upstream endpoint\n".to_vec(),
+                    )
                 }
             }
             "/config" => match serde_json::to_vec_pretty(&self.state.load().config) {
                 Ok(json) => respond(StatusCode::OK, "application/json", json),
-                Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, e.to_string().into_bytes()),
+                Err(e) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    e.to_string().into_bytes(),
+                ),
             },
-            _ => respond(StatusCode::NOT_FOUND, TEXT, b"not found: try /metrics, /healthz, /readyz or /config\n".to_vec()),
+            _ => respond(
+                StatusCode::NOT_FOUND,
+                TEXT,
+                b"not found: try /metrics, /healthz, /readyz or /config\n".to_vec(),
+            ),
         }
     }
 }

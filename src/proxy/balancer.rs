@@ -140,7 +140,10 @@ impl Balancer {
     /// Whether an endpoint other than `addr` can take a request now.
     pub fn has_other_available(&self, addr: SocketAddr) -> bool {
         let now = self.now_ms();
-        self.endpoints.load().iter().any(|e| e.addr != addr && self.available(e, now))
+        self.endpoints
+            .load()
+            .iter()
+            .any(|e| e.addr != addr && self.available(e, now))
     }
 
     /// Chooses an endpoint, avoiding `avoid` (the one a retry failed on) when another is
@@ -156,7 +159,11 @@ impl Balancer {
         chosen
             .or_else(|| {
                 // Nothing but the endpoint to avoid: better it than nothing.
-                avoid.and_then(|a| endpoints.iter().find(|e| e.addr == a && self.available(e, now)))
+                avoid.and_then(|a| {
+                    endpoints
+                        .iter()
+                        .find(|e| e.addr == a && self.available(e, now))
+                })
             })
             .map(|e| InFlight::new(e.clone()))
     }
@@ -171,7 +178,9 @@ impl Balancer {
             return None;
         }
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|i| &endpoints[(start + i) % n]).find(|e| usable(e))
+        (0..n)
+            .map(|i| &endpoints[(start + i) % n])
+            .find(|e| usable(e))
     }
 
     fn two_choices<'e>(
@@ -190,7 +199,10 @@ impl Balancer {
             (true, false) => Some(a),
             (false, true) => Some(b),
             // Both samples out: fall back to the least loaded usable endpoint.
-            (false, false) => endpoints.iter().filter(|e| usable(e)).min_by_key(|e| e.in_flight()),
+            (false, false) => endpoints
+                .iter()
+                .filter(|e| usable(e))
+                .min_by_key(|e| e.in_flight()),
         }
     }
 
@@ -198,8 +210,13 @@ impl Balancer {
     /// Returns how long.
     pub fn report_connect_failure(&self, endpoint: &Endpoint) -> Duration {
         let failures = endpoint.failures.fetch_add(1, Ordering::Relaxed).min(16);
-        let backoff = self.ejection_base.saturating_mul(1 << failures).min(self.ejection_max);
-        let until = self.now_ms().saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
+        let backoff = self
+            .ejection_base
+            .saturating_mul(1 << failures)
+            .min(self.ejection_max);
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
         endpoint.ejected_until.store(until, Ordering::Relaxed);
         backoff
     }
@@ -242,14 +259,20 @@ mod tests {
     fn ejected_endpoints_get_no_traffic_until_backoff_ends() {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
         let first = b.pick(None).expect("endpoint");
-        assert_eq!(b.report_connect_failure(first.endpoint()), Duration::from_secs(60));
+        assert_eq!(
+            b.report_connect_failure(first.endpoint()),
+            Duration::from_secs(60)
+        );
         let dead = first.endpoint().addr;
         for _ in 0..10 {
             assert_ne!(b.pick(None).expect("endpoint").endpoint().addr, dead);
         }
         assert_eq!(b.health(), (1, 1));
         // A second failure doubles the backoff.
-        assert_eq!(b.report_connect_failure(first.endpoint()), Duration::from_secs(120));
+        assert_eq!(
+            b.report_connect_failure(first.endpoint()),
+            Duration::from_secs(120)
+        );
         b.report_connected(first.endpoint());
         assert_eq!(b.health(), (2, 0));
     }
@@ -267,19 +290,39 @@ mod tests {
     fn retries_avoid_the_failed_endpoint_when_they_can() {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
         for _ in 0..10 {
-            assert_eq!(b.pick(Some(addr(1))).expect("endpoint").endpoint().addr, addr(2));
+            assert_eq!(
+                b.pick(Some(addr(1))).expect("endpoint").endpoint().addr,
+                addr(2)
+            );
         }
         let single = balancer(LoadBalancing::RoundRobin, &[1]);
-        assert_eq!(single.pick(Some(addr(1))).expect("fallback").endpoint().addr, addr(1));
+        assert_eq!(
+            single
+                .pick(Some(addr(1)))
+                .expect("fallback")
+                .endpoint()
+                .addr,
+            addr(1)
+        );
     }
 
     #[test]
     fn least_request_prefers_the_idle_endpoint() {
         let b = balancer(LoadBalancing::LeastRequest, &[1, 2]);
         let busy: Vec<InFlight> = (0..50)
-            .map(|_| InFlight::new(b.endpoints().iter().find(|e| e.addr == addr(1)).expect("ep").clone()))
+            .map(|_| {
+                InFlight::new(
+                    b.endpoints()
+                        .iter()
+                        .find(|e| e.addr == addr(1))
+                        .expect("ep")
+                        .clone(),
+                )
+            })
             .collect();
-        let to_idle = (0..200).filter(|_| b.pick(None).expect("endpoint").endpoint().addr == addr(2)).count();
+        let to_idle = (0..200)
+            .filter(|_| b.pick(None).expect("endpoint").endpoint().addr == addr(2))
+            .count();
         // With two choices, the busy endpoint wins only when both samples land on it (~1/4).
         assert!(to_idle > 120, "idle endpoint got {to_idle} of 200");
         drop(busy);
@@ -289,10 +332,19 @@ mod tests {
     #[test]
     fn re_resolution_keeps_state_of_remaining_endpoints() {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
-        let one = b.endpoints().iter().find(|e| e.addr == addr(1)).expect("ep").clone();
+        let one = b
+            .endpoints()
+            .iter()
+            .find(|e| e.addr == addr(1))
+            .expect("ep")
+            .clone();
         b.report_connect_failure(&one);
         b.set_addresses(vec![addr(3), addr(1)]);
-        assert_eq!(b.health(), (1, 1), "endpoint 1 is still ejected after re-resolution");
+        assert_eq!(
+            b.health(),
+            (1, 1),
+            "endpoint 1 is still ejected after re-resolution"
+        );
         assert_eq!(b.endpoints().len(), 2);
     }
 }

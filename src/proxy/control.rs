@@ -28,9 +28,18 @@ pub struct ControlLoop {
 
 impl ControlLoop {
     /// A loop watching `config_path` (if any) for the proxy's shared state.
-    pub fn new(state: SharedState, metrics: Arc<ProxyMetrics>, config_path: Option<PathBuf>) -> Self {
+    pub fn new(
+        state: SharedState,
+        metrics: Arc<ProxyMetrics>,
+        config_path: Option<PathBuf>,
+    ) -> Self {
         let last_read = config_path.as_ref().and_then(|p| std::fs::read(p).ok());
-        ControlLoop { state, metrics, config_path, last_read: Mutex::new(last_read) }
+        ControlLoop {
+            state,
+            metrics,
+            config_path,
+            last_read: Mutex::new(last_read),
+        }
     }
 
     /// Re-resolves the current upstream endpoints.
@@ -43,7 +52,9 @@ impl ControlLoop {
 
     /// Reloads the config file if its content changed. Returns whether a new config is in use.
     pub async fn reload_if_changed(&self) -> bool {
-        let Some(path) = &self.config_path else { return false };
+        let Some(path) = &self.config_path else {
+            return false;
+        };
         let bytes = match tokio::fs::read(path).await {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -61,19 +72,22 @@ impl ControlLoop {
         }
         let current = self.state.load_full();
         let text = String::from_utf8_lossy(&bytes);
-        let snapshot = ProxyConfig::from_yaml(&text).and_then(|c| Snapshot::build(c, Some(&current)));
+        let snapshot =
+            ProxyConfig::from_yaml(&text).and_then(|c| Snapshot::build(c, Some(&current)));
         match snapshot {
             Ok(next) => {
                 warn_on_restart_only_changes(&current.config, &next.config);
-                if !Arc::ptr_eq(&current.balancer, &next.balancer) {
-                    if let Some(addrs) = resolve(&next.config.upstream.endpoints).await {
-                        next.balancer.set_addresses(addrs);
-                    }
+                if !Arc::ptr_eq(&current.balancer, &next.balancer)
+                    && let Some(addrs) = resolve(&next.config.upstream.endpoints).await
+                {
+                    next.balancer.set_addresses(addrs);
                 }
                 self.state.store(Arc::new(next));
                 self.metrics.config_reloads.inc();
                 self.metrics.config_last_reload_successful.set(1);
-                self.metrics.config_last_reload_success_timestamp.set(unix_now());
+                self.metrics
+                    .config_last_reload_success_timestamp
+                    .set(unix_now());
                 tracing::info!(path = %path.display(), "config reloaded");
                 true
             }
@@ -95,14 +109,19 @@ fn warn_on_restart_only_changes(old: &ProxyConfig, new: &ProxyConfig) {
         ("server", old.server != new.server),
     ] {
         if changed {
-            tracing::warn!(field, "this setting changed but takes effect only on restart");
+            tracing::warn!(
+                field,
+                "this setting changed but takes effect only on restart"
+            );
         }
     }
 }
 
 /// Seconds since the Unix epoch, for timestamp gauges.
 pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[async_trait]

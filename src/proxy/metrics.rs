@@ -7,26 +7,43 @@
 //! error types a closed enum, endpoints the configured upstream addresses.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// Boundaries of `routemeter_proxy_overhead_seconds`: 10 µs to 50 ms, where a proxy's own
 /// cost lives; anything above is a problem worth seeing whole.
-pub const OVERHEAD_BUCKETS: [f64; 12] =
-    [0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05];
+pub const OVERHEAD_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05,
+];
 
 /// Boundaries of the body-size histograms: 64 B to 64 MiB in steps of ×4.
 pub const BODY_SIZE_BUCKETS: [f64; 11] = [
-    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0, 4_194_304.0, 16_777_216.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
     67_108_864.0,
 ];
 
 /// Boundaries of the websocket connection-duration histogram: 1 s to 1 day.
-pub const WEBSOCKET_DURATION_BUCKETS: [f64; 9] = [1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0];
+pub const WEBSOCKET_DURATION_BUCKETS: [f64; 9] =
+    [1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0];
 
 /// Labels of the request-duration histogram, in order.
-pub const REQUEST_LABELS: [&str; 4] = ["http_route", "http_request_method", "http_response_status_code", "error_type"];
+pub const REQUEST_LABELS: [&str; 4] = [
+    "http_route",
+    "http_request_method",
+    "http_response_status_code",
+    "error_type",
+];
 
 /// All the proxy's metrics.
 #[derive(Debug, Clone)]
@@ -69,7 +86,10 @@ pub struct ProxyMetrics {
 impl ProxyMetrics {
     /// Creates and registers every metric; `duration_buckets` are the request-duration
     /// boundaries (the config's buckets with its latency thresholds added).
-    pub fn register(registry: &Registry, duration_buckets: Vec<f64>) -> Result<Self, prometheus::Error> {
+    pub fn register(
+        registry: &Registry,
+        duration_buckets: Vec<f64>,
+    ) -> Result<Self, prometheus::Error> {
         let route_method = ["http_route", "http_request_method"];
         let m = ProxyMetrics {
             request_duration: HistogramVec::new(
@@ -164,9 +184,14 @@ impl ProxyMetrics {
 /// Registers the process collector (CPU, RSS, open fds) and `routemeter_build_info`.
 pub fn register_process_metrics(registry: &Registry) -> Result<(), prometheus::Error> {
     #[cfg(target_os = "linux")]
-    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     let info = IntGaugeVec::new(
-        Opts::new("routemeter_build_info", "Build information; the value is always 1."),
+        Opts::new(
+            "routemeter_build_info",
+            "Build information; the value is always 1.",
+        ),
         &["version"],
     )?;
     info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -193,7 +218,9 @@ mod tests {
         for _ in 0..2 {
             let registry = Registry::new();
             let m = ProxyMetrics::register(&registry, vec![0.1, 1.0]).expect("register");
-            m.request_duration.with_label_values(&["/a", "GET", "200", ""]).observe(0.05);
+            m.request_duration
+                .with_label_values(&["/a", "GET", "200", ""])
+                .observe(0.05);
             register_process_metrics(&registry).expect("process metrics");
             let text = String::from_utf8(encode(&registry)).expect("utf8");
             assert!(text.contains(r#"http_server_request_duration_seconds_bucket{error_type="",http_request_method="GET",http_response_status_code="200",http_route="/a",le="0.1"} 1"#), "{text}");

@@ -74,7 +74,11 @@ impl Args {
         if self.upstream.is_empty() {
             return Err(ProxyError::NoUpstream);
         }
-        let routes = self.route.iter().map(|r| parse_route_flag(r)).collect::<Result<_, _>>()?;
+        let routes = self
+            .route
+            .iter()
+            .map(|r| parse_route_flag(r))
+            .collect::<Result<_, _>>()?;
         let mut config = ProxyConfig::new(self.upstream.clone(), routes);
         config.listen = self.listen.clone();
         config.admin = self.admin.clone();
@@ -86,23 +90,30 @@ impl Args {
     pub fn run(self) -> Result<(), ProxyError> {
         let config = self.to_config()?;
         let registry = Registry::new();
-        let metrics = Arc::new(ProxyMetrics::register(&registry, config.metrics.effective_buckets())?);
+        let metrics = Arc::new(ProxyMetrics::register(
+            &registry,
+            config.metrics.effective_buckets(),
+        )?);
         metrics::register_process_metrics(&registry)?;
         metrics.config_last_reload_successful.set(1);
-        metrics.config_last_reload_success_timestamp.set(control::unix_now());
+        metrics
+            .config_last_reload_success_timestamp
+            .set(control::unix_now());
 
         let server_settings = config.server.clone();
         let (listen, admin_addr) = (config.listen.clone(), config.admin.clone());
         let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, None)?));
 
-        let mut conf = ServerConf::default();
-        conf.threads = match server_settings.workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
+        let conf = ServerConf {
+            threads: match server_settings.workers {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
+            // In-flight requests get the grace period after SIGTERM; then the runtimes stop.
+            grace_period_seconds: Some(server_settings.grace_period.as_secs()),
+            graceful_shutdown_timeout_seconds: Some(1),
+            ..ServerConf::default()
         };
-        // In-flight requests get the grace period after SIGTERM; then the runtimes stop.
-        conf.grace_period_seconds = Some(server_settings.grace_period.as_secs());
-        conf.graceful_shutdown_timeout_seconds = Some(1);
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
 
@@ -139,13 +150,20 @@ impl Args {
 pub fn parse_route_flag(flag: &str) -> Result<Route, ProxyError> {
     let flag = flag.trim();
     let (methods, path) = match flag.split_once(char::is_whitespace) {
-        Some((methods, path)) => (methods.split(',').map(str::to_string).collect(), path.trim()),
+        Some((methods, path)) => (
+            methods.split(',').map(str::to_string).collect(),
+            path.trim(),
+        ),
         None => (Vec::new(), flag),
     };
     if !path.starts_with('/') {
         return Err(ProxyError::RouteFlag(flag.to_string()));
     }
-    Ok(Route { path: path.to_string(), methods, name: None })
+    Ok(Route {
+        path: path.to_string(),
+        methods,
+        name: None,
+    })
 }
 
 #[cfg(test)]
@@ -155,8 +173,16 @@ mod tests {
     #[test]
     fn route_flags() {
         let r = parse_route_flag("GET,POST /users/{id}").expect("valid");
-        assert_eq!((r.methods, r.path.as_str()), (vec!["GET".to_string(), "POST".to_string()], "/users/{id}"));
-        assert!(parse_route_flag("/static/*").expect("valid").methods.is_empty());
+        assert_eq!(
+            (r.methods, r.path.as_str()),
+            (vec!["GET".to_string(), "POST".to_string()], "/users/{id}")
+        );
+        assert!(
+            parse_route_flag("/static/*")
+                .expect("valid")
+                .methods
+                .is_empty()
+        );
         assert!(parse_route_flag("GET users").is_err());
     }
 
@@ -171,7 +197,15 @@ mod tests {
         };
         let c = args.to_config().expect("valid");
         assert_eq!(c.routes.len(), 1);
-        let bad = Args { route: vec!["GET /a/*/b".into()], ..args };
-        assert!(bad.to_config().expect_err("invalid").to_string().contains("routes[0].path"));
+        let bad = Args {
+            route: vec!["GET /a/*/b".into()],
+            ..args
+        };
+        assert!(
+            bad.to_config()
+                .expect_err("invalid")
+                .to_string()
+                .contains("routes[0].path")
+        );
     }
 }

@@ -67,7 +67,10 @@ impl Failure {
     /// The status answered (or, for a client that left, recorded: 499 as nginx does).
     pub fn status(self) -> u16 {
         match self {
-            Failure::ConnectRefused | Failure::ConnectError | Failure::UpstreamReset | Failure::UpstreamProtocol => 502,
+            Failure::ConnectRefused
+            | Failure::ConnectError
+            | Failure::UpstreamReset
+            | Failure::UpstreamProtocol => 502,
             Failure::ConnectTimeout | Failure::UpstreamTimeout => 504,
             Failure::NoHealthyUpstream => 503,
             Failure::ClientAborted => 499,
@@ -104,11 +107,14 @@ impl Failure {
             }
             (_, HTTPStatus(503)) => Failure::NoHealthyUpstream,
             (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => Failure::UpstreamTimeout,
-            (ErrorSource::Upstream, InvalidHTTPHeader | H1Error | H2Error | InvalidH2) => Failure::UpstreamProtocol,
-            (ErrorSource::Upstream, _) => Failure::UpstreamReset,
-            (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout) => {
-                Failure::ClientAborted
+            (ErrorSource::Upstream, InvalidHTTPHeader | H1Error | H2Error | InvalidH2) => {
+                Failure::UpstreamProtocol
             }
+            (ErrorSource::Upstream, _) => Failure::UpstreamReset,
+            (
+                ErrorSource::Downstream,
+                ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
+            ) => Failure::ClientAborted,
             (ErrorSource::Downstream, _) => Failure::BadRequest,
             _ => Failure::Internal,
         }
@@ -149,7 +155,9 @@ impl MeteringProxy {
             Some(id) => ctx.routes.label(id).clone(),
             None if ctx.config.auto_template.enabled => {
                 let label = ctx.inferred.label(path);
-                self.metrics.inferred_routes.set(i64::try_from(ctx.inferred.len()).unwrap_or(i64::MAX));
+                self.metrics
+                    .inferred_routes
+                    .set(i64::try_from(ctx.inferred.len()).unwrap_or(i64::MAX));
                 label
             }
             None => ctx.unmatched.clone(),
@@ -160,7 +168,11 @@ impl MeteringProxy {
 /// Size of a request head as sent: request line and header lines.
 fn request_head_bytes(session: &Session) -> usize {
     let req = session.req_header();
-    let headers: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let headers: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     req.method.as_str().len() + req.uri.to_string().len() + 12 + headers
 }
 
@@ -189,7 +201,10 @@ impl ProxyHttp for MeteringProxy {
         let req = session.req_header();
         ctx.method = method_label(&req.method);
         ctx.route = Some(self.resolve_route(&ctx.snapshot, &req.method, req.uri.path()));
-        let active = self.metrics.active_requests.with_label_values(&[ctx.method]);
+        let active = self
+            .metrics
+            .active_requests
+            .with_label_values(&[ctx.method]);
         active.inc();
         ctx.active = Some(active);
 
@@ -202,13 +217,20 @@ impl ProxyHttp for MeteringProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         if ctx.endpoint.is_none() && !ctx.retried {
             ctx.overhead = ctx.start.elapsed();
         }
         let Some(endpoint) = ctx.snapshot.balancer.pick(ctx.failed_endpoint) else {
             ctx.failure = Some(Failure::NoHealthyUpstream);
-            return Err(Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream endpoint"));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "no healthy upstream endpoint",
+            ));
         };
         let timeouts = &ctx.snapshot.config.timeouts;
         let mut peer = HttpPeer::new(endpoint.endpoint().addr, false, String::new());
@@ -251,7 +273,10 @@ impl ProxyHttp for MeteringProxy {
                 .with_label_values(&[endpoint.label.as_str(), failure.as_str()])
                 .inc();
             if failure == Failure::ConnectTimeout {
-                self.metrics.upstream_timeouts.with_label_values(&[endpoint.label.as_str(), "connect"]).inc();
+                self.metrics
+                    .upstream_timeouts
+                    .with_label_values(&[endpoint.label.as_str(), "connect"])
+                    .inc();
             }
             let backoff = ctx.snapshot.balancer.report_connect_failure(endpoint);
             tracing::warn!(endpoint = %endpoint.label, error = failure.as_str(), ?backoff, "upstream endpoint ejected");
@@ -276,15 +301,20 @@ impl ProxyHttp for MeteringProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        if matches!(e.etype(), ErrorType::ReadTimedout) && e.esource() == &ErrorSource::Upstream {
-            if let Some(endpoint) = &ctx.endpoint {
-                self.metrics.upstream_timeouts.with_label_values(&[endpoint.endpoint().label.as_str(), "read"]).inc();
-            }
+        if matches!(e.etype(), ErrorType::ReadTimedout)
+            && e.esource() == &ErrorSource::Upstream
+            && let Some(endpoint) = &ctx.endpoint
+        {
+                self.metrics
+                    .upstream_timeouts
+                    .with_label_values(&[endpoint.endpoint().label.as_str(), "read"])
+                    .inc();
         }
         // pingora's own policy: retry only idempotent requests whose body was kept, and
         // only errors that a stale pooled connection explains.
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -302,8 +332,14 @@ impl ProxyHttp for MeteringProxy {
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket {
             ctx.websocket = true;
             let route = ctx.route.as_deref().unwrap_or_default();
-            self.metrics.websocket_active.with_label_values(&[route]).inc();
-            self.metrics.websocket_total.with_label_values(&[route]).inc();
+            self.metrics
+                .websocket_active
+                .with_label_values(&[route])
+                .inc();
+            self.metrics
+                .websocket_total
+                .with_label_values(&[route])
+                .inc();
         }
         Ok(())
     }
@@ -320,16 +356,31 @@ impl ProxyHttp for MeteringProxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let failure = *ctx.failure.get_or_insert_with(|| Failure::classify(e));
         let can_answer = failure != Failure::ClientAborted && session.response_written().is_none();
         if can_answer {
-            let body = Bytes::from(format!("routemeter: {} ({})\n", failure.message(), failure.as_str()));
-            if let Err(error) = session.respond_error_with_body(failure.status(), body).await {
+            let body = Bytes::from(format!(
+                "routemeter: {} ({})\n",
+                failure.message(),
+                failure.as_str()
+            ));
+            if let Err(error) = session
+                .respond_error_with_body(failure.status(), body)
+                .await
+            {
                 tracing::debug!(%error, "could not send the error response");
             }
         }
-        FailToProxy { error_code: if can_answer { failure.status() } else { 0 }, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: if can_answer { failure.status() } else { 0 },
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -341,11 +392,20 @@ impl ProxyHttp for MeteringProxy {
         if ctx.failure.is_none() {
             ctx.failure = e.map(Failure::classify);
         }
-        let route = ctx.route.clone().unwrap_or_else(|| ctx.snapshot.unmatched.clone());
+        let route = ctx
+            .route
+            .clone()
+            .unwrap_or_else(|| ctx.snapshot.unmatched.clone());
 
         if ctx.websocket {
-            self.metrics.websocket_active.with_label_values(&[&*route]).dec();
-            self.metrics.websocket_duration.with_label_values(&[&*route]).observe(elapsed.as_secs_f64());
+            self.metrics
+                .websocket_active
+                .with_label_values(&[&*route])
+                .dec();
+            self.metrics
+                .websocket_duration
+                .with_label_values(&[&*route])
+                .observe(elapsed.as_secs_f64());
             return;
         }
 
@@ -355,19 +415,36 @@ impl ProxyHttp for MeteringProxy {
             .or(ctx.failure.map(Failure::status))
             .unwrap_or(0);
         let mut code = itoa::Buffer::new();
-        let labels = [&*route, ctx.method, code.format(status), ctx.failure.map_or("", Failure::as_str)];
-        self.metrics.request_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+        let labels = [
+            &*route,
+            ctx.method,
+            code.format(status),
+            ctx.failure.map_or("", Failure::as_str),
+        ];
+        self.metrics
+            .request_duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
         self.metrics.overhead.observe(ctx.overhead.as_secs_f64());
 
         let sizes = [&*route, ctx.method];
         let downstream = session.as_downstream();
-        self.metrics.request_body_size.with_label_values(&sizes).observe(downstream.body_bytes_read() as f64);
-        self.metrics.response_body_size.with_label_values(&sizes).observe(downstream.body_bytes_sent() as f64);
+        self.metrics
+            .request_body_size
+            .with_label_values(&sizes)
+            .observe(downstream.body_bytes_read() as f64);
+        self.metrics
+            .response_body_size
+            .with_label_values(&sizes)
+            .observe(downstream.body_bytes_sent() as f64);
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
         // Metrics carry these; the log would only repeat them once per request.
-        matches!(ctx.failure, Some(Failure::ClientAborted | Failure::NoHealthyUpstream))
+        matches!(
+            ctx.failure,
+            Some(Failure::ClientAborted | Failure::NoHealthyUpstream)
+        )
     }
 }
 
@@ -381,9 +458,18 @@ mod tests {
         assert_eq!(Failure::classify(&e), Failure::ConnectRefused);
         e = Error::new(ErrorType::ConnectTimedout);
         assert_eq!(Failure::classify(&e).status(), 504);
-        assert_eq!(Failure::classify(&Error::new_up(ErrorType::ReadTimedout)), Failure::UpstreamTimeout);
-        assert_eq!(Failure::classify(&Error::new_down(ErrorType::ReadTimedout)), Failure::ClientAborted);
-        assert_eq!(Failure::classify(&Error::new_up(ErrorType::ConnectionClosed)).status(), 502);
+        assert_eq!(
+            Failure::classify(&Error::new_up(ErrorType::ReadTimedout)),
+            Failure::UpstreamTimeout
+        );
+        assert_eq!(
+            Failure::classify(&Error::new_down(ErrorType::ReadTimedout)),
+            Failure::ClientAborted
+        );
+        assert_eq!(
+            Failure::classify(&Error::new_up(ErrorType::ConnectionClosed)).status(),
+            502
+        );
         assert_eq!(Failure::ClientAborted.status(), 499);
     }
 }

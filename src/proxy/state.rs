@@ -50,12 +50,21 @@ impl Snapshot {
             }
         };
         let inferred = match previous {
-            Some(p) if p.config.routes == config.routes && p.config.auto_template == config.auto_template => {
+            Some(p)
+                if p.config.routes == config.routes
+                    && p.config.auto_template == config.auto_template =>
+            {
                 p.inferred.clone()
             }
             _ => Arc::new(InferredRoutes::new(config.auto_template.max_routes)),
         };
-        Ok(Snapshot { config, routes, balancer, inferred, unmatched: Arc::from(UNMATCHED_ROUTE) })
+        Ok(Snapshot {
+            config,
+            routes,
+            balancer,
+            inferred,
+            unmatched: Arc::from(UNMATCHED_ROUTE),
+        })
     }
 
     /// Whether the proxy can serve: at least one endpoint not ejected.
@@ -104,7 +113,11 @@ mod tests {
             endpoints.iter().map(|s| s.to_string()).collect(),
             routes
                 .iter()
-                .map(|p| crate::config::Route { path: p.to_string(), methods: vec![], name: None })
+                .map(|p| crate::config::Route {
+                    path: p.to_string(),
+                    methods: vec![],
+                    name: None,
+                })
                 .collect(),
         )
     }
@@ -112,17 +125,24 @@ mod tests {
     #[test]
     fn reload_keeps_upstream_state_when_upstream_is_unchanged() {
         let first = Snapshot::build(config(&["127.0.0.1:1"], &["/a"]), None).expect("valid");
-        let second = Snapshot::build(config(&["127.0.0.1:1"], &["/a", "/b"]), Some(&first)).expect("valid");
+        let second =
+            Snapshot::build(config(&["127.0.0.1:1"], &["/a", "/b"]), Some(&first)).expect("valid");
         assert!(Arc::ptr_eq(&first.balancer, &second.balancer));
-        assert!(!Arc::ptr_eq(&first.inferred, &second.inferred), "routes changed: inference starts over");
-        let third = Snapshot::build(config(&["127.0.0.1:2"], &["/a", "/b"]), Some(&second)).expect("valid");
+        assert!(
+            !Arc::ptr_eq(&first.inferred, &second.inferred),
+            "routes changed: inference starts over"
+        );
+        let third =
+            Snapshot::build(config(&["127.0.0.1:2"], &["/a", "/b"]), Some(&second)).expect("valid");
         assert!(!Arc::ptr_eq(&second.balancer, &third.balancer));
         assert!(Arc::ptr_eq(&second.inferred, &third.inferred));
     }
 
     #[tokio::test]
     async fn resolves_literals_and_hostnames() {
-        let addrs = resolve(&["127.0.0.1:80".into(), "localhost:81".into()]).await.expect("resolved");
+        let addrs = resolve(&["127.0.0.1:80".into(), "localhost:81".into()])
+            .await
+            .expect("resolved");
         assert!(addrs.contains(&"127.0.0.1:80".parse().expect("addr")));
         assert!(addrs.iter().any(|a| a.port() == 81 && a.ip().is_loopback()));
         assert_eq!(resolve(&["no-such-host.invalid:80".into()]).await, None);

@@ -29,7 +29,11 @@ pub struct InferredRoutes {
 impl InferredRoutes {
     /// A set that admits at most `cap` distinct templates.
     pub fn new(cap: usize) -> Self {
-        InferredRoutes { cap, seen: RwLock::default(), other: Arc::from(OTHER_ROUTE) }
+        InferredRoutes {
+            cap,
+            seen: RwLock::default(),
+            other: Arc::from(OTHER_ROUTE),
+        }
     }
 
     /// The route label for an unmatched path: its inferred template while the cap allows,
@@ -38,7 +42,12 @@ impl InferredRoutes {
         let Some(template) = infer_template(path) else {
             return self.other.clone();
         };
-        if let Some(known) = self.seen.read().unwrap_or_else(|e| e.into_inner()).get(template.as_str()) {
+        if let Some(known) = self
+            .seen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(template.as_str())
+        {
             return known.clone();
         }
         let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
@@ -125,36 +134,68 @@ mod tests {
 
     #[test]
     fn replaces_id_like_segments() {
-        assert_eq!(infer_template("/orders/123/items/9").as_deref(), Some("/orders/{id}/items/{id}"));
+        assert_eq!(
+            infer_template("/orders/123/items/9").as_deref(),
+            Some("/orders/{id}/items/{id}")
+        );
         assert_eq!(
             infer_template("/u/123e4567-e89b-12d3-a456-426614174000").as_deref(),
             Some("/u/{id}")
         );
-        assert_eq!(infer_template("/blobs/5f2b8c9d0e1a77").as_deref(), Some("/blobs/{id}"));
-        assert_eq!(infer_template("/k/01HZX3K9V7Q2M8N4P6R0S2T4W6").as_deref(), Some("/k/{id}"));
+        assert_eq!(
+            infer_template("/blobs/5f2b8c9d0e1a77").as_deref(),
+            Some("/blobs/{id}")
+        );
+        assert_eq!(
+            infer_template("/k/01HZX3K9V7Q2M8N4P6R0S2T4W6").as_deref(),
+            Some("/k/{id}")
+        );
         assert_eq!(infer_template("/").as_deref(), Some("/"));
     }
 
     #[test]
     fn keeps_words_and_short_slugs() {
-        for word in ["users", "v1", "api", "healthz", "deadbeef", "page-2", "settings_v2"] {
+        for word in [
+            "users",
+            "v1",
+            "api",
+            "healthz",
+            "deadbeef",
+            "page-2",
+            "settings_v2",
+        ] {
             assert!(!is_id_like(word), "{word} should stay literal");
         }
-        assert_eq!(infer_template("/api/v1/users").as_deref(), Some("/api/v1/users"));
+        assert_eq!(
+            infer_template("/api/v1/users").as_deref(),
+            Some("/api/v1/users")
+        );
     }
 
     #[test]
     fn too_deep_paths_are_not_templated() {
-        assert_eq!(infer_template(&"/x".repeat(MAX_INFERRED_SEGMENTS + 1)), None);
+        assert_eq!(
+            infer_template(&"/x".repeat(MAX_INFERRED_SEGMENTS + 1)),
+            None
+        );
     }
 
     #[test]
     fn cap_bounds_distinct_labels() {
         let routes = InferredRoutes::new(3);
-        let labels: HashSet<String> =
-            (0..1000).map(|i| routes.label(&format!("/word{}/x", char::from(b'a' + (i % 26) as u8))).to_string()).collect();
+        let labels: HashSet<String> = (0..1000)
+            .map(|i| {
+                routes
+                    .label(&format!("/word{}/x", char::from(b'a' + (i % 26) as u8)))
+                    .to_string()
+            })
+            .collect();
         assert_eq!(routes.len(), 3);
-        assert_eq!(labels.len(), 4, "three templates and {OTHER_ROUTE}: {labels:?}");
+        assert_eq!(
+            labels.len(),
+            4,
+            "three templates and {OTHER_ROUTE}: {labels:?}"
+        );
         assert!(labels.contains(OTHER_ROUTE));
         // A template admitted before the cap keeps its label.
         assert_eq!(&*routes.label("/worda/x"), "/worda/x");

@@ -135,19 +135,40 @@ mod tests {
                 Segment::Rest,
             ])
         );
-        assert_eq!(parse_template("/static/*"), Ok(vec![Segment::Literal("static".into()), Segment::Rest]));
+        assert_eq!(
+            parse_template("/static/*"),
+            Ok(vec![Segment::Literal("static".into()), Segment::Rest])
+        );
         assert_eq!(parse_template("/"), Ok(vec![]));
-        assert_eq!(parse_template("//a//"), Ok(vec![Segment::Literal("a".into())]));
+        assert_eq!(
+            parse_template("//a//"),
+            Ok(vec![Segment::Literal("a".into())])
+        );
     }
 
     #[test]
     fn rejects_what_the_matcher_cannot_honour() {
         assert_eq!(parse_template("users"), Err(TemplateError::NoLeadingSlash));
-        assert_eq!(parse_template("/a/*/b"), Err(TemplateError::WildcardNotLast));
-        assert_eq!(parse_template("/a/{rest...}/b"), Err(TemplateError::WildcardNotLast));
-        assert!(matches!(parse_template("/files/{name}.json"), Err(TemplateError::PartialParameter(_))));
-        assert!(matches!(parse_template("/a/{}"), Err(TemplateError::BadParameterName(_))));
-        assert!(matches!(parse_template("/a/{a-b}"), Err(TemplateError::BadParameterName(_))));
+        assert_eq!(
+            parse_template("/a/*/b"),
+            Err(TemplateError::WildcardNotLast)
+        );
+        assert_eq!(
+            parse_template("/a/{rest...}/b"),
+            Err(TemplateError::WildcardNotLast)
+        );
+        assert!(matches!(
+            parse_template("/files/{name}.json"),
+            Err(TemplateError::PartialParameter(_))
+        ));
+        assert!(matches!(
+            parse_template("/a/{}"),
+            Err(TemplateError::BadParameterName(_))
+        ));
+        assert!(matches!(
+            parse_template("/a/{a-b}"),
+            Err(TemplateError::BadParameterName(_))
+        ));
     }
 
     #[test]

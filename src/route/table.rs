@@ -42,7 +42,11 @@ pub enum TableError {
         source: TemplateError,
     },
     #[error("routes[{index}] ({path:?}) matches the same requests as routes[{other}]")]
-    Duplicate { index: usize, other: usize, path: String },
+    Duplicate {
+        index: usize,
+        other: usize,
+        path: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -96,7 +100,10 @@ pub struct RouteTable {
 impl RouteTable {
     /// Compiles routes; the first invalid or duplicate route is reported with its index.
     pub fn build<'a>(routes: impl IntoIterator<Item = RouteSpec<'a>>) -> Result<Self, TableError> {
-        let mut table = RouteTable { nodes: vec![Node::default()], labels: Vec::new() };
+        let mut table = RouteTable {
+            nodes: vec![Node::default()],
+            labels: Vec::new(),
+        };
         for (index, route) in routes.into_iter().enumerate() {
             let segments = parse_template(route.path).map_err(|source| TableError::Template {
                 index,
@@ -107,22 +114,32 @@ impl RouteTable {
                 .methods
                 .iter()
                 .map(|m| {
-                    let name = normalize_method(m).map_err(|source| TableError::Method { index, source })?;
-                    Method::from_bytes(name.as_bytes())
-                        .map_err(|_| TableError::Method { index, source: TemplateError::BadMethod(m.clone()) })
+                    let name = normalize_method(m)
+                        .map_err(|source| TableError::Method { index, source })?;
+                    Method::from_bytes(name.as_bytes()).map_err(|_| TableError::Method {
+                        index,
+                        source: TemplateError::BadMethod(m.clone()),
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            table.insert(&segments, &methods, index).map_err(|other| TableError::Duplicate {
-                index,
-                other,
-                path: route.path.to_string(),
-            })?;
+            table
+                .insert(&segments, &methods, index)
+                .map_err(|other| TableError::Duplicate {
+                    index,
+                    other,
+                    path: route.path.to_string(),
+                })?;
             table.labels.push(Arc::from(route.path.trim()));
         }
         Ok(table)
     }
 
-    fn insert(&mut self, segments: &[Segment], methods: &[Method], id: RouteId) -> Result<(), RouteId> {
+    fn insert(
+        &mut self,
+        segments: &[Segment],
+        methods: &[Method],
+        id: RouteId,
+    ) -> Result<(), RouteId> {
         let mut node = 0;
         for segment in segments {
             node = match segment {
@@ -195,7 +212,11 @@ mod tests {
             .iter()
             .map(|(p, m)| (p.to_string(), m.iter().map(|s| s.to_string()).collect()))
             .collect();
-        RouteTable::build(owned.iter().map(|(p, m)| RouteSpec { path: p, methods: m })).expect("valid routes")
+        RouteTable::build(owned.iter().map(|(p, m)| RouteSpec {
+            path: p,
+            methods: m,
+        }))
+        .expect("valid routes")
     }
 
     fn find<'t>(t: &'t RouteTable, method: &str, path: &str) -> Option<&'t str> {
@@ -205,15 +226,22 @@ mod tests {
 
     #[test]
     fn literal_beats_parameter_beats_wildcard_in_any_order() {
-        let routes: [(&str, &[&str]); 4] =
-            [("/users/*", &[]), ("/users/{id}", &[]), ("/users/me", &[]), ("/users/{id}/posts", &[])];
+        let routes: [(&str, &[&str]); 4] = [
+            ("/users/*", &[]),
+            ("/users/{id}", &[]),
+            ("/users/me", &[]),
+            ("/users/{id}/posts", &[]),
+        ];
         for rotation in 0..routes.len() {
             let mut r = routes.to_vec();
             r.rotate_left(rotation);
             let t = table(&r);
             assert_eq!(find(&t, "GET", "/users/me"), Some("/users/me"));
             assert_eq!(find(&t, "GET", "/users/42"), Some("/users/{id}"));
-            assert_eq!(find(&t, "GET", "/users/42/posts"), Some("/users/{id}/posts"));
+            assert_eq!(
+                find(&t, "GET", "/users/42/posts"),
+                Some("/users/{id}/posts")
+            );
             assert_eq!(find(&t, "GET", "/users/42/likes"), Some("/users/*"));
             assert_eq!(find(&t, "GET", "/users"), Some("/users/*"));
         }
@@ -221,7 +249,12 @@ mod tests {
 
     #[test]
     fn longer_prefix_wins_and_backtracks_from_dead_ends() {
-        let t = table(&[("/a/*", &[]), ("/a/b/*", &[]), ("/a/b/c/d", &[]), ("/{x}/b/c/e", &[])]);
+        let t = table(&[
+            ("/a/*", &[]),
+            ("/a/b/*", &[]),
+            ("/a/b/c/d", &[]),
+            ("/{x}/b/c/e", &[]),
+        ]);
         assert_eq!(find(&t, "GET", "/a/b/c"), Some("/a/b/*"));
         assert_eq!(find(&t, "GET", "/a/x"), Some("/a/*"));
         assert_eq!(find(&t, "GET", "/zzz"), None);
@@ -234,7 +267,11 @@ mod tests {
 
     #[test]
     fn methods_select_and_fall_back() {
-        let t = table(&[("/users/{id}", &["GET"]), ("/users/{id}", &["delete"]), ("/users/*", &[])]);
+        let t = table(&[
+            ("/users/{id}", &["GET"]),
+            ("/users/{id}", &["delete"]),
+            ("/users/*", &[]),
+        ]);
         assert_eq!(t.find(&Method::GET, "/users/1"), Some(0));
         assert_eq!(t.find(&Method::DELETE, "/users/1"), Some(1));
         // No POST on /users/{id}: the wildcard route takes it.
@@ -251,17 +288,42 @@ mod tests {
 
     #[test]
     fn duplicates_and_bad_templates_name_the_route() {
-        let routes = [("/u/{id}".to_string(), vec![]), ("/u/{uid}".to_string(), vec![])];
-        let err = RouteTable::build(routes.iter().map(|(p, m)| RouteSpec { path: p, methods: m })).unwrap_err();
-        assert_eq!(err, TableError::Duplicate { index: 1, other: 0, path: "/u/{uid}".into() });
+        let routes = [
+            ("/u/{id}".to_string(), vec![]),
+            ("/u/{uid}".to_string(), vec![]),
+        ];
+        let err = RouteTable::build(routes.iter().map(|(p, m)| RouteSpec {
+            path: p,
+            methods: m,
+        }))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            TableError::Duplicate {
+                index: 1,
+                other: 0,
+                path: "/u/{uid}".into()
+            }
+        );
         assert!(err.to_string().starts_with("routes[1]"));
 
         let routes = [("/ok".to_string(), vec![]), ("bad".to_string(), vec![])];
-        let err = RouteTable::build(routes.iter().map(|(p, m)| RouteSpec { path: p, methods: m })).unwrap_err();
-        assert_eq!(err.to_string(), "routes[1].path \"bad\": must start with '/'");
+        let err = RouteTable::build(routes.iter().map(|(p, m)| RouteSpec {
+            path: p,
+            methods: m,
+        }))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "routes[1].path \"bad\": must start with '/'"
+        );
 
         let routes = [("/ok".to_string(), vec!["G T".to_string()])];
-        let err = RouteTable::build(routes.iter().map(|(p, m)| RouteSpec { path: p, methods: m })).unwrap_err();
+        let err = RouteTable::build(routes.iter().map(|(p, m)| RouteSpec {
+            path: p,
+            methods: m,
+        }))
+        .unwrap_err();
         assert!(err.to_string().starts_with("routes[0].methods"));
     }
 

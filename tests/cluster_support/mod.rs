@@ -28,7 +28,9 @@ static CRD_INSTALLED: OnceCell<()> = OnceCell::const_new();
 pub fn kubeconfig_path() -> PathBuf {
     std::env::var_os("ROUTEMETER_KUBECONFIG")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cluster/kubeconfig"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cluster/kubeconfig")
+        })
 }
 
 /// A client for the test cluster, with the MonitoredService CRD installed; `None` (skip)
@@ -37,29 +39,48 @@ pub async fn client() -> Option<Client> {
     let path = kubeconfig_path();
     if !path.exists() {
         if std::env::var_os("CI").is_some() {
-            panic!("no cluster at {}: CI must run `make cluster-up` before the tests", path.display());
+            panic!(
+                "no cluster at {}: CI must run `make cluster-up` before the tests",
+                path.display()
+            );
         }
-        eprintln!("skipping: no cluster at {} (run `make cluster-up`)", path.display());
+        eprintln!(
+            "skipping: no cluster at {} (run `make cluster-up`)",
+            path.display()
+        );
         return None;
     }
     let kubeconfig = Kubeconfig::read_from(&path).expect("readable kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("valid kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
     let client = Client::try_from(config).expect("client");
-    CRD_INSTALLED.get_or_init(|| install_crd(client.clone())).await;
+    CRD_INSTALLED
+        .get_or_init(|| install_crd(client.clone()))
+        .await;
     Some(client)
 }
 
 async fn install_crd(client: Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&routemeter::crd::crd_yaml().expect("crd")).expect("crd yaml");
-    crds.patch("monitoredservices.routemeter.io", &PatchParams::apply("routemeter-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("install the CRD");
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&routemeter::crd::crd_yaml().expect("crd")).expect("crd yaml");
+    crds.patch(
+        "monitoredservices.routemeter.io",
+        &PatchParams::apply("routemeter-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("install the CRD");
     wait_for("the CRD to be established", Duration::from_secs(30), || {
         let crds = crds.clone();
         async move {
             let crd = crds.get("monitoredservices.routemeter.io").await.ok()?;
-            crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
         }
     })
     .await;
@@ -69,9 +90,12 @@ async fn install_crd(client: Client) {
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let name = format!("{prefix}-{}", fastrand::u32(..) % 1_000_000);
     let api: Api<Namespace> = Api::all(client.clone());
-    api.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": name } })).expect("ns"))
-        .await
-        .expect("create namespace");
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": name } })).expect("ns"),
+    )
+    .await
+    .expect("create namespace");
     name
 }
 
@@ -93,7 +117,9 @@ impl Operator {
             "routemeter/routemeter:test".into(),
         ));
         let ns = ns.to_string();
-        Operator(tokio::spawn(async move { routemeter::operator::run_controller(ctx, Some(&ns)).await }))
+        Operator(tokio::spawn(async move {
+            routemeter::operator::run_controller(ctx, Some(&ns)).await
+        }))
     }
 }
 
@@ -128,7 +154,12 @@ pub async fn create_target(client: &Client, ns: &str, name: &str) {
         "metadata": { "name": name },
         "spec": { "selector": { "app": name }, "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] },
     });
-    api.create(&PostParams::default(), &serde_json::from_value(svc).expect("svc")).await.expect("create target");
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(svc).expect("svc"),
+    )
+    .await
+    .expect("create target");
 }
 
 /// Applies a MonitoredService from JSON.
@@ -138,11 +169,22 @@ pub async fn apply_msvc(client: &Client, ns: &str, msvc: serde_json::Value) -> M
     let mut msvc = msvc;
     msvc["apiVersion"] = json!("routemeter.io/v1alpha1");
     msvc["kind"] = json!("MonitoredService");
-    api.patch(&name, &PatchParams::apply("routemeter-tests").force(), &Patch::Apply(&msvc)).await.expect("apply msvc")
+    api.patch(
+        &name,
+        &PatchParams::apply("routemeter-tests").force(),
+        &Patch::Apply(&msvc),
+    )
+    .await
+    .expect("apply msvc")
 }
 
 /// The status of a condition of a MonitoredService, with its reason and message.
-pub async fn condition(client: &Client, ns: &str, name: &str, type_: &str) -> Option<(String, String, String)> {
+pub async fn condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
     let api: Api<MonitoredService> = Api::namespaced(client.clone(), ns);
     let m = api.get(name).await.ok()?;
     m.status?
@@ -154,7 +196,13 @@ pub async fn condition(client: &Client, ns: &str, name: &str, type_: &str) -> Op
 
 /// Runs a project script (tests/cluster/*.sh) and checks it succeeded.
 pub fn script(name: &str, args: &[&str]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cluster").join(name);
-    let status = std::process::Command::new("bash").arg(&path).args(args).status().expect("run script");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/cluster")
+        .join(name);
+    let status = std::process::Command::new("bash")
+        .arg(&path)
+        .args(args)
+        .status()
+        .expect("run script");
     assert!(status.success(), "{} {:?} failed", path.display(), args);
 }
