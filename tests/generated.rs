@@ -9,14 +9,22 @@ fn root() -> &'static Path {
 
 fn assert_same(committed: &str, generated: &str, fix: &str) {
     let path = root().join(committed);
-    let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}; run `{fix}`", path.display()));
-    assert!(on_disk == generated, "{committed} is out of date with the code: run `{fix}`");
+    let on_disk = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}; run `{fix}`", path.display()));
+    assert!(
+        on_disk == generated,
+        "{committed} is out of date with the code: run `{fix}`"
+    );
 }
 
 #[test]
 fn crd_matches_the_rust_types() {
     let generated = routemeter::crd::crd_yaml().expect("CRD serialises");
-    assert_same("crds/routemeter.io_monitoredservices.yaml", &generated, "make generate");
+    assert_same(
+        "crds/routemeter.io_monitoredservices.yaml",
+        &generated,
+        "make generate",
+    );
 }
 
 #[test]
@@ -34,9 +42,21 @@ fn every_example_renders() {
             proxy_image: "routemeter/routemeter:test".into(),
             rules_only: false,
         };
-        let out = args.render().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        for kind in ["ConfigMap", "Deployment", "Service", "ServiceMonitor", "PrometheusRule"] {
-            assert!(out.contains(&format!("kind: {kind}\n")), "{} renders no {kind}", path.display());
+        let out = args
+            .render()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for kind in [
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "ServiceMonitor",
+            "PrometheusRule",
+        ] {
+            assert!(
+                out.contains(&format!("kind: {kind}\n")),
+                "{} renders no {kind}",
+                path.display()
+            );
         }
         seen += 1;
     }

@@ -312,7 +312,11 @@ mod tests {
 
     #[test]
     fn route_objectives_override_the_service() {
-        let slo = SloSpec { availability: 99.0, latency_threshold_seconds: 2.0, ..Default::default() };
+        let slo = SloSpec {
+            availability: 99.0,
+            latency_threshold_seconds: 2.0,
+            ..Default::default()
+        };
         let routes = vec![RouteSpec {
             path: "/navigate".into(),
             methods: vec![],

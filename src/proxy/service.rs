@@ -305,10 +305,10 @@ impl ProxyHttp for MeteringProxy {
             && e.esource() == &ErrorSource::Upstream
             && let Some(endpoint) = &ctx.endpoint
         {
-                self.metrics
-                    .upstream_timeouts
-                    .with_label_values(&[endpoint.endpoint().label.as_str(), "read"])
-                    .inc();
+            self.metrics
+                .upstream_timeouts
+                .with_label_values(&[endpoint.endpoint().label.as_str(), "read"])
+                .inc();
         }
         // pingora's own policy: retry only idempotent requests whose body was kept, and
         // only errors that a stale pooled connection explains.
