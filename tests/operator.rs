@@ -366,7 +366,7 @@ async fn deletion_garbage_collects_children() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     wait_for(
         "children to be collected",
-        Duration::from_secs(90),
+        Duration::from_secs(120),
         || async {
             let cm = cms.get_opt("gone-routemeter").await.ok()?;
             let d = deployments.get_opt("gone-routemeter").await.ok()?;

@@ -37,6 +37,11 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let name = msvc.name_any();
     let client = &ctx.client;
+    if msvc.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes the children. Applying them again
+        // would race it, and hold a foreground deletion open for as long as we do.
+        return Ok(Action::await_change());
+    }
     let mut report = status::Report::new(msvc);
 
     // Input the API server could not check: route templates, durations.

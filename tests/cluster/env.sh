@@ -1,12 +1,24 @@
-# Shared by the cluster scripts: paths and the kubectl of the pinned build.
+# Shared by the cluster scripts and the demo (sourced): paths, the pinned binaries, and
+# helpers. Sourcing it defines things only; it starts and builds nothing.
 # shellcheck shell=bash
+# Its variables are used by the scripts that source it.
+# shellcheck disable=SC2034
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-state="$root/target/cluster"
+# All run-time state lives under target/ so `cargo clean` or `rm -rf target` resets it,
+# and nothing of it can be committed (/target is ignored). ROUTEMETER_CLUSTER_DIR puts a
+# second, independent cluster elsewhere (its kubeconfig is then in that directory).
+state="${ROUTEMETER_CLUSTER_DIR:-$root/target/cluster}"
 pki="$state/pki"
 kubeconfig="$state/kubeconfig"
+# The Go toolchain's usual place when it is not on PATH (a non-login shell, CI).
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+  PATH="/usr/local/go/bin:$PATH"
+fi
 # Pinned Prometheus Operator release whose official CRDs are installed.
 prom_operator_version="v0.93.0"
 
+# Sets ETCD_BIN, K8S_BIN and kubectl, building the binaries on first use (build.sh prints
+# only `NAME=path` lines on stdout; its progress goes to stderr).
 bins() {
   eval "$(bash "$root/tests/cluster/build.sh")"
   kubectl="$K8S_BIN/kubectl"
@@ -16,6 +28,47 @@ kctl() {
   "$kubectl" --kubeconfig "$kubeconfig" "$@"
 }
 
+# True when the process recorded in $state/NAME.pid is running and is still that
+# component (its command's basename is NAME), so a stale pid file whose number was reused
+# by an unrelated process after a reboot is never taken for ours, nor signalled.
 alive() {
-  [[ -f "$state/$1.pid" ]] && kill -0 "$(cat "$state/$1.pid")" 2>/dev/null
+  local pidfile="$state/$1.pid" pid exe
+  [[ -f "$pidfile" ]] || return 1
+  pid="$(<"$pidfile")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  exe="$(tr '\0' '\n' 2>/dev/null < "/proc/$pid/cmdline" | head -n 1)" || return 1
+  [[ "${exe##*/}" == "$1" ]]
+}
+
+# Stops the components recorded in $state/*.pid (SIGTERM, up to 10 s, then SIGKILL) and
+# removes the cluster's data: etcd's data dir, the pid files, the kubeconfig. Keeps the
+# certificates and the logs of the last run. The caller holds $state/.lock.
+stop_cluster() {
+  local name pid
+  # Controller-manager first, etcd last: each component outlives its clients, so none
+  # spends its shutdown retrying a dependency that is already gone.
+  for name in kube-controller-manager kube-apiserver etcd; do
+    if alive "$name"; then
+      pid="$(<"$state/$name.pid")"
+      kill -TERM "$pid" 2>/dev/null || true
+      # The apiserver drains its requests for a few seconds on SIGTERM.
+      for _ in $(seq 1 100); do
+        alive "$name" || break
+        sleep 0.1
+      done
+      if alive "$name"; then
+        echo "$name (pid $pid) did not stop on SIGTERM; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+          alive "$name" || break
+          sleep 0.1
+        done
+      fi
+      echo "stopped $name (pid $pid)"
+    fi
+    rm -f "$state/$name.pid"
+  done
+  # A stale kubeconfig would make tests believe a cluster is up; etcd's data is useless
+  # without its apiserver (up.sh starts from an empty store).
+  rm -rf "$state/etcd" "$state/controller-manager" "$kubeconfig"
 }

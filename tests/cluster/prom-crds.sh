@@ -1,29 +1,57 @@
 #!/usr/bin/env bash
 # Installs or removes the official Prometheus Operator CRDs (ServiceMonitor,
-# PrometheusRule, Prometheus) of a pinned release, read from its Go module.
+# PrometheusRule, Prometheus) of a pinned release on the test cluster. The operator's
+# tests toggle them to check its behaviour with and without the Prometheus Operator.
 # Usage: prom-crds.sh install|uninstall
 set -euo pipefail
+# shellcheck source=tests/cluster/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-bins
 
 crds=(servicemonitors prometheusrules prometheuses)
-case "${1:-install}" in
+
+# The CRDs are read from the release's Go module: it is reachable through the Go module
+# proxy, checked against Go's checksum database, and cached in the module cache, so a
+# second install needs no network. The root module has replace directives, so it can
+# only be downloaded, not built or installed. Run outside any module (from /), so no
+# go.mod of ours is consulted or changed.
+crd_dir() {
+  local json dir
+  json="$(cd / && GO111MODULE=on GOFLAGS=-mod=mod go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@$prom_operator_version")"
+  dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
+  if [[ -z "$dir" || ! -d "$dir/example/prometheus-operator-crd" ]]; then
+    echo "could not download the Prometheus Operator $prom_operator_version module:" >&2
+    echo "$json" >&2
+    exit 1
+  fi
+  echo "$dir/example/prometheus-operator-crd"
+}
+
+case "${1:-}" in
   install)
-    dir="$(cd /tmp && go mod download -json "github.com/prometheus-operator/prometheus-operator@$prom_operator_version" \
-      | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
-    for crd in "${crds[@]}"; do
-      kctl apply --server-side --force-conflicts -f "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$crd.yaml" >/dev/null
-    done
+    bins
+    dir="$(crd_dir)"
+    args=()
+    for crd in "${crds[@]}"; do args+=(-f "$dir/monitoring.coreos.com_$crd.yaml"); done
+    # Server-side: these CRDs are too large for client-side apply's last-applied
+    # annotation. --force-conflicts takes the fields over from any earlier field manager.
+    kctl apply --server-side --force-conflicts --field-manager=routemeter-tests "${args[@]}" >/dev/null
     for crd in "${crds[@]}"; do
       kctl wait --for condition=established --timeout=60s "crd/$crd.monitoring.coreos.com" >/dev/null
     done
-    echo "Prometheus Operator $prom_operator_version CRDs installed"
+    echo "Prometheus Operator $prom_operator_version CRDs installed: ${crds[*]}"
     ;;
   uninstall)
+    bins
     for crd in "${crds[@]}"; do
-      kctl delete crd "$crd.monitoring.coreos.com" --ignore-not-found --wait=true >/dev/null
+      # --wait: returns once the CRD and all its objects are gone, so a test that follows
+      # sees the API group absent.
+      kctl delete crd "$crd.monitoring.coreos.com" --ignore-not-found --wait=true --timeout=120s >/dev/null
     done
-    echo "Prometheus Operator CRDs removed"
+    echo "Prometheus Operator CRDs removed: ${crds[*]}"
     ;;
-  *) echo "usage: $0 install|uninstall" >&2; exit 2 ;;
+  *)
+    echo "usage: $0 install|uninstall" >&2
+    exit 2
+    ;;
 esac

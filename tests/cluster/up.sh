@@ -1,105 +1,332 @@
 #!/usr/bin/env bash
-# Starts a real etcd, kube-apiserver and kube-controller-manager on loopback, writes the
-# admin kubeconfig to target/cluster/kubeconfig, and installs the Prometheus Operator
-# CRDs (unless ROUTEMETER_SKIP_PROM_CRDS=1). Idempotent: a healthy cluster is left as is.
+# Starts the project's test control plane: a real etcd, kube-apiserver and
+# kube-controller-manager of pinned releases (built by build.sh), on loopback only, with
+# an admin kubeconfig at target/cluster/kubeconfig, and installs the official Prometheus
+# Operator CRDs (ServiceMonitor, PrometheusRule, Prometheus).
+#
+# Usage: up.sh [--skip-prom-crds]      (or ROUTEMETER_SKIP_PROM_CRDS=1)
+#
+# Idempotent: a healthy cluster is left as it is (only the CRDs are put back if they
+# are missing). No kubelet or scheduler runs: Pods are stored but never run. The last
+# line printed is `export KUBECONFIG=<path>`.
 set -euo pipefail
+# shellcheck source=tests/cluster/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+skip_prom_crds="${ROUTEMETER_SKIP_PROM_CRDS:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --skip-prom-crds) skip_prom_crds=1 ;;
+    -h | --help)
+      sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+      exit 0
+      ;;
+    *)
+      echo "up.sh: unknown argument $arg (usage: up.sh [--skip-prom-crds])" >&2
+      exit 2
+      ;;
+  esac
+done
+
+components=(etcd kube-apiserver kube-controller-manager)
+logs="$state/logs"
+mkdir -p "$state" "$logs"
+
+# One up.sh at a time (two test runs starting together would each start a cluster over
+# the other's files). down.sh takes the same lock. Fd 9 is closed for the components
+# started below, or they would hold the lock for as long as they run.
+exec 9>"$state/.lock"
+flock 9
+
 bins
 
+ready() { [[ -f "$kubeconfig" ]] && kctl get --raw /readyz >/dev/null 2>&1; }
 healthy() {
-  alive etcd && alive kube-apiserver && alive kube-controller-manager \
-    && kctl get --raw /readyz >/dev/null 2>&1
+  local c
+  for c in "${components[@]}"; do alive "$c" || return 1; done
+  ready
 }
 
 if healthy; then
-  echo "cluster already up"
+  echo "cluster already up: $(kctl config view -o jsonpath='{.clusters[0].cluster.server}')"
+  # A test that removes the Prometheus Operator CRDs and dies before putting them back
+  # would otherwise leave the next run without them.
+  if [[ "$skip_prom_crds" != 1 ]] && ! kctl get crd servicemonitors.monitoring.coreos.com \
+    prometheusrules.monitoring.coreos.com prometheuses.monitoring.coreos.com >/dev/null 2>&1; then
+    bash "$root/tests/cluster/prom-crds.sh" install
+  fi
   echo "export KUBECONFIG=$kubeconfig"
   exit 0
 fi
-bash "$root/tests/cluster/down.sh" >/dev/null
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+started=$SECONDS
+# Whatever is left of an earlier cluster (a component that died, a stale pid file, an
+# etcd data dir whose apiserver is gone) is cleared first: a fresh cluster is quicker to
+# reason about than a half-repaired one.
+stop_cluster >/dev/null
 
-mkdir -p "$pki" "$state/logs"
-if [[ ! -f "$pki/admin.crt" ]]; then
+# --- Certificates -------------------------------------------------------------------
+# A CA; the apiserver's serving certificate for 127.0.0.1/localhost; an admin client
+# certificate in group system:masters (RBAC's superuser group, so the admin needs no
+# bindings); and the service-account token signing key pair. Made once and kept across
+# restarts (down.sh leaves them), in a temporary dir first so a failure never leaves a
+# half-made set behind.
+make_pki() {
+  local d
+  d="$(mktemp -d "$state/pki.XXXXXX")"
+  cat > "$d/openssl.cnf" <<'CNF'
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign, digitalSignature
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+authorityKeyIdentifier = keyid
+CNF
   (
-    cd "$pki"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=routemeter-test-ca" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n' > san.ext
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 3650 -extfile san.ext 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin" 2>/dev/null
-    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out admin.crt -days 3650 2>/dev/null
+    cd "$d"
+    local days=3650
+    openssl req -x509 -config openssl.cnf -extensions ca -newkey rsa:2048 -nodes -sha256 \
+      -days "$days" -subj "/CN=routemeter-test-ca" -keyout ca.key -out ca.crt 2>/dev/null
+    # $1: name, $2: subject, $3: extension section.
+    sign() {
+      openssl req -config openssl.cnf -newkey rsa:2048 -nodes -sha256 -subj "$2" \
+        -keyout "$1.key" -out "$1.csr" 2>/dev/null
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -sha256 -days "$days" \
+        -set_serial "0x$(openssl rand -hex 16)" -extfile openssl.cnf -extensions "$3" \
+        -out "$1.crt" 2>/dev/null
+      rm -f "$1.csr"
+    }
+    sign apiserver "/CN=kube-apiserver" server
+    sign admin "/O=system:masters/CN=routemeter-admin" client
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    chmod 600 ./*.key
   )
+  rm -rf "$pki"
+  mv "$d" "$pki"
+}
+if [[ ! -f "$pki/sa.pub" ]] || ! openssl x509 -checkend 86400 -noout -in "$pki/admin.crt" >/dev/null 2>&1; then
+  make_pki
 fi
 
-etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"; cm_port="$(free_port)"
+# --- Ports --------------------------------------------------------------------------
+# Free loopback ports picked by the kernel, all held at once so they differ, then
+# released for the components. Another process could take one in between; start() is
+# retried with new ports when a component dies at start.
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
 
-b64() { base64 -w0 < "$1"; }
-cat > "$kubeconfig" <<YAML
+# --- Components ---------------------------------------------------------------------
+# setsid + nohup: each component gets its own session, so it outlives the shell (or the
+# test harness) that ran up.sh and ignores its hangup. A non-interactive bash has no job
+# control, so the background child is no process-group leader: setsid execs in place,
+# and $! is the component's own pid.
+start() {
+  local name="$1"
+  shift
+  setsid nohup "$@" > "$logs/$name.log" 2>&1 < /dev/null 9>&- &
+  echo "$!" > "$state/$name.pid"
+}
+
+# Alive by pid only: just after start() the process may not have exec'd its binary yet,
+# which alive() would take for a stranger.
+running() { kill -0 "$(<"$state/$1.pid")" 2>/dev/null; }
+
+show_logs() {
+  local c
+  for c in "${components[@]}"; do
+    [[ -f "$logs/$c.log" ]] || continue
+    echo "----- last lines of $logs/$c.log" >&2
+    tail -n 25 "$logs/$c.log" >&2
+  done
+}
+
+write_kubeconfig() {
+  local port="$1" tmp
+  tmp="$(mktemp "$state/kubeconfig.XXXXXX")"
+  cat > "$tmp" <<YAML
 apiVersion: v1
 kind: Config
 clusters:
 - name: routemeter-test
   cluster:
-    server: https://127.0.0.1:$api_port
-    certificate-authority-data: $(b64 "$pki/ca.crt")
+    server: https://127.0.0.1:$port
+    certificate-authority-data: $(base64 -w0 < "$pki/ca.crt")
 users:
-- name: admin
+- name: routemeter-admin
   user:
-    client-certificate-data: $(b64 "$pki/admin.crt")
-    client-key-data: $(b64 "$pki/admin.key")
+    client-certificate-data: $(base64 -w0 < "$pki/admin.crt")
+    client-key-data: $(base64 -w0 < "$pki/admin.key")
 contexts:
 - name: routemeter-test
-  context: { cluster: routemeter-test, user: admin, namespace: default }
+  context:
+    cluster: routemeter-test
+    user: routemeter-admin
+    namespace: default
 current-context: routemeter-test
 YAML
-
-start() {
-  local name="$1"; shift
-  setsid nohup "$@" > "$state/logs/$name.log" 2>&1 < /dev/null &
-  echo $! > "$state/$name.pid"
+  chmod 600 "$tmp"
+  mv "$tmp" "$kubeconfig"
 }
 
-start etcd "$ETCD_BIN" --name routemeter-test --data-dir "$state/etcd" \
-  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-  --initial-cluster "routemeter-test=http://127.0.0.1:$peer_port" --unsafe-no-fsync
+etcd_healthy() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  timeout 2 bash -c 'exec 3<> "/dev/tcp/127.0.0.1/$1" \
+    && printf "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3 \
+    && grep -q "\"health\":\"true\"" <&3' _ "$1" 2>/dev/null
+}
 
-start kube-apiserver "$K8S_BIN/kube-apiserver" \
-  --etcd-servers "http://127.0.0.1:$etcd_port" --cert-dir "$pki" \
-  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" --client-ca-file "$pki/ca.crt" \
-  --secure-port "$api_port" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
-  --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
-  --disable-admission-plugins ServiceAccount --authorization-mode RBAC \
-  --service-account-issuer https://kubernetes.default.svc \
-  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key"
+# Starts all three and waits for them; returns 1 (after printing why) on failure.
+start_cluster() {
+  local etcd_port peer_port api_port cm_port
+  read -r etcd_port peer_port api_port cm_port < <(free_ports 4) || true
+  if [[ -z "${cm_port:-}" ]]; then
+    echo "up.sh: could not pick free ports (python3 is needed)" >&2
+    return 1
+  fi
 
-echo -n "waiting for kube-apiserver on 127.0.0.1:$api_port"
-for _ in $(seq 1 120); do
-  if kctl get --raw /readyz >/dev/null 2>&1; then break; fi
-  if ! alive kube-apiserver || ! alive etcd; then break; fi
-  echo -n .; sleep 1
-done
-echo
-if ! kctl get --raw /readyz >/dev/null 2>&1; then
-  echo "kube-apiserver did not become ready" >&2
-  tail -n 30 "$state/logs/etcd.log" "$state/logs/kube-apiserver.log" >&2
-  exit 1
-fi
+  # --unsafe-no-fsync: a throwaway store; fsyncs would only slow the tests down.
+  start etcd "$ETCD_BIN" --name routemeter-test --data-dir "$state/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" \
+    --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "routemeter-test=http://127.0.0.1:$peer_port" \
+    --unsafe-no-fsync
+  # The apiserver would start without etcd, but then fills its log with connection
+  # errors and, if etcd cannot start, fails later with a less telling message. etcd
+  # listens a while before it serves, so ask its /health (plain bash: no curl needed).
+  local deadline=$((SECONDS + 30))
+  until etcd_healthy "$etcd_port"; do
+    if ! running etcd || ((SECONDS > deadline)); then
+      echo "etcd did not become healthy on 127.0.0.1:$etcd_port"
+      return 1
+    fi
+    sleep 0.2
+  done
+
+  # The flags controller-runtime's envtest uses, with our own certificates: RBAC (so
+  # the operator's RBAC can be tested for real), the admin authenticated by its client
+  # certificate, and service-account tokens signed with sa.key. The ServiceAccount
+  # admission plugin is off as in envtest: with no kubelet, no Pod needs a token.
+  # --endpoint-reconciler-type none: the apiserver would otherwise try, every 10 s, to
+  # publish its loopback address as the endpoint of Service "kubernetes", which the API
+  # rejects (loopback endpoints are invalid); nothing in this cluster uses that Service.
+  start kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --authorization-mode RBAC \
+    --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
+    --disable-admission-plugins ServiceAccount \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-account-key-file "$pki/sa.pub" \
+    --service-account-signing-key-file "$pki/sa.key" \
+    --endpoint-reconciler-type none
+  write_kubeconfig "$api_port"
+
+  echo -n "waiting for kube-apiserver on https://127.0.0.1:$api_port "
+  deadline=$((SECONDS + 90))
+  until ready; do
+    if ! running etcd || ! running kube-apiserver; then
+      echo " a component exited"
+      return 1
+    fi
+    if ((SECONDS > deadline)); then
+      echo " not ready after 90 s"
+      kctl get --raw '/readyz?verbose' >&2 || true
+      return 1
+    fi
+    echo -n .
+    sleep 1
+  done
+  echo " ready"
+
+  # The controllers the operator's tests rely on: garbage collection of owned objects,
+  # namespace deletion, Deployments creating ReplicaSets (and their Pods), the default
+  # ServiceAccount and its tokens; plus the RBAC role aggregation (admin/edit/view get
+  # their rules) and the kube-root-ca.crt ConfigMap every real namespace has. Its
+  # secure port serves only /healthz and the like (no authentication kubeconfig: its
+  # three warnings about that at start are expected).
+  # routemeter's own CRD goes in before kube-controller-manager starts, as on a real cluster:
+# its garbage collector maps kinds from discovery, and learns of a later CRD only on a
+# rescan (30 s or more), failing to collect children until then.
+kctl apply --server-side --force-conflicts -f "$root/crds/" >/dev/null
+kctl wait --for condition=established --timeout=60s crd/monitoredservices.routemeter.io >/dev/null
 
 start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
-  --kubeconfig "$kubeconfig" --bind-address 127.0.0.1 --secure-port "$cm_port" --leader-elect=false \
-  --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset \
-  --cert-dir "$state/controller-manager" --service-account-private-key-file "$pki/sa.key" \
-  --root-ca-file "$pki/ca.crt" --use-service-account-credentials=false
+    --kubeconfig "$kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$cm_port" \
+    --leader-elect=false \
+    --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset,clusterrole-aggregation,root-ca-cert-publisher \
+    --cert-dir "$state/controller-manager" \
+    --service-account-private-key-file "$pki/sa.key" \
+    --root-ca-file "$pki/ca.crt" \
+    --use-service-account-credentials=false
 
-if [[ "${ROUTEMETER_SKIP_PROM_CRDS:-0}" != 1 ]]; then
+  # The controller-manager is working once the serviceaccount controller has made the
+  # default namespace's ServiceAccount.
+  echo -n "waiting for kube-controller-manager "
+  deadline=$((SECONDS + 60))
+  until kctl get serviceaccount default -n default >/dev/null 2>&1; do
+    if ! running kube-controller-manager; then
+      echo " it exited"
+      return 1
+    fi
+    if ((SECONDS > deadline)); then
+      echo " no default ServiceAccount after 60 s"
+      return 1
+    fi
+    echo -n .
+    sleep 1
+  done
+  echo " ready"
+}
+
+for attempt in 1 2 3; do
+  if start_cluster; then
+    break
+  fi
+  show_logs
+  stop_cluster >/dev/null
+  # A port taken between picking and binding is worth another try; anything else
+  # fails the same way again.
+  if ((attempt == 3)) || ! grep -qs 'address already in use' "$logs"/*.log; then
+    echo "up.sh: the control plane did not start (logs in $logs)" >&2
+    exit 1
+  fi
+  echo "a port was taken meanwhile; retrying with new ports" >&2
+done
+
+if [[ "$skip_prom_crds" != 1 ]]; then
   bash "$root/tests/cluster/prom-crds.sh" install
+else
+  echo "Prometheus Operator CRDs not installed (ROUTEMETER_SKIP_PROM_CRDS=1 / --skip-prom-crds)"
 fi
-kctl get --raw /version | python3 -c 'import json,sys; print("Kubernetes", json.load(sys.stdin)["gitVersion"], "is up")'
+
+version="$(kctl get --raw /version | sed -n 's/^ *"gitVersion": "\(.*\)",$/\1/p')"
+echo "Kubernetes $version is up in $((SECONDS - started)) s: $(kctl config view -o jsonpath='{.clusters[0].cluster.server}')"
+echo "logs: $logs/{etcd,kube-apiserver,kube-controller-manager}.log"
 echo "export KUBECONFIG=$kubeconfig"

@@ -1,5 +1,6 @@
 // Builds etcd at a pinned release: go.etcd.io/etcd/server/v3 cannot be 'go install'ed
 // (relative replace directives), so this module wraps its entry point.
+// Written by tools/pin.sh; change the release with it, not by hand.
 module routemeter.io/tests/cluster/tools/etcd
 
 go 1.26.0

@@ -1,6 +1,7 @@
 // Builds kube-apiserver, kube-controller-manager and kubectl at a pinned Kubernetes
 // release: k8s.io/kubernetes cannot be 'go install'ed (its staging modules are replaced
 // by paths inside its own repository), so this module pins each staging module instead.
+// Written by tools/pin.sh; change the release with it, not by hand.
 module routemeter.io/tests/cluster/tools/k8s
 
 go 1.24.0
