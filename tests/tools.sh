@@ -7,13 +7,14 @@ missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v promtool >/dev/null || missing+=(prometheus)
-command -v go >/dev/null || missing+=(golang)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Go 1.24+ builds the control plane (tests/cluster/build.sh); Debian bookworm's is too old.
+command -v go >/dev/null || { echo "Go 1.24 or later is required (the control plane is built from Go modules)" >&2; exit 1; }
 # The Debian prometheus package starts a server on :9090 on install; tests start their own.
 if systemctl is-active --quiet prometheus 2>/dev/null; then systemctl stop prometheus || true; fi
 promtool --version 2>&1 | head -1

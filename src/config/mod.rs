@@ -113,6 +113,11 @@ pub struct UpstreamConfig {
     #[serde(default = "defaults::ejection_max", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub ejection_max: Duration,
+    /// The most endpoints, in percent, left out at once (rounded down). Past it the
+    /// balancer ignores ejections and spreads over every endpoint, as Envoy's panic mode
+    /// does: a lone endpoint is never ejected, so a blip never turns into seconds of 503s.
+    #[serde(default = "defaults::max_ejection_percent")]
+    pub max_ejection_percent: u8,
 }
 
 /// Load-balancing policy.
@@ -284,6 +289,9 @@ pub mod defaults {
     pub fn ejection_max() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn max_ejection_percent() -> u8 {
+        50
+    }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(2)
     }
@@ -316,6 +324,7 @@ impl UpstreamConfig {
             resolve_interval: defaults::resolve_interval(),
             ejection_base: defaults::ejection_base(),
             ejection_max: defaults::ejection_max(),
+            max_ejection_percent: defaults::max_ejection_percent(),
         }
     }
 }
@@ -400,6 +409,12 @@ impl ProxyConfig {
             return Err(invalid(
                 "upstream.ejectionMax",
                 "must not be less than upstream.ejectionBase",
+            ));
+        }
+        if self.upstream.max_ejection_percent > 100 {
+            return Err(invalid(
+                "upstream.maxEjectionPercent",
+                "must be at most 100",
             ));
         }
         if self.auto_template.max_routes == 0 {

@@ -6,8 +6,11 @@
 //!
 //! Ejection is passive: an endpoint that fails to connect is left out for a backoff period
 //! (`ejectionBase`, doubled on each further failure up to `ejectionMax`); when it ends the
-//! endpoint gets traffic again, and one successful connection clears its record. When
-//! every endpoint is ejected, requests fail fast with 503 instead of queueing on dead ones.
+//! endpoint gets traffic again, and one successful connection clears its record. At most
+//! `maxEjectionPercent` of the endpoints are left out at once: past that (a lone endpoint,
+//! or most of them failing) the balancer spreads over all of them, so a short outage of
+//! the upstream costs the requests it fails, never seconds of 503s after it is back. Only
+//! an empty endpoint set answers 503.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,11 +82,17 @@ pub struct Balancer {
     epoch: Instant,
     ejection_base: Duration,
     ejection_max: Duration,
+    max_ejection_percent: usize,
 }
 
 impl Balancer {
     /// A balancer with no endpoints yet.
-    pub fn new(policy: LoadBalancing, ejection_base: Duration, ejection_max: Duration) -> Self {
+    pub fn new(
+        policy: LoadBalancing,
+        ejection_base: Duration,
+        ejection_max: Duration,
+        max_ejection_percent: u8,
+    ) -> Self {
         Balancer {
             policy,
             endpoints: ArcSwap::from_pointee(Vec::new()),
@@ -91,7 +100,14 @@ impl Balancer {
             epoch: Instant::now(),
             ejection_base,
             ejection_max,
+            max_ejection_percent: usize::from(max_ejection_percent),
         }
+    }
+
+    /// Whether ejections are ignored because too many endpoints are out.
+    fn panicking(&self, endpoints: &[Arc<Endpoint>], now: u64) -> bool {
+        let ejected = endpoints.iter().filter(|e| !self.available(e, now)).count();
+        ejected > endpoints.len() * self.max_ejection_percent / 100
     }
 
     /// Replaces the endpoint set; endpoints that stay keep their in-flight count and
@@ -147,11 +163,13 @@ impl Balancer {
     }
 
     /// Chooses an endpoint, avoiding `avoid` (the one a retry failed on) when another is
-    /// available. `None` when every endpoint is ejected or there are none.
+    /// available. `None` only when there are no endpoints.
     pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<InFlight> {
         let endpoints = self.endpoints.load();
         let now = self.now_ms();
-        let usable = |e: &&Arc<Endpoint>| self.available(e, now) && Some(e.addr) != avoid;
+        let panic = self.panicking(&endpoints, now);
+        let usable =
+            |e: &&Arc<Endpoint>| (panic || self.available(e, now)) && Some(e.addr) != avoid;
         let chosen = match self.policy {
             LoadBalancing::RoundRobin => self.round_robin(&endpoints, usable),
             LoadBalancing::LeastRequest => self.two_choices(&endpoints, usable),
@@ -162,7 +180,7 @@ impl Balancer {
                 avoid.and_then(|a| {
                     endpoints
                         .iter()
-                        .find(|e| e.addr == a && self.available(e, now))
+                        .find(|e| e.addr == a && (panic || self.available(e, now)))
                 })
             })
             .map(|e| InFlight::new(e.clone()))
@@ -233,13 +251,19 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     fn balancer(policy: LoadBalancing, ports: &[u16]) -> Balancer {
-        let b = Balancer::new(policy, Duration::from_secs(60), Duration::from_secs(600));
+        let b = Balancer::new(
+            policy,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+            50,
+        );
         b.set_addresses(ports.iter().map(|p| addr(*p)).collect());
         b
     }
@@ -278,12 +302,45 @@ mod tests {
     }
 
     #[test]
-    fn all_ejected_means_no_endpoint() {
+    fn a_lone_endpoint_is_never_left_out() {
         let b = balancer(LoadBalancing::LeastRequest, &[1]);
         let only = b.pick(None).expect("endpoint");
         b.report_connect_failure(only.endpoint());
-        assert!(b.pick(None).is_none());
+        assert_eq!(b.health(), (0, 1), "reported unhealthy");
+        assert!(
+            b.pick(None).is_some(),
+            "but still tried: ejecting it would refuse every request"
+        );
         assert!(!b.has_other_available(addr(1)));
+        assert!(
+            Balancer::new(
+                LoadBalancing::RoundRobin,
+                Duration::ZERO,
+                Duration::ZERO,
+                50
+            )
+            .pick(None)
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn at_most_the_max_percent_is_left_out() {
+        let b = balancer(LoadBalancing::RoundRobin, &[1, 2, 3, 4]);
+        for port in [1, 2, 3] {
+            let e = b
+                .endpoints()
+                .iter()
+                .find(|e| e.addr == addr(port))
+                .expect("ep")
+                .clone();
+            b.report_connect_failure(&e);
+        }
+        // Three of four out is past 50%: traffic spreads over all four again.
+        let picked: HashSet<u16> = (0..8)
+            .map(|_| b.pick(None).expect("endpoint").endpoint().addr.port())
+            .collect();
+        assert_eq!(picked.len(), 4);
     }
 
     #[test]

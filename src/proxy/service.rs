@@ -34,7 +34,7 @@ pub enum Failure {
     UpstreamReset,
     /// The upstream sent something that is not valid HTTP.
     UpstreamProtocol,
-    /// Every endpoint is ejected, or there are none.
+    /// There is no upstream endpoint (none resolved, or none configured).
     NoHealthyUpstream,
     /// The client went away before the response was complete.
     ClientAborted,
@@ -88,7 +88,7 @@ impl Failure {
             Failure::UpstreamTimeout => "timed out waiting for the upstream",
             Failure::UpstreamReset => "the upstream closed the connection",
             Failure::UpstreamProtocol => "the upstream sent an invalid response",
-            Failure::NoHealthyUpstream => "no healthy upstream endpoint",
+            Failure::NoHealthyUpstream => "no upstream endpoint available",
             Failure::ClientAborted => "client closed the request",
             Failure::BadRequest => "bad request",
             Failure::HeaderTooLarge => "request header fields too large",

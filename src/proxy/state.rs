@@ -44,6 +44,7 @@ impl Snapshot {
                     config.upstream.load_balancing,
                     config.upstream.ejection_base,
                     config.upstream.ejection_max,
+                    config.upstream.max_ejection_percent,
                 );
                 b.set_addresses(literal_addresses(&config.upstream.endpoints));
                 Arc::new(b)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts the project's test control plane: a real etcd, kube-apiserver and
 # kube-controller-manager of pinned releases (built by build.sh), on loopback only, with
-# an admin kubeconfig at target/cluster/kubeconfig, and installs the official Prometheus
-# Operator CRDs (ServiceMonitor, PrometheusRule, Prometheus).
+# an admin kubeconfig at target/cluster/kubeconfig, and installs routemeter's CRD
+# (crds/) and the official Prometheus Operator CRDs (ServiceMonitor, PrometheusRule,
+# Prometheus).
 #
 # Usage: up.sh [--skip-prom-crds]      (or ROUTEMETER_SKIP_PROM_CRDS=1)
 #
@@ -18,7 +19,7 @@ for arg in "$@"; do
   case "$arg" in
     --skip-prom-crds) skip_prom_crds=1 ;;
     -h | --help)
-      sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+      sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
       exit 0
       ;;
     *)
@@ -264,19 +265,26 @@ start_cluster() {
   done
   echo " ready"
 
+  # The CRDs go in before kube-controller-manager starts, as on a real cluster: its
+  # garbage collector maps kinds from discovery and learns of a later CRD only on a
+  # rescan (30 s or more), failing to collect their objects' children until then.
+  # routemeter's own CRD (crds/), and the Prometheus Operator's unless skipped.
+  if compgen -G "$root/crds/*.yaml" >/dev/null; then
+    kctl apply --server-side --force-conflicts -f "$root/crds/" >/dev/null || return 1
+    kctl wait --for condition=established --timeout=60s -f "$root/crds/" >/dev/null || return 1
+    echo "routemeter CRDs installed from crds/"
+  fi
+  if [[ "$skip_prom_crds" != 1 ]]; then
+    bash "$root/tests/cluster/prom-crds.sh" install || return 1
+  fi
+
   # The controllers the operator's tests rely on: garbage collection of owned objects,
   # namespace deletion, Deployments creating ReplicaSets (and their Pods), the default
   # ServiceAccount and its tokens; plus the RBAC role aggregation (admin/edit/view get
   # their rules) and the kube-root-ca.crt ConfigMap every real namespace has. Its
   # secure port serves only /healthz and the like (no authentication kubeconfig: its
   # three warnings about that at start are expected).
-  # routemeter's own CRD goes in before kube-controller-manager starts, as on a real cluster:
-# its garbage collector maps kinds from discovery, and learns of a later CRD only on a
-# rescan (30 s or more), failing to collect children until then.
-kctl apply --server-side --force-conflicts -f "$root/crds/" >/dev/null
-kctl wait --for condition=established --timeout=60s crd/monitoredservices.routemeter.io >/dev/null
-
-start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+  start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$cm_port" \
     --leader-elect=false \
@@ -320,9 +328,7 @@ for attempt in 1 2 3; do
   echo "a port was taken meanwhile; retrying with new ports" >&2
 done
 
-if [[ "$skip_prom_crds" != 1 ]]; then
-  bash "$root/tests/cluster/prom-crds.sh" install
-else
+if [[ "$skip_prom_crds" == 1 ]]; then
   echo "Prometheus Operator CRDs not installed (ROUTEMETER_SKIP_PROM_CRDS=1 / --skip-prom-crds)"
 fi
 

@@ -58,12 +58,13 @@ for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/nu
 step "Sending traffic for 10 seconds"
 end=$((SECONDS + 10)); n=0
 while ((SECONDS < end)); do
-  for page in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$px_port/api/trips?page=$page&limit=20" & done
-  curl -s -o /dev/null "http://127.0.0.1:$px_port/api/trips/$((RANDOM % 500))" &
-  curl -s -o /dev/null -X POST -d '{"from":"a","to":"b"}' "http://127.0.0.1:$px_port/navigate" &
-  curl -s -o /dev/null "http://127.0.0.1:$px_port/healthz" &
-  curl -s -o /dev/null "http://127.0.0.1:$px_port/orders/$RANDOM" &
-  wait; n=$((n + 7))
+  batch=()
+  for page in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$px_port/api/trips?page=$page&limit=20" & batch+=($!); done
+  curl -s -o /dev/null "http://127.0.0.1:$px_port/api/trips/$((RANDOM % 500))" & batch+=($!)
+  curl -s -o /dev/null -X POST -d '{"from":"a","to":"b"}' "http://127.0.0.1:$px_port/navigate" & batch+=($!)
+  curl -s -o /dev/null "http://127.0.0.1:$px_port/healthz" & batch+=($!)
+  curl -s -o /dev/null "http://127.0.0.1:$px_port/orders/$RANDOM" & batch+=($!)
+  wait "${batch[@]}"; n=$((n + ${#batch[@]}))
 done
 echo "sent $n requests"
 
