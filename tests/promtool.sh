@@ -9,3 +9,5 @@ for example in "$root"/manifests/examples/*.yaml; do
   "$root/target/debug/routemeter" render -f "$example" --rules-only > "$rules"
   promtool check rules "$rules"
 done
+# Unit tests: each alert fires when it should and not when it should not.
+(cd "$root/tests/rules" && promtool test rules ./*.test.yaml)
