@@ -11,6 +11,7 @@ use std::time::Duration;
 use cluster_support::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::Api;
 use routemeter::config::ProxyConfig;
 use serde_json::json;
@@ -217,5 +218,126 @@ async fn proxy_serves_the_config_the_operator_wrote() {
     );
     assert_eq!(count("/api/trips/{id}", "200").as_deref(), Some("1"));
     assert_eq!(count("/fail", "500").as_deref(), Some("1"));
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn ready_proxy_reports_ready_and_live_traffic() {
+    let Some(client) = client().await else { return };
+    let _shared = CLUSTER_WIDE.read().await;
+    let ns = namespace(&client, "traffic").await;
+    let admin = free_port();
+    let _op = Operator::start_reading_proxies_on(&client, &ns, admin);
+    create_target(&client, &ns, "live").await;
+    apply_msvc(
+        &client,
+        &ns,
+        json!({ "metadata": { "name": "live" }, "spec": {
+            "target": { "service": "live", "port": 80 },
+            "routes": [{ "path": "/items/{id}" }],
+            "scaling": { "enabled": false }, "proxy": { "replicas": 1 },
+        }}),
+    )
+    .await;
+
+    // The proxy pod the ReplicaSet created; no kubelet runs it, so it runs here, on the
+    // ConfigMap's config, and the test reports the pod running and ready at 127.0.0.1.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = wait_for("the proxy pod", Duration::from_secs(30), || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels("routemeter.io/monitored-service=live"))
+            .await
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let text = cms
+        .get("live-routemeter")
+        .await
+        .expect("ConfigMap")
+        .data
+        .expect("data")["config.yaml"]
+        .clone();
+    let mut config = ProxyConfig::from_yaml(&text).expect("valid config");
+    let upstream = upstream().await;
+    let listen = free_port();
+    config.listen = format!("127.0.0.1:{listen}");
+    config.admin = format!("127.0.0.1:{admin}");
+    config.upstream.endpoints = vec![upstream.to_string()];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config.to_yaml().expect("yaml")).expect("write config");
+    let _proxy = Process(
+        Command::new(BIN)
+            .args(["--log-format", "text", "proxy", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start proxy"),
+    );
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({ "status": {
+        "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{ "ip": "127.0.0.1" }], "hostIP": "127.0.0.1",
+        "conditions": [
+            { "type": "Ready", "status": "True", "lastTransitionTime": now },
+            { "type": "ContainersReady", "status": "True", "lastTransitionTime": now },
+        ],
+    }});
+    pods.patch_status(
+        &pod.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&status),
+    )
+    .await
+    .expect("pod status");
+
+    // Traffic through the proxy while the operator takes two readings.
+    let traffic = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        for i in 0..100_000u32 {
+            let path = if i % 10 == 0 {
+                "/fail".to_string()
+            } else {
+                format!("/items/{i}")
+            };
+            let _ = http
+                .get(format!("http://127.0.0.1:{listen}{path}"))
+                .send()
+                .await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    wait_for("Ready=True", Duration::from_secs(60), || async {
+        condition(&client, &ns, "live", "Ready")
+            .await
+            .filter(|c| c.0 == "True")
+    })
+    .await;
+    let api: Api<routemeter::crd::MonitoredService> = Api::namespaced(client.clone(), &ns);
+    let figures = wait_for(
+        "traffic figures in status",
+        Duration::from_secs(90),
+        || async { api.get("live").await.ok()?.status?.traffic },
+    )
+    .await;
+    traffic.abort();
+    let rps: f64 = figures.requests_per_second.parse().expect("a number");
+    assert!(
+        rps > 5.0,
+        "about 90 requests per second were sent: {figures:?}"
+    );
+    let errors: f64 = figures
+        .error_ratio
+        .trim_end_matches('%')
+        .parse()
+        .expect("a percentage");
+    assert!(
+        (5.0..=15.0).contains(&errors),
+        "1 in 10 requests fails: {figures:?}"
+    );
+    let status = api.get("live").await.expect("msvc").status.expect("status");
+    assert_eq!((status.replicas, status.ready_replicas), (Some(1), Some(1)));
     delete_namespace(&client, &ns).await;
 }

@@ -12,6 +12,7 @@ pub mod reconcile;
 pub mod render;
 pub mod selection;
 pub mod status;
+pub mod traffic;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -128,6 +129,10 @@ pub struct Context {
     pub client: Client,
     pub metrics: Metrics,
     pub proxy_image: String,
+    /// Port of the proxies' admin listener, where traffic figures are read.
+    pub proxy_admin_port: u16,
+    /// Last traffic reading per MonitoredService.
+    pub readings: traffic::Readings,
     /// Consecutive failures per object, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<MonitoredService>, u32>>,
 }
@@ -139,6 +144,8 @@ impl Context {
             client,
             metrics,
             proxy_image,
+            proxy_admin_port: children::ADMIN_PORT as u16,
+            readings: traffic::Readings::default(),
             failures: Mutex::default(),
         }
     }

@@ -17,8 +17,8 @@ use crate::crd::MonitoredService;
 /// Every write by the operator is a server-side apply under this field manager.
 pub const FIELD_MANAGER: &str = "routemeter";
 
-/// How often a reconciled object is looked at again with nothing changing.
-const RESYNC: Duration = Duration::from_secs(300);
+/// How often a ready object is looked at again, refreshing its traffic figures.
+const TRAFFIC_REFRESH: Duration = Duration::from_secs(30);
 /// How soon to look again while the proxy is not available yet or the target is missing.
 const RETRY: Duration = Duration::from_secs(30);
 
@@ -38,6 +38,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     let name = msvc.name_any();
     let client = &ctx.client;
     if msvc.metadata.deletion_timestamp.is_some() {
+        ctx.readings.forget(msvc);
         // Being deleted: the garbage collector removes the children. Applying them again
         // would race it, and hold a foreground deletion open for as long as we do.
         return Ok(Action::await_change());
@@ -126,12 +127,20 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     let mut new_status = report.finish(Some(replicas), Some(ready));
     new_status.selected_by = selection.selected_by;
     new_status.proxy_service = Some(children::proxy_name(msvc));
+    if ready > 0 {
+        new_status.traffic = ctx.readings.read(client, msvc, ctx.proxy_admin_port).await;
+    }
     let ready_now = new_status
         .conditions
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     status::write(client, msvc, new_status).await?;
-    Ok(Action::requeue(if ready_now { RESYNC } else { RETRY }))
+    // Ready proxies are read again for live traffic figures; otherwise look again soon.
+    Ok(Action::requeue(if ready_now {
+        TRAFFIC_REFRESH
+    } else {
+        RETRY
+    }))
 }
 
 /// Checks what the schema cannot: the proxy config the spec implies must be valid.

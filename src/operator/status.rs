@@ -180,7 +180,9 @@ pub async fn write(
 ) -> Result<(), Error> {
     status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
     if let Some(old) = &msvc.status {
-        status.traffic = old.traffic.clone();
+        if status.traffic.is_none() {
+            status.traffic = old.traffic.clone();
+        }
         if *old == status {
             return Ok(());
         }

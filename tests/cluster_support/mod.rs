@@ -110,12 +110,19 @@ pub struct Operator(tokio::task::JoinHandle<()>);
 
 impl Operator {
     pub fn start(client: &Client, ns: &str) -> Self {
+        Self::start_reading_proxies_on(client, ns, 9901)
+    }
+
+    /// An operator that reads the proxies' metrics on `admin_port` (a local proxy's).
+    pub fn start_reading_proxies_on(client: &Client, ns: &str, admin_port: u16) -> Self {
         let registry = prometheus::Registry::new();
-        let ctx = Arc::new(routemeter::operator::Context::new(
+        let mut ctx = routemeter::operator::Context::new(
             client.clone(),
             routemeter::operator::Metrics::register(&registry).expect("metrics"),
             "routemeter/routemeter:test".into(),
-        ));
+        );
+        ctx.proxy_admin_port = admin_port;
+        let ctx = Arc::new(ctx);
         let ns = ns.to_string();
         Operator(tokio::spawn(async move {
             routemeter::operator::run_controller(ctx, Some(&ns)).await
