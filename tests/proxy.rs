@@ -150,6 +150,20 @@ impl Proxy {
     async fn metrics(&self) -> Metrics {
         Metrics(self.admin("/metrics").await.expect("metrics").1)
     }
+
+    /// The metrics once `requests` requests are recorded: the proxy records a request in
+    /// `logging()`, just after the client got its response.
+    async fn metrics_after(&self, requests: f64) -> Metrics {
+        wait_for(
+            &format!("{requests} requests to be recorded"),
+            Duration::from_secs(10),
+            || async {
+                let m = self.metrics().await;
+                (m.sum(COUNT, &[]) >= requests).then_some(m)
+            },
+        )
+        .await
+    }
 }
 
 async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -233,7 +247,7 @@ async fn counts_every_request_once_per_route_and_status() {
         .send()
         .await
         .expect("request");
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(20.0).await;
     let count = |route, method, code| {
         m.sum(
             COUNT,
@@ -268,7 +282,7 @@ async fn latency_lands_in_the_right_bucket() {
     reqwest::get(proxy.url("/sleep/200"))
         .await
         .expect("request");
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(1.0).await;
     let bucket = |le| {
         m.sum(
             "http_server_request_duration_seconds_bucket",
@@ -287,7 +301,7 @@ async fn latency_thresholds_become_bucket_boundaries() {
     ));
     proxy.ready().await;
     reqwest::get(proxy.url("/sleep/10")).await.expect("request");
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(1.0).await;
     assert_eq!(
         m.sum(
             "http_server_request_duration_seconds_bucket",
@@ -333,7 +347,7 @@ async fn unknown_paths_never_explode_cardinality() {
             .await
             .expect("request");
     }
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(10_100.0).await;
     assert_eq!(m.sum(COUNT, &[]), 10_100.0);
     let routes = m.label_values(COUNT, "http_route");
     assert!(
@@ -359,7 +373,7 @@ async fn ids_collapse_into_one_inferred_route() {
     reqwest::get(proxy.url("/orders/123e4567-e89b-12d3-a456-426614174000"))
         .await
         .expect("request");
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(51.0).await;
     assert_eq!(m.sum(COUNT, &[("http_route", "/orders/{id}")]), 51.0);
     assert_eq!(m.sum("routemeter_inferred_routes", &[]), 1.0);
 }
@@ -376,7 +390,7 @@ async fn unmatched_requests_share_one_label_without_inference() {
     }
     assert_eq!(
         proxy
-            .metrics()
+            .metrics_after(3.0)
             .await
             .sum(COUNT, &[("http_route", "_unmatched")]),
         3.0
@@ -393,7 +407,7 @@ async fn the_most_specific_route_wins() {
     for p in ["/users/me", "/users/42", "/users/42/posts"] {
         reqwest::get(proxy.url(p)).await.expect("request");
     }
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(3.0).await;
     for route in ["/users/me", "/users/{id}", "/users/*"] {
         assert_eq!(m.sum(COUNT, &[("http_route", route)]), 1.0, "{route}");
     }
@@ -464,7 +478,7 @@ async fn reloads_a_swapped_configmap_and_refuses_a_bad_one() {
         .send()
         .await
         .expect("request on the same connection");
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(2.0).await;
     assert_eq!(m.sum(COUNT, &[("http_route", "/b/{id}")]), 1.0);
     assert_eq!(m.sum(COUNT, &[("http_route", "/b/first")]), 1.0);
 
@@ -539,7 +553,7 @@ async fn upstream_down_then_back() {
         body.starts_with("routemeter: "),
         "a clear error body: {body:?}"
     );
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(2.0).await;
     assert!(
         m.sum(
             COUNT,
@@ -735,7 +749,7 @@ async fn oversized_request_heads_get_431() {
         .await
         .expect("request");
     assert_eq!(r.status(), 431);
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(1.0).await;
     assert_eq!(
         m.sum(
             COUNT,
@@ -775,7 +789,7 @@ async fn quick_form_flags_and_their_errors() {
     reqwest::get(proxy.url("/users/9")).await.expect("request");
     assert_eq!(
         proxy
-            .metrics()
+            .metrics_after(1.0)
             .await
             .sum(COUNT, &[("http_route", "/users/{id}")]),
         1.0
