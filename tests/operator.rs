@@ -2,6 +2,7 @@
 //! (`make cluster-up`), with the official Prometheus Operator CRDs installed.
 
 mod cluster_support;
+mod common;
 
 use std::time::Duration;
 

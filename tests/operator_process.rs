@@ -3,42 +3,20 @@
 //! cluster, so the proxy runs locally, in front of a local upstream).
 
 mod cluster_support;
+mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cluster_support::*;
+use common::{BIN, Process, free_port};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::Api;
 use routemeter::config::ProxyConfig;
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_routemeter");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn terminate(p: &Process) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &p.0.id().to_string()])
-        .status();
-}
 
 async fn get(url: &str) -> Option<String> {
     let response = reqwest::get(url).await.ok()?;
@@ -104,7 +82,7 @@ async fn two_operators_elect_one_leader() {
 
     // The leader stops: the other replica takes over.
     let (stopped, other_port) = if leader == "op-a" { (&a, pb) } else { (&b, pa) };
-    terminate(stopped);
+    stopped.terminate();
     wait_for(
         "the other replica to lead",
         Duration::from_secs(40),

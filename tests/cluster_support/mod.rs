@@ -19,6 +19,8 @@ use routemeter::crd::MonitoredService;
 use serde_json::json;
 use tokio::sync::{OnceCell, RwLock};
 
+pub use crate::common::wait_for;
+
 /// Tests that remove cluster-wide things (the Prometheus Operator CRDs) take this for
 /// writing; every other test holds it for reading.
 pub static CLUSTER_WIDE: RwLock<()> = RwLock::const_new(());
@@ -133,24 +135,6 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Polls `check` until it returns `Some`, at most `timeout`; panics naming `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
