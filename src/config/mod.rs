@@ -244,6 +244,11 @@ pub struct ServerSettings {
     /// Worker threads serving traffic; 0 means one per CPU.
     #[serde(default)]
     pub workers: usize,
+    /// Let idle worker threads steal tasks from busy ones. Off by default: each worker
+    /// then keeps its connections on its own thread, as nginx workers do, which saves the
+    /// cross-thread wake-ups that dominate a proxy's cost under load.
+    #[serde(default)]
+    pub work_stealing: bool,
     /// After SIGTERM, how long in-flight requests may take to finish.
     #[serde(default = "defaults::grace_period", with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -258,6 +263,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             workers: 0,
+            work_stealing: false,
             grace_period: defaults::grace_period(),
             reload_interval: defaults::reload_interval(),
         }

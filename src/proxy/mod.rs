@@ -43,6 +43,12 @@ pub enum ProxyError {
     NoUpstream,
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Arguments of `routemeter proxy`.
@@ -102,6 +108,15 @@ impl Args {
 
         let server_settings = config.server.clone();
         let (listen, admin_addr) = (config.listen.clone(), config.admin.clone());
+        // pingora retries a busy address for 30 s, then panics in the service's thread and
+        // leaves the process running without that listener, /readyz still at 200. Fail now
+        // instead, so the container restarts with a clear error.
+        for addr in [&listen, &admin_addr] {
+            std::net::TcpListener::bind(addr.as_str()).map_err(|source| ProxyError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+        }
         let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, None)?));
 
         let conf = ServerConf {
@@ -110,8 +125,15 @@ impl Args {
                 n => n,
             },
             // In-flight requests get the grace period after SIGTERM; then the runtimes stop.
-            grace_period_seconds: Some(server_settings.grace_period.as_secs()),
+            // pingora counts it in whole seconds: round up, so `500ms` is not zero.
+            grace_period_seconds: Some(
+                server_settings
+                    .grace_period
+                    .as_secs()
+                    .saturating_add(u64::from(server_settings.grace_period.subsec_nanos() > 0)),
+            ),
             graceful_shutdown_timeout_seconds: Some(1),
+            work_stealing: server_settings.work_stealing,
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -165,7 +165,7 @@ impl MeteringProxy {
     }
 }
 
-/// Size of a request head as sent: request line and header lines.
+/// Size of a request head as sent: request line and header lines (no allocation).
 fn request_head_bytes(session: &Session) -> usize {
     let req = session.req_header();
     let headers: usize = req
@@ -173,7 +173,8 @@ fn request_head_bytes(session: &Session) -> usize {
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    req.method.as_str().len() + req.uri.to_string().len() + 12 + headers
+    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    req.method.as_str().len() + target + 12 + headers
 }
 
 #[async_trait]
