@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KUBECONFIG_TEST := $(CURDIR)/target/cluster/kubeconfig
 
-.PHONY: all build test unit-test lint fmt generate demo bench cluster-up cluster-down tools
+.PHONY: all build test unit-test lint fmt generate demo bench cluster-up cluster-down tools chart-test
 
 all: build
 
@@ -19,6 +19,7 @@ tools:
 test: tools cluster-up
 	$(CARGO) test --all-targets -- --test-threads=4
 	bash tests/promtool.sh
+	bash tests/chart.sh
 
 ## Unit tests only: no cluster, no network beyond loopback.
 unit-test:
@@ -31,9 +32,16 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Regenerate crds/ from the Rust types.
+## Regenerate crds/, the chart's CRDs and overall dashboard from the Rust code.
 generate: build
 	./target/debug/routemeter crd > crds/routemeter.io_monitoredservices.yaml
+	ROUTEMETER_UPDATE_GENERATED=1 $(CARGO) test --test generated
+	bash tests/chart.sh --update
+
+## The Helm chart and manifests/install.yaml: lint, render, schema, drift, and the operator
+## run as the chart's ServiceAccount on the test control plane.
+chart-test: tools cluster-up build
+	bash tests/chart.sh
 
 ## The local demo: control plane, operator, proxy, traffic, metrics.
 demo: tools cluster-up build

@@ -9,6 +9,12 @@ fn root() -> &'static Path {
 
 fn assert_same(committed: &str, generated: &str, fix: &str) {
     let path = root().join(committed);
+    // `ROUTEMETER_UPDATE_GENERATED=1 cargo test --test generated` rewrites the files.
+    if std::env::var_os("ROUTEMETER_UPDATE_GENERATED").is_some() {
+        std::fs::write(&path, generated)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        return;
+    }
     let on_disk = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}; run `{fix}`", path.display()));
     assert!(
@@ -22,6 +28,29 @@ fn crd_matches_the_rust_types() {
     let generated = routemeter::crd::crd_yaml().expect("CRD serialises");
     assert_same(
         "crds/routemeter.io_monitoredservices.yaml",
+        &generated,
+        "make generate",
+    );
+}
+
+#[test]
+fn chart_crds_match_the_top_level_crds() {
+    let top = std::fs::read_to_string(root().join("crds/routemeter.io_monitoredservices.yaml"))
+        .expect("crds/");
+    assert_same(
+        "charts/routemeter/crds/routemeter.io_monitoredservices.yaml",
+        &top,
+        "make generate",
+    );
+}
+
+#[test]
+fn chart_dashboard_matches_the_code() {
+    let generated = serde_json::to_string_pretty(&routemeter::monitoring::dashboard::overview())
+        .expect("json")
+        + "\n";
+    assert_same(
+        "charts/routemeter/dashboards/overview.json",
         &generated,
         "make generate",
     );

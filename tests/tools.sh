@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need, when missing: cmake (pingora's
 # zlib-ng), openssl (test certificates), prometheus (promtool and the server for the
-# rules' end-to-end checks). Go-built tools are built by the scripts that use them.
+# rules' end-to-end checks), python3-yaml (tests/chart.sh reads the rendered chart).
+# Go-built tools are built by the scripts that use them.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v promtool >/dev/null || missing+=(prometheus)
+python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
