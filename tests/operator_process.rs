@@ -109,6 +109,30 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
+/// Runs the proxy here on a config the operator wrote, with the addresses only a pod in
+/// the cluster has (listen, admin, the upstream Service) swapped for local ones.
+async fn local_proxy(config_yaml: &str, listen: u16, admin: u16) -> (Process, tempfile::TempDir) {
+    let mut config =
+        ProxyConfig::from_yaml(config_yaml).expect("the operator writes a valid config");
+    config.listen = format!("127.0.0.1:{listen}");
+    config.admin = format!("127.0.0.1:{admin}");
+    config.upstream.endpoints = vec![upstream().await.to_string()];
+    config.server.grace_period = Duration::from_secs(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config.to_yaml().expect("yaml")).expect("write config");
+    let process = Process(
+        Command::new(BIN)
+            .args(["--log-format", "text", "proxy", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start proxy"),
+    );
+    (process, dir)
+}
+
 #[tokio::test]
 async fn proxy_serves_the_config_the_operator_wrote() {
     let Some(client) = client().await else { return };
@@ -136,26 +160,8 @@ async fn proxy_serves_the_config_the_operator_wrote() {
     })
     .await;
 
-    // The config as written, but for the addresses only a pod in the cluster has.
-    let mut config = ProxyConfig::from_yaml(&text).expect("valid config");
-    let upstream = upstream().await;
     let (listen, admin) = (free_port(), free_port());
-    config.listen = format!("127.0.0.1:{listen}");
-    config.admin = format!("127.0.0.1:{admin}");
-    config.upstream.endpoints = vec![upstream.to_string()];
-    config.server.grace_period = Duration::from_secs(1);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config.to_yaml().expect("yaml")).expect("write config");
-    let _proxy = Process(
-        Command::new(BIN)
-            .args(["--log-format", "text", "proxy", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start proxy"),
-    );
+    let _proxy = local_proxy(&text, listen, admin).await;
     wait_for("the proxy to be ready", Duration::from_secs(20), || async {
         get(&format!("http://127.0.0.1:{admin}/readyz"))
             .await
@@ -237,24 +243,8 @@ async fn ready_proxy_reports_ready_and_live_traffic() {
         .data
         .expect("data")["config.yaml"]
         .clone();
-    let mut config = ProxyConfig::from_yaml(&text).expect("valid config");
-    let upstream = upstream().await;
     let listen = free_port();
-    config.listen = format!("127.0.0.1:{listen}");
-    config.admin = format!("127.0.0.1:{admin}");
-    config.upstream.endpoints = vec![upstream.to_string()];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config.to_yaml().expect("yaml")).expect("write config");
-    let _proxy = Process(
-        Command::new(BIN)
-            .args(["--log-format", "text", "proxy", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start proxy"),
-    );
+    let _proxy = local_proxy(&text, listen, admin).await;
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = json!({ "status": {
         "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{ "ip": "127.0.0.1" }], "hostIP": "127.0.0.1",
