@@ -552,6 +552,69 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
 }
 
 #[tokio::test]
+async fn ctrl_c_under_load_exits_at_once() {
+    // Found by the benchmark: with one multi-threaded pingora service, a listener could be
+    // registered on one runtime thread and accepted on another; on SIGINT the first
+    // thread's reactor went away and the accept loop spun on "runtime is shutting down"
+    // errors, never exiting, writing gigabytes of log. Every worker now owns its listener.
+    let up = upstream().await;
+    let mut proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{up}']}}\nserver: {{workers: 2, gracePeriod: 5s}}\n"
+    ))
+    .await;
+    // Clients that open a new connection for every request keep both workers accepting.
+    let url = proxy.url("/users/1");
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .expect("client");
+                let mut ok = 0u32;
+                while let Ok(r) = client.get(&url).send().await {
+                    ok += u32::from(r.status() == 200);
+                }
+                ok
+            })
+        })
+        .collect();
+    wait_for("200 requests served", Duration::from_secs(10), || async {
+        let served = proxy
+            .metrics()
+            .await
+            .sum("http_server_request_duration_seconds_count", &[]);
+        (served >= 200.0).then_some(())
+    })
+    .await;
+    let interrupted = Instant::now();
+    proxy.interrupt();
+    let status = proxy.exit_status(Duration::from_secs(5)).await;
+    let took = interrupted.elapsed();
+    let mut served = 0;
+    for client in load {
+        served += client.await.expect("join");
+    }
+    assert!(
+        served >= 200,
+        "the load was served before the interrupt: {served}"
+    );
+    // SIGINT is the quick shutdown: no grace period, a prompt exit, and a log that did not
+    // fill with errors on the way out.
+    assert!(
+        took < Duration::from_secs(4),
+        "exited in {took:?}: {status}"
+    );
+    let log = proxy.log();
+    assert!(
+        log.len() < 256 * 1024,
+        "the log grew to {} bytes",
+        log.len()
+    );
+}
+
+#[tokio::test]
 async fn a_sub_second_grace_period_still_drains() {
     // pingora counts the grace period in whole seconds: 500ms must not become zero, which
     // would cut every in-flight request at SIGTERM.

@@ -360,11 +360,18 @@ impl ProxyConfig {
 
     /// Reads, parses and validates a config file.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        Self::load_with_bytes(path).map(|(config, _)| config)
+    }
+
+    /// Like [`ProxyConfig::load`], also returning the bytes read, so a watcher can tell a
+    /// later change from this content without reading the file again.
+    pub fn load_with_bytes(path: &std::path::Path) -> Result<(Self, Vec<u8>), ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_yaml(&text)
+        let config = Self::from_yaml(&String::from_utf8_lossy(&bytes))?;
+        Ok((config, bytes))
     }
 
     /// The config as YAML, as the operator writes it.

@@ -27,13 +27,14 @@ pub struct ControlLoop {
 }
 
 impl ControlLoop {
-    /// A loop watching `config_path` (if any) for the proxy's shared state.
+    /// A loop watching `config_path` (if any) for the proxy's shared state; `last_read` is
+    /// the content the current config was built from.
     pub fn new(
         state: SharedState,
         metrics: Arc<ProxyMetrics>,
         config_path: Option<PathBuf>,
+        last_read: Option<Vec<u8>>,
     ) -> Self {
-        let last_read = config_path.as_ref().and_then(|p| std::fs::read(p).ok());
         ControlLoop {
             state,
             metrics,
@@ -117,6 +118,13 @@ fn warn_on_restart_only_changes(old: &ProxyConfig, new: &ProxyConfig) {
     }
 }
 
+/// An interval whose first tick is immediate and that never bursts to catch up.
+fn ticker(period: std::time::Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 /// Seconds since the Unix epoch, for timestamp gauges.
 pub fn unix_now() -> f64 {
     SystemTime::now()
@@ -128,14 +136,23 @@ pub fn unix_now() -> f64 {
 impl BackgroundService for ControlLoop {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let snapshot = self.state.load_full();
-        let mut reload = tokio::time::interval(snapshot.config.server.reload_interval);
-        let mut resolve_tick = tokio::time::interval(snapshot.config.upstream.resolve_interval);
-        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reload = ticker(snapshot.config.server.reload_interval);
+        let mut resolve_every = snapshot.config.upstream.resolve_interval;
+        let mut resolve_tick = ticker(resolve_every);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = reload.tick() => { self.reload_if_changed().await; }
+                _ = reload.tick() => {
+                    if self.reload_if_changed().await {
+                        // A reload may change how often hostnames are re-resolved.
+                        let wanted = self.state.load().config.upstream.resolve_interval;
+                        if wanted != resolve_every {
+                            tracing::info!(interval = ?wanted, "upstream re-resolution interval changed");
+                            resolve_every = wanted;
+                            resolve_tick = ticker(wanted);
+                        }
+                    }
+                }
                 _ = resolve_tick.tick() => self.refresh_endpoints().await,
             }
         }

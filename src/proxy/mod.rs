@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::GenBackgroundService;
@@ -74,8 +75,14 @@ pub struct Args {
 impl Args {
     /// The config these arguments describe: the file, or one built from the flags.
     pub fn to_config(&self) -> Result<ProxyConfig, ProxyError> {
+        self.load().map(|(config, _)| config)
+    }
+
+    /// The config, and the file's bytes when it came from a file.
+    fn load(&self) -> Result<(ProxyConfig, Option<Vec<u8>>), ProxyError> {
         if let Some(path) = &self.config {
-            return Ok(ProxyConfig::load(path)?);
+            let (config, bytes) = ProxyConfig::load_with_bytes(path)?;
+            return Ok((config, Some(bytes)));
         }
         if self.upstream.is_empty() {
             return Err(ProxyError::NoUpstream);
@@ -89,12 +96,12 @@ impl Args {
         config.listen = self.listen.clone();
         config.admin = self.admin.clone();
         config.validate()?;
-        Ok(config)
+        Ok((config, None))
     }
 
     /// Runs the proxy until SIGTERM (drain) or SIGINT.
     pub fn run(self) -> Result<(), ProxyError> {
-        let config = self.to_config()?;
+        let (config, config_bytes) = self.load()?;
         let registry = Registry::new();
         let metrics = Arc::new(ProxyMetrics::register(
             &registry,
@@ -119,11 +126,12 @@ impl Args {
         }
         let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, None)?));
 
+        let workers = match server_settings.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
         let conf = ServerConf {
-            threads: match server_settings.workers {
-                0 => std::thread::available_parallelism().map_or(1, usize::from),
-                n => n,
-            },
+            threads: workers,
             // In-flight requests get the grace period after SIGTERM; then the runtimes stop.
             // pingora counts it in whole seconds: round up, so `500ms` is not zero.
             grace_period_seconds: Some(
@@ -139,12 +147,39 @@ impl Args {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
 
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            MeteringProxy::new(state.clone(), metrics.clone()),
-            "routemeter proxy",
-        );
-        proxy.add_tcp(&listen);
+        // Without work stealing, every worker is a pingora service of its own: one thread,
+        // its own listening socket on the shared port (SO_REUSEPORT, the kernel spreads
+        // connections) and its own upstream connection pool. A request then never leaves
+        // its thread, as in an nginx worker. One multi-threaded service would hand pooled
+        // upstream connections, and the tasks watching them, from thread to thread, and
+        // the wake-ups that costs were measured at more than the rest of the request.
+        let shards = if server_settings.work_stealing {
+            1
+        } else {
+            workers
+        };
+        let mut proxies = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let name = if shards == 1 {
+                "routemeter proxy".to_string()
+            } else {
+                format!("routemeter proxy {shard}")
+            };
+            let mut proxy = pingora::proxy::http_proxy_service_with_name(
+                &server.configuration,
+                MeteringProxy::new(state.clone(), metrics.clone()),
+                &name,
+            );
+            if shards > 1 {
+                proxy.threads = Some(1);
+                let mut options = TcpSocketOptions::default();
+                options.so_reuseport = Some(true);
+                proxy.add_tcp_with_settings(&shard_address(&listen, shard), options);
+            } else {
+                proxy.add_tcp(&listen);
+            }
+            proxies.push(proxy);
+        }
 
         let mut admin = Service::new(
             "routemeter admin".to_string(),
@@ -155,16 +190,45 @@ impl Args {
 
         let control = GenBackgroundService::new(
             "routemeter control".to_string(),
-            Arc::new(ControlLoop::new(state, metrics, self.config.clone())),
+            Arc::new(ControlLoop::new(
+                state,
+                metrics,
+                self.config.clone(),
+                config_bytes,
+            )),
         );
 
-        tracing::info!(%listen, admin = %admin_addr, "routemeter proxy starting");
-        server.add_service(proxy);
+        tracing::info!(%listen, admin = %admin_addr, workers, work_stealing = server_settings.work_stealing, "routemeter proxy starting");
+        for proxy in proxies {
+            server.add_service(proxy);
+        }
         server.add_service(admin);
         server.add_service(control);
         server.run(RunArgs::default());
         tracing::info!("routemeter proxy stopped");
         Ok(())
+    }
+}
+
+/// The listen address of worker `shard`, spelled differently for each worker: pingora keeps
+/// one listening socket per address *string* (its table of sockets handed over on upgrade),
+/// so two workers given the same string would share one socket and both close it. A port
+/// with leading zeros is the same address to the kernel (`127.0.0.1:08080` is port 8080),
+/// and gives each worker a socket of its own on the shared port.
+fn shard_address(listen: &str, shard: usize) -> String {
+    if shard == 0 {
+        return listen.to_string();
+    }
+    let Some(addr) = std::net::ToSocketAddrs::to_socket_addrs(listen)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+    else {
+        return listen.to_string();
+    };
+    let port = format!("{}{}", "0".repeat(shard), addr.port());
+    match addr {
+        std::net::SocketAddr::V4(v4) => format!("{}:{port}", v4.ip()),
+        std::net::SocketAddr::V6(v6) => format!("[{}]:{port}", v6.ip()),
     }
 }
 
@@ -206,6 +270,22 @@ mod tests {
                 .is_empty()
         );
         assert!(parse_route_flag("GET users").is_err());
+    }
+
+    #[test]
+    fn every_worker_gets_its_own_spelling_of_the_same_address() {
+        let spellings: Vec<String> = (0..3)
+            .map(|shard| shard_address("127.0.0.1:8080", shard))
+            .collect();
+        assert_eq!(
+            spellings,
+            ["127.0.0.1:8080", "127.0.0.1:08080", "127.0.0.1:008080"]
+        );
+        for s in &spellings {
+            let addr: std::net::SocketAddr = s.parse().expect("a valid address");
+            assert_eq!(addr, "127.0.0.1:8080".parse().expect("valid"));
+        }
+        assert_eq!(shard_address("[::]:80", 1), "[::]:080");
     }
 
     #[test]

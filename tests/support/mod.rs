@@ -245,6 +245,11 @@ impl Proxy {
         self.process.terminate();
     }
 
+    /// Sends SIGINT, as Ctrl-C at a terminal does.
+    pub fn interrupt(&self) {
+        self.process.signal("INT");
+    }
+
     /// Waits for the process to exit by itself, failing the test after `timeout`.
     pub async fn exit_status(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
