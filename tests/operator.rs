@@ -213,6 +213,43 @@ async fn spec_changes_reach_the_children() {
             .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(4))
     })
     .await;
+
+    // The target switches to a named container port, which only its pods know: traffic
+    // goes through the target's own address, and the headless Service is deleted.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        services
+            .get_opt("api-routemeter-upstream")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    services
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "ports": [
+                { "name": "http", "port": 80, "targetPort": "web" }
+            ] } })),
+        )
+        .await
+        .expect("patch the target");
+    let config = wait_for("the upstream to be the target Service", WAIT, || async {
+        config_of(&client, &ns, "api")
+            .await
+            .filter(|c| c.upstream.endpoints == [format!("api.{ns}.svc:80")])
+    })
+    .await;
+    assert_eq!(config.routes.len(), 1);
+    wait_for("the headless Service to go", WAIT, || async {
+        services
+            .get_opt("api-routemeter-upstream")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
     delete_namespace(&client, &ns).await;
 }
 

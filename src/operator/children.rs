@@ -3,7 +3,6 @@
 //! very same objects, and tests need no cluster.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -77,9 +76,10 @@ pub struct Child {
 /// Every child, split by what it needs from the cluster.
 #[derive(Debug, Clone)]
 pub struct Children {
-    /// Always created: ConfigMap, Deployment, Service(s).
+    /// Always created: ConfigMap, Deployment, Service.
     pub core: Vec<Child>,
-    /// Created or deleted as the spec says: HPA, PDB, dashboard ConfigMap.
+    /// Created or deleted as the spec and the target say: the headless upstream Service,
+    /// HPA, PDB, dashboard ConfigMap.
     pub optional: Vec<(ApiResource, String, Option<Value>)>,
     /// Needs the Prometheus Operator CRDs: ServiceMonitor, PrometheusRule.
     pub monitoring: Vec<(ApiResource, String, Option<Value>)>,
@@ -262,23 +262,20 @@ pub fn build(
         ),
         resource: svc.clone(),
     });
-    if let Some((selector, port)) = &target.headless {
-        let upstream = upstream_name(msvc);
-        core.push(Child {
-            name: upstream.clone(),
-            manifest: manifest(
-                &svc,
-                metadata(msvc, &upstream, &none),
-                json!({ "spec": {
-                    "clusterIP": "None",
-                    "selector": selector,
-                    "publishNotReadyAddresses": false,
-                    "ports": [{ "name": "http", "port": port, "targetPort": port, "protocol": "TCP" }],
-                }}),
-            ),
-            resource: svc,
-        });
-    }
+    // The headless Service exists only while the target qualifies for it (a selector and a
+    // numeric target port); otherwise it is deleted and traffic goes to the target itself.
+    let upstream_manifest = target.headless.as_ref().map(|(selector, port)| {
+        manifest(
+            &svc,
+            metadata(msvc, &upstream_name(msvc), &none),
+            json!({ "spec": {
+                "clusterIP": "None",
+                "selector": selector,
+                "publishNotReadyAddresses": false,
+                "ports": [{ "name": "http", "port": port, "targetPort": port, "protocol": "TCP" }],
+            }}),
+        )
+    });
 
     let scaling = &spec.scaling;
     let hpa = resources::hpa();
@@ -317,6 +314,7 @@ pub fn build(
         )
     });
     let optional = vec![
+        (svc, upstream_name(msvc), upstream_manifest),
         (hpa, name.clone(), hpa_manifest),
         (pdb, name.clone(), pdb_manifest),
         (dashboard_cm, dashboard_name(msvc), dashboard),
@@ -363,17 +361,22 @@ fn min_replicas(msvc: &MonitoredService) -> i32 {
     }
 }
 
-/// Hash of the settings the proxy reads only at start.
+/// Hash of the settings the proxy reads only at start: a digest of their JSON form, so the
+/// same settings give the same hash whatever Rust version built the operator (an operator
+/// upgrade must not roll every proxy for nothing).
 fn restart_hash(config: &ProxyConfig) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (
-        &config.listen,
-        &config.admin,
-        format!("{:?}", config.metrics),
-        format!("{:?}", config.server),
-    )
-        .hash(&mut h);
-    format!("{:016x}", h.finish())
+    use blake2::{Blake2s256, Digest};
+    let settings = json!({
+        "listen": config.listen,
+        "admin": config.admin,
+        "metrics": config.metrics,
+        "server": config.server,
+    });
+    Blake2s256::digest(settings.to_string().as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn deployment(
@@ -503,5 +506,35 @@ pub fn target_info(
             service_port: entry.port,
             headless: None,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Route;
+
+    #[test]
+    fn restart_hash_is_stable_and_follows_only_start_settings() {
+        let base = ProxyConfig::new(vec!["backend:8080".into()], Vec::new());
+        let hash = restart_hash(&base);
+        // A fixed value: if it changes, every proxy in every cluster rolls on upgrade.
+        assert_eq!(hash, "7960314882421398");
+
+        let mut routes = base.clone();
+        routes.routes.push(Route {
+            path: "/users/{id}".into(),
+            methods: Vec::new(),
+            name: None,
+        });
+        assert_eq!(
+            restart_hash(&routes),
+            hash,
+            "routes are reloaded, not restarted"
+        );
+
+        let mut workers = base.clone();
+        workers.server.workers = 4;
+        assert_ne!(restart_hash(&workers), hash, "workers are read at start");
     }
 }
