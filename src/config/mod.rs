@@ -358,14 +358,9 @@ impl ProxyConfig {
         Ok(config)
     }
 
-    /// Reads, parses and validates a config file.
-    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        Self::load_with_bytes(path).map(|(config, _)| config)
-    }
-
-    /// Like [`ProxyConfig::load`], also returning the bytes read, so a watcher can tell a
-    /// later change from this content without reading the file again.
-    pub fn load_with_bytes(path: &std::path::Path) -> Result<(Self, Vec<u8>), ConfigError> {
+    /// Reads, parses and validates a config file. The bytes read come back too, so a
+    /// watcher can tell a later change from this content without reading the file again.
+    pub fn load(path: &std::path::Path) -> Result<(Self, Vec<u8>), ConfigError> {
         let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,

@@ -137,8 +137,7 @@ impl BackgroundService for ControlLoop {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let snapshot = self.state.load_full();
         let mut reload = ticker(snapshot.config.server.reload_interval);
-        let mut resolve_every = snapshot.config.upstream.resolve_interval;
-        let mut resolve_tick = ticker(resolve_every);
+        let mut resolve_tick = ticker(snapshot.config.upstream.resolve_interval);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -146,9 +145,8 @@ impl BackgroundService for ControlLoop {
                     if self.reload_if_changed().await {
                         // A reload may change how often hostnames are re-resolved.
                         let wanted = self.state.load().config.upstream.resolve_interval;
-                        if wanted != resolve_every {
+                        if wanted != resolve_tick.period() {
                             tracing::info!(interval = ?wanted, "upstream re-resolution interval changed");
-                            resolve_every = wanted;
                             resolve_tick = ticker(wanted);
                         }
                     }

@@ -81,7 +81,7 @@ impl Args {
     /// The config, and the file's bytes when it came from a file.
     fn load(&self) -> Result<(ProxyConfig, Option<Vec<u8>>), ProxyError> {
         if let Some(path) = &self.config {
-            let (config, bytes) = ProxyConfig::load_with_bytes(path)?;
+            let (config, bytes) = ProxyConfig::load(path)?;
             return Ok((config, Some(bytes)));
         }
         if self.upstream.is_empty() {
@@ -153,32 +153,22 @@ impl Args {
         // its thread, as in an nginx worker. One multi-threaded service would hand pooled
         // upstream connections, and the tasks watching them, from thread to thread, and
         // the wake-ups that costs were measured at more than the rest of the request.
-        let shards = if server_settings.work_stealing {
-            1
+        let (services, threads) = if server_settings.work_stealing {
+            (1, None) // one service on `workers` threads
         } else {
-            workers
+            (workers, Some(1))
         };
-        let mut proxies = Vec::with_capacity(shards);
-        for shard in 0..shards {
-            let name = if shards == 1 {
-                "routemeter proxy".to_string()
-            } else {
-                format!("routemeter proxy {shard}")
-            };
+        for shard in 0..services {
             let mut proxy = pingora::proxy::http_proxy_service_with_name(
                 &server.configuration,
                 MeteringProxy::new(state.clone(), metrics.clone()),
-                &name,
+                &format!("routemeter proxy {shard}"),
             );
-            if shards > 1 {
-                proxy.threads = Some(1);
-                let mut options = TcpSocketOptions::default();
-                options.so_reuseport = Some(true);
-                proxy.add_tcp_with_settings(&shard_address(&listen, shard), options);
-            } else {
-                proxy.add_tcp(&listen);
-            }
-            proxies.push(proxy);
+            proxy.threads = threads;
+            let mut options = TcpSocketOptions::default();
+            options.so_reuseport = Some(services > 1);
+            proxy.add_tcp_with_settings(&shard_address(&listen, shard), options);
+            server.add_service(proxy);
         }
 
         let mut admin = Service::new(
@@ -199,9 +189,6 @@ impl Args {
         );
 
         tracing::info!(%listen, admin = %admin_addr, workers, work_stealing = server_settings.work_stealing, "routemeter proxy starting");
-        for proxy in proxies {
-            server.add_service(proxy);
-        }
         server.add_service(admin);
         server.add_service(control);
         server.run(RunArgs::default());
