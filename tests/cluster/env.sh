@@ -17,8 +17,26 @@ fi
 # Pinned Prometheus Operator release whose official CRDs are installed.
 prom_operator_version="v0.93.0"
 
-# Sets ETCD_BIN, K8S_BIN and kubectl, building the binaries on first use (build.sh prints
-# only `NAME=path` lines on stdout; its progress goes to stderr).
+# The node (node.sh): its files, containerd's socket (tests/image/build.sh --load imports
+# images through it), and the addresses, all on this machine. Pods live on the bridge,
+# the API server and the node listen on the bridge's gateway address, and Services get
+# addresses that only kube-proxy's rules (and node.sh's guard) give a meaning.
+node_dir="$state/node"
+containerd_sock="$node_dir/containerd.sock"
+node_name="routemeter-node"
+bridge="cni0"
+node_ip="10.244.0.1"
+pod_cidr="10.244.0.0/24"
+service_cidr="10.96.0.0/16"
+# The first address of the Service range, the `kubernetes` Service's; in the API server's
+# serving certificate so pods can verify it.
+kubernetes_service_ip="10.96.0.1"
+# Cluster DNS (CoreDNS on the host, on the bridge's address: what kubelet writes into
+# every pod's resolv.conf).
+cluster_dns="$node_ip"
+
+# Sets ETCD_BIN, K8S_BIN, COREDNS_BIN and kubectl, building the binaries on first use
+# (build.sh prints only `NAME=path` lines on stdout; its progress goes to stderr).
 bins() {
   eval "$(bash "$root/tests/cluster/build.sh")"
   kubectl="$K8S_BIN/kubectl"
@@ -40,35 +58,48 @@ alive() {
   [[ "${exe##*/}" == "$1" ]]
 }
 
-# Stops the components recorded in $state/*.pid (SIGTERM, up to 10 s, then SIGKILL) and
-# removes the cluster's data: etcd's data dir, the pid files, the kubeconfig. Keeps the
-# certificates and the logs of the last run. The caller holds $state/.lock.
+# Stops the node and the control plane recorded in $state/*.pid and removes the cluster's
+# data and everything the node made on the host (node.sh: node_down, net_down): etcd's
+# data dir, the pid files, the kubeconfig. Keeps the certificates and the logs of the last
+# run. The caller holds $state/.lock.
 stop_cluster() {
-  local name pid
+  node_down
+  local name
   # Controller-manager first, etcd last: each component outlives its clients, so none
   # spends its shutdown retrying a dependency that is already gone.
   for name in kube-controller-manager kube-apiserver etcd; do
-    if alive "$name"; then
-      pid="$(<"$state/$name.pid")"
-      kill -TERM "$pid" 2>/dev/null || true
-      # The apiserver drains its requests for a few seconds on SIGTERM.
-      for _ in $(seq 1 100); do
-        alive "$name" || break
-        sleep 0.1
-      done
-      if alive "$name"; then
-        echo "$name (pid $pid) did not stop on SIGTERM; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-          alive "$name" || break
-          sleep 0.1
-        done
-      fi
-      echo "stopped $name (pid $pid)"
-    fi
-    rm -f "$state/$name.pid"
+    stop_component "$name"
   done
+  # Only now the bridge and the guard: the API server listens on the bridge's address.
+  net_down
   # A stale kubeconfig would make tests believe a cluster is up; etcd's data is useless
   # without its apiserver (up.sh starts from an empty store).
   rm -rf "$state/etcd" "$state/controller-manager" "$kubeconfig"
 }
+
+# Stops the component recorded in $state/NAME.pid (SIGTERM, up to 10 s, then SIGKILL).
+stop_component() {
+  local name="$1" pid
+  if alive "$name"; then
+    pid="$(<"$state/$name.pid")"
+    kill -TERM "$pid" 2>/dev/null || true
+    # The apiserver drains its requests for a few seconds on SIGTERM.
+    for _ in $(seq 1 100); do
+      alive "$name" || break
+      sleep 0.1
+    done
+    if alive "$name"; then
+      echo "$name (pid $pid) did not stop on SIGTERM; killing it" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do
+        alive "$name" || break
+        sleep 0.1
+      done
+    fi
+    echo "stopped $name (pid $pid)"
+  fi
+  rm -f "$state/$name.pid"
+}
+
+# shellcheck source=tests/cluster/node.sh
+source "$root/tests/cluster/node.sh"

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Starts the project's test control plane: a real etcd, kube-apiserver and
-# kube-controller-manager of pinned releases (built by build.sh), on loopback only, with
-# an admin kubeconfig at target/cluster/kubeconfig, and installs routemeter's CRD
+# Starts the project's test cluster: a real etcd, kube-apiserver, kube-controller-manager
+# and kube-scheduler of pinned releases (built by build.sh), and one real node (node.sh:
+# containerd and runc, the CNI bridge, kubelet, kube-proxy, CoreDNS), all on this machine:
+# the API server and the node on the bridge address 10.244.0.1, pods on 10.244.0.0/24,
+# Services on 10.96.0.0/16, nothing routed off the machine. Writes an admin kubeconfig
+# at target/cluster/kubeconfig, imports the pause image, and installs routemeter's CRD
 # (crds/) and the official Prometheus Operator CRDs (ServiceMonitor, PrometheusRule,
-# Prometheus).
+# Prometheus). Needs root (network, mounts, cgroups).
 #
 # Usage: up.sh [--skip-prom-crds]      (or ROUTEMETER_SKIP_PROM_CRDS=1)
 #
 # Idempotent: a healthy cluster is left as it is (only the CRDs are put back if they
-# are missing). No kubelet or scheduler runs: Pods are stored but never run. The last
-# line printed is `export KUBECONFIG=<path>`.
+# are missing). The last line printed is `export KUBECONFIG=<path>`.
 set -euo pipefail
 # shellcheck source=tests/cluster/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -19,7 +21,7 @@ for arg in "$@"; do
   case "$arg" in
     --skip-prom-crds) skip_prom_crds=1 ;;
     -h | --help)
-      sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+      sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
       exit 0
       ;;
     *)
@@ -29,7 +31,7 @@ for arg in "$@"; do
   esac
 done
 
-components=(etcd kube-apiserver kube-controller-manager)
+components=(etcd kube-apiserver kube-controller-manager "${node_components[@]}")
 logs="$state/logs"
 mkdir -p "$state" "$logs"
 
@@ -45,7 +47,7 @@ ready() { [[ -f "$kubeconfig" ]] && kctl get --raw /readyz >/dev/null 2>&1; }
 healthy() {
   local c
   for c in "${components[@]}"; do alive "$c" || return 1; done
-  ready
+  ready && node_ready
 }
 
 if healthy; then
@@ -67,11 +69,14 @@ started=$SECONDS
 stop_cluster >/dev/null
 
 # --- Certificates -------------------------------------------------------------------
-# A CA; the apiserver's serving certificate for 127.0.0.1/localhost; an admin client
-# certificate in group system:masters (RBAC's superuser group, so the admin needs no
-# bindings); and the service-account token signing key pair. Made once and kept across
-# restarts (down.sh leaves them), in a temporary dir first so a failure never leaves a
-# half-made set behind.
+# A CA; the apiserver's serving certificate (the bridge address pods and the host use,
+# the `kubernetes` Service address, loopback); an admin client certificate in group
+# system:masters (RBAC's superuser group, so the admin needs no bindings); the node's
+# identities the default bindings and the Node authorizer know (kubelet as
+# system:node:<name>, kube-proxy, kube-scheduler), kubelet's serving certificate, the API
+# server's client certificate for kubelet (exec, logs); and the service-account token
+# signing key pair. Made once and kept across restarts (down.sh leaves them), in a
+# temporary dir first so a failure never leaves a half-made set behind.
 make_pki() {
   local d
   d="$(mktemp -d "$state/pki.XXXXXX")"
@@ -87,7 +92,13 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc
+subjectAltName = IP:127.0.0.1, IP:NODE_IP, IP:SERVICE_IP, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
+authorityKeyIdentifier = keyid
+[kubelet]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:NODE_IP, DNS:NODE_NAME
 authorityKeyIdentifier = keyid
 [client]
 basicConstraints = critical, CA:FALSE
@@ -95,6 +106,8 @@ keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = clientAuth
 authorityKeyIdentifier = keyid
 CNF
+  sed -i -e "s/NODE_IP/$node_ip/g" -e "s/SERVICE_IP/$kubernetes_service_ip/g" \
+    -e "s/NODE_NAME/$node_name/g" "$d/openssl.cnf"
   (
     cd "$d"
     local days=3650
@@ -111,6 +124,11 @@ CNF
     }
     sign apiserver "/CN=kube-apiserver" server
     sign admin "/O=system:masters/CN=routemeter-admin" client
+    sign kubelet "/O=system:nodes/CN=system:node:$node_name" client
+    sign kubelet-serving "/CN=$node_name" kubelet
+    sign kube-proxy "/CN=system:kube-proxy" client
+    sign kube-scheduler "/CN=system:kube-scheduler" client
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" client
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
     chmod 600 ./*.key
@@ -118,7 +136,9 @@ CNF
   rm -rf "$pki"
   mv "$d" "$pki"
 }
-if [[ ! -f "$pki/sa.pub" ]] || ! openssl x509 -checkend 86400 -noout -in "$pki/admin.crt" >/dev/null 2>&1; then
+# Remade when missing, about to expire, or from before the node (no kubelet identity).
+if [[ ! -f "$pki/sa.pub" || ! -f "$pki/apiserver-kubelet-client.crt" ]] \
+  || ! openssl x509 -checkend 86400 -noout -in "$pki/admin.crt" >/dev/null 2>&1; then
   make_pki
 fi
 
@@ -163,33 +183,6 @@ show_logs() {
   done
 }
 
-write_kubeconfig() {
-  local port="$1" tmp
-  tmp="$(mktemp "$state/kubeconfig.XXXXXX")"
-  cat > "$tmp" <<YAML
-apiVersion: v1
-kind: Config
-clusters:
-- name: routemeter-test
-  cluster:
-    server: https://127.0.0.1:$port
-    certificate-authority-data: $(base64 -w0 < "$pki/ca.crt")
-users:
-- name: routemeter-admin
-  user:
-    client-certificate-data: $(base64 -w0 < "$pki/admin.crt")
-    client-key-data: $(base64 -w0 < "$pki/admin.key")
-contexts:
-- name: routemeter-test
-  context:
-    cluster: routemeter-test
-    user: routemeter-admin
-    namespace: default
-current-context: routemeter-test
-YAML
-  chmod 600 "$tmp"
-  mv "$tmp" "$kubeconfig"
-}
 
 etcd_healthy() {
   # shellcheck disable=SC2016 # expanded by the inner bash
@@ -198,10 +191,12 @@ etcd_healthy() {
     && grep -q "\"health\":\"true\"" <&3' _ "$1" 2>/dev/null
 }
 
-# Starts all three and waits for them; returns 1 (after printing why) on failure.
+# Starts the control plane and the node and waits for them; returns 1 (after printing
+# why) on failure.
 start_cluster() {
   local etcd_port peer_port api_port cm_port
   read -r etcd_port peer_port api_port cm_port < <(free_ports 4) || true
+  net_up || return 1
   if [[ -z "${cm_port:-}" ]]; then
     echo "up.sh: could not pick free ports (python3 is needed)" >&2
     return 1
@@ -227,28 +222,29 @@ start_cluster() {
     sleep 0.2
   done
 
-  # The flags controller-runtime's envtest uses, with our own certificates: RBAC (so
-  # the operator's RBAC can be tested for real), the admin authenticated by its client
-  # certificate, and service-account tokens signed with sa.key. The ServiceAccount
-  # admission plugin is off as in envtest: with no kubelet, no Pod needs a token.
-  # --endpoint-reconciler-type none: the apiserver would otherwise try, every 10 s, to
-  # publish its loopback address as the endpoint of Service "kubernetes", which the API
-  # rejects (loopback endpoints are invalid); nothing in this cluster uses that Service.
+  # On the bridge's address, so pods reach it through Service `kubernetes` (the
+  # default lease reconciler publishes that address as its endpoint). Node,RBAC with
+  # NodeRestriction as on a real cluster: kubelet may touch only its node and its pods.
+  # The ServiceAccount admission plugin gives pods their tokens. InternalIP first: with
+  # the node's name kubectl exec and logs would look it up in the machine's resolver.
   start kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address "$node_ip" --advertise-address "$node_ip" --secure-port "$api_port" \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" \
-    --authorization-mode RBAC \
-    --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
-    --disable-admission-plugins ServiceAccount \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --service-cluster-ip-range "$service_cidr" --allow-privileged=true \
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file "$pki/sa.pub" \
     --service-account-signing-key-file "$pki/sa.key" \
-    --endpoint-reconciler-type none
-  write_kubeconfig "$api_port"
+    --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "$pki/ca.crt" \
+    --kubelet-preferred-address-types InternalIP
+  api_url="https://$node_ip:$api_port"
+  write_client_kubeconfig "$kubeconfig" "$api_url" admin
 
-  echo -n "waiting for kube-apiserver on https://127.0.0.1:$api_port "
+  echo -n "waiting for kube-apiserver on $api_url "
   deadline=$((SECONDS + 90))
   until ready; do
     if ! running etcd || ! running kube-apiserver; then
@@ -278,17 +274,19 @@ start_cluster() {
     bash "$root/tests/cluster/prom-crds.sh" install || return 1
   fi
 
-  # The controllers the operator's tests rely on: garbage collection of owned objects,
-  # namespace deletion, Deployments creating ReplicaSets (and their Pods), the default
-  # ServiceAccount and its tokens; plus the RBAC role aggregation (admin/edit/view get
-  # their rules) and the kube-root-ca.crt ConfigMap every real namespace has. Its
-  # secure port serves only /healthz and the like (no authentication kubeconfig: its
-  # three warnings about that at start are expected).
+  # The controllers a user's cluster runs for what routemeter and its tests use: garbage
+  # collection of owned objects, namespace deletion, Deployments and ReplicaSets,
+  # endpoints and EndpointSlices (and their mirroring for selector-less Services), the
+  # disruption controller (PDBs, evictions), the HPA, the node lifecycle (without it the
+  # node keeps its not-ready taint and every pod stays Pending), pod GC, the default
+  # ServiceAccount and its tokens, RBAC role aggregation and the kube-root-ca.crt
+  # ConfigMap every namespace has. Its secure port serves only /healthz and the like (no
+  # authentication kubeconfig: its three warnings about that at start are expected).
   start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$cm_port" \
     --leader-elect=false \
-    --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset,clusterrole-aggregation,root-ca-cert-publisher \
+    --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset,endpoint,endpointslice,endpointslicemirroring,disruption,horizontalpodautoscaling,nodelifecycle,podgc,statefulset,daemonset,job,clusterrole-aggregation,root-ca-cert-publisher \
     --cert-dir "$state/controller-manager" \
     --service-account-private-key-file "$pki/sa.key" \
     --root-ca-file "$pki/ca.crt" \
@@ -311,6 +309,8 @@ start_cluster() {
     sleep 1
   done
   echo " ready"
+
+  node_up || return 1
 }
 
 for attempt in 1 2 3; do
@@ -334,5 +334,6 @@ fi
 
 version="$(kctl get --raw /version | sed -n 's/^ *"gitVersion": "\(.*\)",$/\1/p')"
 echo "Kubernetes $version is up in $((SECONDS - started)) s: $(kctl config view -o jsonpath='{.clusters[0].cluster.server}')"
-echo "logs: $logs/{etcd,kube-apiserver,kube-controller-manager}.log"
+echo "node $node_name Ready; pods on $pod_cidr, Services on $service_cidr, DNS at $cluster_dns"
+echo "logs: $logs/<component>.log"
 echo "export KUBECONFIG=$kubeconfig"
