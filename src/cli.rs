@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per part.
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -38,33 +39,52 @@ pub enum Command {
 }
 
 impl Cli {
-    /// Runs the chosen subcommand.
-    pub fn run(self) -> anyhow::Result<()> {
-        match self.command {
-            Command::Crd => print(&crate::crd::crd_yaml()?),
-            Command::Render(args) => print(&args.render()?),
+    /// Runs the chosen subcommand. The long-running ones (`operator`, `proxy`) start
+    /// logging first, so that a failure, reading the config included, is one log line in
+    /// the chosen format (JSON in a pod); the one-shot commands print errors as text.
+    pub fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Crd => print(crate::crd::crd_yaml().map_err(anyhow::Error::from)),
+            Command::Render(args) => print(args.render().map_err(anyhow::Error::from)),
             Command::Proxy(args) => {
                 crate::telemetry::init(self.log_format);
                 // pingora builds its own runtimes: the proxy must not run inside one.
-                args.run()?;
-                Ok(())
+                return logged("routemeter proxy", args.run().map_err(anyhow::Error::from));
             }
             Command::Operator(args) => {
                 crate::telemetry::init(self.log_format);
-                let runtime = tokio::runtime::Builder::new_multi_thread()
+                let result = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
-                    .context("cannot start the async runtime")?;
-                runtime.block_on(args.run())?;
-                Ok(())
+                    .context("cannot start the async runtime")
+                    .and_then(|runtime| Ok(runtime.block_on(args.run())?));
+                return logged("routemeter operator", result);
+            }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
             }
         }
     }
 }
 
-fn print(text: &str) -> anyhow::Result<()> {
+/// The exit code of a long-running command, its failure logged as one event.
+fn logged(what: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{what} cannot run: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print(text: anyhow::Result<String>) -> anyhow::Result<()> {
     std::io::stdout()
         .lock()
-        .write_all(text.as_bytes())
+        .write_all(text?.as_bytes())
         .context("cannot write to stdout")
 }

@@ -1,3 +1,5 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
 /// mimalloc: the proxy allocates per request (headers, buffers) on several threads, where
@@ -5,6 +7,6 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     routemeter::cli::Cli::parse().run()
 }

@@ -28,7 +28,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid YAML: {0}")]
+    /// serde_yaml's message starts with the path of the field at fault
+    /// (`routes[2].methods: invalid type: ...`) when the YAML is well-formed.
+    #[error("{0}")]
     Parse(#[from] serde_yaml::Error),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
@@ -552,6 +554,19 @@ metrics:
             (
                 "upstream: {endpoints: ['a:1']}\ntimeouts: {connect: 0s}",
                 "timeouts.connect:",
+            ),
+            // Type errors, caught by serde: its path names the field.
+            (
+                "upstream: {endpoints: ['a:1']}\nroutes: [{path: /a}, {path: /b}, {path: /c, methods: GET}]",
+                "routes[2].methods:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1'], resolveInterval: soon}",
+                "upstream.resolveInterval:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nserver: {workers: many}",
+                "server.workers:",
             ),
         ];
         for (yaml, field) in cases {

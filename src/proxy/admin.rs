@@ -1,7 +1,16 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz` and `/config`, on a port of its
 //! own so scraping and probing never compete with, or get routed like, user traffic.
+//!
+//! `/readyz` says whether this proxy can take traffic, not whether the application behind
+//! it is healthy: it answers 200 once the config is loaded, its endpoints were looked up
+//! once and the traffic listener accepts connections, even with no healthy upstream
+//! endpoint. A proxy that left its Service whenever the application had no ready pod
+//! would turn an outage into "connection refused" that no metric counts; staying in, it
+//! answers every request 503 (`no_healthy_upstream`) at once, and counts it.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode, header};
@@ -12,21 +21,63 @@ use prometheus::Registry;
 use super::metrics::{ProxyMetrics, encode};
 use super::state::SharedState;
 
+/// How long `/readyz` waits for the traffic listener to accept a connection.
+const LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Serves the admin endpoints.
 pub struct AdminApp {
     state: SharedState,
     registry: Registry,
     metrics: Arc<ProxyMetrics>,
+    /// Where `/readyz` connects to see the traffic listener accept.
+    listener: Option<SocketAddr>,
 }
 
 impl AdminApp {
-    /// An admin app over the proxy's state and metrics.
-    pub fn new(state: SharedState, registry: Registry, metrics: Arc<ProxyMetrics>) -> Self {
+    /// An admin app over the proxy's state and metrics, for a traffic listener on `listen`
+    /// (read at start: the listener never moves while the process runs).
+    pub fn new(
+        state: SharedState,
+        registry: Registry,
+        metrics: Arc<ProxyMetrics>,
+        listen: &str,
+    ) -> Self {
         AdminApp {
             state,
             registry,
             metrics,
+            listener: listen.parse().ok().map(reachable),
         }
+    }
+
+    /// `/readyz`: the status and a line saying why.
+    async fn readiness(&self) -> (StatusCode, String) {
+        let snapshot = self.state.load();
+        if !snapshot.balancer.looked_up() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: upstream endpoints not looked up yet\n".into(),
+            );
+        }
+        let accepting = match self.listener {
+            Some(addr) => matches!(
+                tokio::time::timeout(LISTENER_CHECK_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                    .await,
+                Ok(Ok(_))
+            ),
+            None => false,
+        };
+        if !accepting {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: the traffic listener {} does not accept connections\n",
+                    snapshot.config.listen
+                ),
+            );
+        }
+        let (healthy, ejected) = snapshot.balancer.health();
+        (StatusCode::OK, readiness_line(healthy, ejected))
     }
 
     fn metrics_text(&self) -> Vec<u8> {
@@ -66,15 +117,8 @@ impl ServeHttp for AdminApp {
             ),
             "/healthz" => respond(StatusCode::OK, TEXT, b"ok\n".to_vec()),
             "/readyz" => {
-                if self.state.load().ready() {
-                    respond(StatusCode::OK, TEXT, b"ready\n".to_vec())
-                } else {
-                    respond(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        TEXT,
-                        b"no healthy upstream endpoint\n".to_vec(),
-                    )
-                }
+                let (status, line) = self.readiness().await;
+                respond(status, TEXT, line.into_bytes())
             }
             "/config" => match serde_json::to_vec_pretty(&self.state.load().config) {
                 Ok(json) => respond(StatusCode::OK, "application/json", json),
@@ -90,5 +134,49 @@ impl ServeHttp for AdminApp {
                 b"not found: try /metrics, /healthz, /readyz or /config\n".to_vec(),
             ),
         }
+    }
+}
+
+/// The address to connect to for a listener on `addr`: loopback for a wildcard address.
+fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    addr
+}
+
+/// The body of a ready `/readyz`: ready whatever the endpoints, which it reports.
+fn readiness_line(healthy: usize, ejected: usize) -> String {
+    if healthy + ejected == 0 {
+        "ready; no upstream endpoint: requests are answered 503 (no_healthy_upstream)\n".into()
+    } else {
+        format!("ready; upstream endpoints: {healthy} healthy, {ejected} ejected\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listeners_are_checked_on_loopback() {
+        let v4: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        assert_eq!(reachable(v4), "127.0.0.1:8080".parse().expect("addr"));
+        let v6: SocketAddr = "[::]:8080".parse().expect("addr");
+        assert_eq!(reachable(v6), "[::1]:8080".parse().expect("addr"));
+        let own: SocketAddr = "10.0.0.1:80".parse().expect("addr");
+        assert_eq!(reachable(own), own);
+    }
+
+    #[test]
+    fn ready_says_what_it_knows_of_the_endpoints() {
+        assert!(readiness_line(0, 0).contains("503"));
+        assert_eq!(
+            readiness_line(1, 2),
+            "ready; upstream endpoints: 1 healthy, 2 ejected\n"
+        );
     }
 }

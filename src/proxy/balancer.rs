@@ -10,11 +10,12 @@
 //! `maxEjectionPercent` of the endpoints are left out at once: past that (a lone endpoint,
 //! or most of them failing) the balancer spreads over all of them, so a short outage of
 //! the upstream costs the requests it fails, never seconds of 503s after it is back. Only
-//! an empty endpoint set answers 503.
+//! an empty endpoint set answers 503 (`no_healthy_upstream`), at once: no endpoint
+//! resolved, e.g. a headless Service none of whose pods is ready.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -83,6 +84,8 @@ pub struct Balancer {
     ejection_base: Duration,
     ejection_max: Duration,
     max_ejection_percent: usize,
+    /// Whether the endpoints have been looked up once (whatever DNS answered).
+    looked_up: AtomicBool,
 }
 
 impl Balancer {
@@ -101,7 +104,19 @@ impl Balancer {
             ejection_base,
             ejection_max,
             max_ejection_percent: usize::from(max_ejection_percent),
+            looked_up: AtomicBool::new(false),
         }
+    }
+
+    /// Records that the endpoints were looked up once: from then on the endpoint set,
+    /// even an empty one, is what DNS says rather than "not known yet".
+    pub fn mark_looked_up(&self) {
+        self.looked_up.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the endpoints were looked up at least once.
+    pub fn looked_up(&self) -> bool {
+        self.looked_up.load(Ordering::Relaxed)
     }
 
     /// Whether ejections are ignored because too many endpoints are out.

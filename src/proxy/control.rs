@@ -46,9 +46,7 @@ impl ControlLoop {
     /// Re-resolves the current upstream endpoints.
     pub async fn refresh_endpoints(&self) {
         let snapshot = self.state.load_full();
-        if let Some(addrs) = resolve(&snapshot.config.upstream.endpoints).await {
-            snapshot.balancer.set_addresses(addrs);
-        }
+        update_endpoints(&snapshot).await;
     }
 
     /// Reloads the config file if its content changed. Returns whether a new config is in use.
@@ -78,10 +76,8 @@ impl ControlLoop {
         match snapshot {
             Ok(next) => {
                 warn_on_restart_only_changes(&current.config, &next.config);
-                if !Arc::ptr_eq(&current.balancer, &next.balancer)
-                    && let Some(addrs) = resolve(&next.config.upstream.endpoints).await
-                {
-                    next.balancer.set_addresses(addrs);
+                if !Arc::ptr_eq(&current.balancer, &next.balancer) {
+                    update_endpoints(&next).await;
                 }
                 self.state.store(Arc::new(next));
                 self.metrics.config_reloads.inc();
@@ -95,11 +91,28 @@ impl ControlLoop {
             Err(error) => {
                 self.metrics.config_reload_errors.inc();
                 self.metrics.config_last_reload_successful.set(0);
-                tracing::error!(path = %path.display(), %error, "config rejected; keeping the previous one");
+                tracing::error!(path = %path.display(), "config rejected, keeping the previous one: {error}");
                 false
             }
         }
     }
+}
+
+/// Resolves the endpoints of `snapshot` into its balancer, and says when the proxy goes
+/// from some endpoints to none (every request answered 503) and back.
+async fn update_endpoints(snapshot: &Snapshot) {
+    let balancer = &snapshot.balancer;
+    if let Some(addrs) = resolve(&snapshot.config.upstream.endpoints).await {
+        let (before, now) = (balancer.endpoints().len(), addrs.len());
+        balancer.set_addresses(addrs);
+        let endpoints = snapshot.config.upstream.endpoints.join(", ");
+        if now == 0 && (before > 0 || !balancer.looked_up()) {
+            tracing::warn!(%endpoints, "no upstream endpoint resolved from {endpoints}: every request is answered 503 (no_healthy_upstream) until one is");
+        } else if now > 0 && before == 0 && balancer.looked_up() {
+            tracing::info!(%endpoints, addresses = now, "upstream endpoints are back");
+        }
+    }
+    balancer.mark_looked_up();
 }
 
 fn warn_on_restart_only_changes(old: &ProxyConfig, new: &ProxyConfig) {

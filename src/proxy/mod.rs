@@ -33,6 +33,20 @@ use metrics::ProxyMetrics;
 use service::MeteringProxy;
 use state::Snapshot;
 
+/// After the grace period, how long pingora gives its runtimes to stop before it exits
+/// anyway. A pod's `terminationGracePeriodSeconds` must cover its `preStop` sleep, the
+/// grace period and this.
+pub const RUNTIME_SHUTDOWN_TIMEOUT_SECONDS: u64 = 1;
+
+/// pingora's grace period for a configured one: whole seconds, rounded up, so `500ms` is
+/// not zero. After SIGTERM pingora stops accepting and then waits this long, always, for
+/// the requests in flight, before it stops its runtimes.
+pub fn grace_period_seconds(grace_period: std::time::Duration) -> u64 {
+    grace_period
+        .as_secs()
+        .saturating_add(u64::from(grace_period.subsec_nanos() > 0))
+}
+
 /// Why the proxy could not start.
 #[derive(Debug, Error)]
 pub enum ProxyError {
@@ -133,14 +147,8 @@ impl Args {
         let conf = ServerConf {
             threads: workers,
             // In-flight requests get the grace period after SIGTERM; then the runtimes stop.
-            // pingora counts it in whole seconds: round up, so `500ms` is not zero.
-            grace_period_seconds: Some(
-                server_settings
-                    .grace_period
-                    .as_secs()
-                    .saturating_add(u64::from(server_settings.grace_period.subsec_nanos() > 0)),
-            ),
-            graceful_shutdown_timeout_seconds: Some(1),
+            grace_period_seconds: Some(grace_period_seconds(server_settings.grace_period)),
+            graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_TIMEOUT_SECONDS),
             work_stealing: server_settings.work_stealing,
             ..ServerConf::default()
         };
@@ -173,7 +181,7 @@ impl Args {
 
         let mut admin = Service::new(
             "routemeter admin".to_string(),
-            AdminApp::new(state.clone(), registry, metrics.clone()),
+            AdminApp::new(state.clone(), registry, metrics.clone(), &listen),
         );
         admin.threads = Some(1);
         admin.add_tcp(&admin_addr);
@@ -273,6 +281,14 @@ mod tests {
             assert_eq!(addr, "127.0.0.1:8080".parse().expect("valid"));
         }
         assert_eq!(shard_address("[::]:80", 1), "[::]:080");
+    }
+
+    #[test]
+    fn grace_periods_round_up_to_whole_seconds() {
+        use std::time::Duration;
+        assert_eq!(grace_period_seconds(Duration::from_millis(500)), 1);
+        assert_eq!(grace_period_seconds(Duration::from_secs(15)), 15);
+        assert_eq!(grace_period_seconds(Duration::from_millis(15_001)), 16);
     }
 
     #[test]

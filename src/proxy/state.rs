@@ -47,6 +47,15 @@ impl Snapshot {
                     config.upstream.max_ejection_percent,
                 );
                 b.set_addresses(literal_addresses(&config.upstream.endpoints));
+                if config
+                    .upstream
+                    .endpoints
+                    .iter()
+                    .all(|e| e.parse::<SocketAddr>().is_ok())
+                {
+                    // Nothing to look up: the endpoints are known.
+                    b.mark_looked_up();
+                }
                 Arc::new(b)
             }
         };
@@ -67,11 +76,6 @@ impl Snapshot {
             unmatched: Arc::from(UNMATCHED_ROUTE),
         })
     }
-
-    /// Whether the proxy can serve: at least one endpoint not ejected.
-    pub fn ready(&self) -> bool {
-        self.balancer.health().0 > 0
-    }
 }
 
 /// The endpoints given as IP literals: usable at once, without a DNS lookup.
@@ -79,30 +83,75 @@ pub fn literal_addresses(endpoints: &[String]) -> Vec<SocketAddr> {
     endpoints.iter().filter_map(|e| e.parse().ok()).collect()
 }
 
+/// What DNS answered for one hostname.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The name's addresses.
+    Found(Vec<std::net::IpAddr>),
+    /// The name has no address: NXDOMAIN or an empty answer. This is what a headless
+    /// Service answers while none of its pods is ready (scaled to 0, or all failing
+    /// readiness): a real answer, so the proxy drops the old addresses and answers 503.
+    NoAddress,
+    /// No answer (a timeout, SERVFAIL, no resolver): the addresses in use are kept.
+    Failed(String),
+}
+
+impl Lookup {
+    /// Classifies a `getaddrinfo` failure.
+    pub fn from_error(kind: dns_lookup::LookupErrorKind, message: String) -> Self {
+        use dns_lookup::LookupErrorKind::{NoData, NoName};
+        match kind {
+            NoName | NoData => Lookup::NoAddress,
+            _ => Lookup::Failed(message),
+        }
+    }
+}
+
+/// Looks a hostname up with the system resolver (search domains and `ndots` of
+/// `/etc/resolv.conf` included, as in a pod), off the async threads.
+pub async fn lookup(host: &str) -> Lookup {
+    let host = host.to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        dns_lookup::lookup_host(&host)
+            .map(|ips| ips.collect::<Vec<_>>())
+            .map_err(|e| Lookup::from_error(e.kind(), std::io::Error::from(e).to_string()))
+    })
+    .await;
+    match answer {
+        Ok(Ok(ips)) => Lookup::Found(ips),
+        Ok(Err(lookup)) => lookup,
+        Err(join) => Lookup::Failed(join.to_string()),
+    }
+}
+
 /// Resolves every endpoint: IP literals as they are, hostnames through DNS. A hostname
-/// that fails to resolve is reported and left out; `None` when every lookup failed, so the
-/// caller can keep the addresses it had rather than drop them on a DNS hiccup.
+/// that has no address contributes none; one whose lookup failed is reported and left
+/// out. `None` when no endpoint got an answer at all, so the caller can keep the
+/// addresses it had rather than drop them on a DNS hiccup.
 pub async fn resolve(endpoints: &[String]) -> Option<Vec<SocketAddr>> {
     let mut addrs = Vec::new();
-    let mut failures = 0;
+    let mut answered = endpoints.is_empty();
     for endpoint in endpoints {
         if let Ok(addr) = endpoint.parse::<SocketAddr>() {
             addrs.push(addr);
+            answered = true;
             continue;
         }
         let Ok((host, port)) = split_host_port(endpoint) else {
-            failures += 1;
             continue;
         };
-        match tokio::net::lookup_host((host, port)).await {
-            Ok(found) => addrs.extend(found),
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(%endpoint, %error, "cannot resolve upstream endpoint");
+        match lookup(host).await {
+            Lookup::Found(ips) => {
+                addrs.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, port)));
+                answered = true;
+            }
+            Lookup::NoAddress => answered = true,
+            Lookup::Failed(error) => {
+                tracing::warn!(%endpoint, %error, "cannot resolve upstream endpoint {endpoint}: {error}; keeping its last addresses");
             }
         }
     }
-    (failures < endpoints.len() || endpoints.is_empty()).then_some(addrs)
+    answered.then_some(addrs)
 }
 
 #[cfg(test)]
@@ -146,6 +195,26 @@ mod tests {
             .expect("resolved");
         assert!(addrs.contains(&"127.0.0.1:80".parse().expect("addr")));
         assert!(addrs.iter().any(|a| a.port() == 81 && a.ip().is_loopback()));
-        assert_eq!(resolve(&["no-such-host.invalid:80".into()]).await, None);
+        // A name that does not exist is an answer: no address, not "keep the old ones".
+        assert_eq!(
+            resolve(&["no-such-host.invalid:80".into()]).await,
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
+    fn only_a_missing_name_empties_the_endpoints() {
+        use dns_lookup::LookupErrorKind::*;
+        assert_eq!(Lookup::from_error(NoName, "nx".into()), Lookup::NoAddress);
+        assert_eq!(
+            Lookup::from_error(NoData, "nodata".into()),
+            Lookup::NoAddress
+        );
+        for transient in [Again, Fail, System, IO] {
+            assert_eq!(
+                Lookup::from_error(transient, "timeout".into()),
+                Lookup::Failed("timeout".into())
+            );
+        }
     }
 }

@@ -117,7 +117,12 @@ impl Proxy {
     /// Starts the proxy on a config file, `listen` and `admin` on free ports then `rest`
     /// (YAML, at least the `upstream`), and waits until it is ready.
     pub async fn start(rest: &str) -> Self {
-        Self::launch(|listen, admin| {
+        Self::start_with_logs("text", rest).await
+    }
+
+    /// [`Proxy::start`] with logs in `format` (`text` or `json`, as `--log-format`).
+    pub async fn start_with_logs(format: &'static str, rest: &str) -> Self {
+        Self::launch_with_logs(format, |listen, admin| {
             let dir = tempfile::tempdir().expect("tempdir");
             let config = dir.path().join("config.yaml");
             std::fs::write(&config, config_yaml(listen, admin, rest)).expect("write the config");
@@ -130,14 +135,19 @@ impl Proxy {
     /// kept as long as the proxy, and the arguments), and waits until it is ready. Ports
     /// are handed over by number, so another process may take one before the proxy binds
     /// it: then the proxy is started again on fresh ports.
-    pub async fn launch(
+    pub async fn launch(setup: impl FnMut(u16, u16) -> (tempfile::TempDir, Vec<String>)) -> Self {
+        Self::launch_with_logs("text", setup).await
+    }
+
+    async fn launch_with_logs(
+        format: &'static str,
         mut setup: impl FnMut(u16, u16) -> (tempfile::TempDir, Vec<String>),
     ) -> Self {
         let mut attempt = 1;
         loop {
             let (listen, admin) = (free_port(), free_port());
             let (dir, args) = setup(listen, admin);
-            let mut proxy = Self::spawn(dir, &args, listen, admin);
+            let mut proxy = Self::spawn(dir, &args, listen, admin, format);
             match proxy.ready().await {
                 Ok(()) => return proxy,
                 Err(busy) if attempt < START_ATTEMPTS => {
@@ -149,9 +159,17 @@ impl Proxy {
         }
     }
 
-    fn spawn(dir: tempfile::TempDir, args: &[String], listen: u16, admin: u16) -> Self {
+    fn spawn(
+        dir: tempfile::TempDir,
+        args: &[String],
+        listen: u16,
+        admin: u16,
+        format: &str,
+    ) -> Self {
         let log = dir.path().join("proxy.log");
-        let child = proxy_command(args, &log).spawn().expect("start the proxy");
+        let child = proxy_command(format, args, &log)
+            .spawn()
+            .expect("start the proxy");
         Proxy {
             process: Process(child),
             listen,
@@ -281,12 +299,13 @@ pub fn path_arg(path: &Path) -> String {
     path.to_str().expect("a UTF-8 temp path").to_string()
 }
 
-/// `routemeter --log-format text proxy ARGS`, stderr to `log`, untouched by the caller's
-/// `ROUTEMETER_*` variables.
-fn proxy_command(args: &[String], log: &Path) -> Command {
+/// `routemeter --log-format FORMAT proxy ARGS`, stderr to `log`, untouched by the
+/// caller's `ROUTEMETER_*` and `RUST_LOG` variables.
+fn proxy_command(format: &str, args: &[String], log: &Path) -> Command {
     let mut command = Command::new(BIN);
     command
-        .args(["--log-format", "text", "proxy"])
+        .args(["--log-format", format, "proxy"])
+        .env_remove("RUST_LOG")
         .args(args)
         .env_remove("ROUTEMETER_CONFIG")
         .env_remove("ROUTEMETER_LOG_FORMAT")
@@ -299,10 +318,36 @@ fn proxy_command(args: &[String], log: &Path) -> Command {
 /// Runs `routemeter proxy ARGS` expecting it to exit on its own within `timeout` (a
 /// startup error); returns its exit status and stderr. Killed if it is still running.
 pub async fn run_to_exit(args: &[String], timeout: Duration) -> (ExitStatus, String) {
+    run_to_exit_with_logs("text", args, timeout).await
+}
+
+/// [`run_to_exit`] with logs in `format` (`text` or `json`).
+pub async fn run_to_exit_with_logs(
+    format: &str,
+    args: &[String],
+    timeout: Duration,
+) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proxy = Proxy::spawn(dir, args, 0, 0);
+    let mut proxy = Proxy::spawn(dir, args, 0, 0, format);
     let status = proxy.exit_status(timeout).await;
     (status, proxy.log())
+}
+
+/// Parses a log as JSON lines, failing the test on any line that is not a JSON object or
+/// that carries a path of the build machine (its home or cargo registry).
+pub fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(value.is_object(), "not a JSON object: {line}");
+            assert!(
+                !line.contains("/root/") && !line.contains(".cargo") && !line.contains("log."),
+                "a build-machine path or log.* field in: {line}"
+            );
+            value
+        })
+        .collect()
 }
 
 /// One sample of the Prometheus text format.
