@@ -224,6 +224,8 @@ can sa watch services -A
 can sa delete configmaps -n $app
 can sa delete poddisruptionbudgets.policy -n $app
 can sa delete horizontalpodautoscalers.autoscaling -n $app
+can sa delete services -n $app
+can sa get deployments.apps -n $app
 can sa patch servicemonitors.monitoring.coreos.com -n $app
 can sa patch prometheusrules.monitoring.coreos.com -n $app
 can sa list pods -n $app
@@ -240,12 +242,19 @@ cannot sa delete namespaces
 cannot sa create clusterroles.rbac.authorization.k8s.io
 cannot sa create pods -n $app
 cannot sa delete deployments.apps -n $app
+cannot sa deletecollection services -n $app
+cannot sa create events -n $app
+cannot sa get pods --subresource=proxy -n $app
+cannot sa update monitoredservices.routemeter.io --subresource=status -n $app
 cannot sa patch monitoredservices.routemeter.io -n $app
 cannot sa list customresourcedefinitions.apiextensions.k8s.io
 cannot sa patch leases.coordination.k8s.io/other -n $ns
 cannot sa create leases.coordination.k8s.io -n $app
 can sa2 patch deployments.apps -n $app2
 can sa2 patch monitoredservices.routemeter.io --subresource=status -n $app2
+can sa2 delete services -n $app2
+can sa2 delete configmaps -n $app2
+can sa2 list pods -n $app2
 can sa2 list prometheuses.monitoring.coreos.com -A
 can sa2 get namespaces
 cannot sa2 patch deployments.apps -n $app
@@ -342,6 +351,12 @@ for child in horizontalpodautoscaler/shop-routemeter poddisruptionbudget/shop-ro
   configmap/shop-routemeter-dashboard servicemonitor.monitoring.coreos.com/shop-routemeter; do
   wait_for "cluster-wide: $child deleted when turned off" gone "$app" "$child" || ok=0
 done
+# A named targetPort: the headless upstream Service is deleted (the delete verb on
+# services), and the reconcile goes on to the end.
+k patch service -n "$app" shop --type merge -p '{"spec":{"ports":[{"name":"http","port":80,"targetPort":"http"}]}}' > /dev/null
+deadline 30
+wait_for "cluster-wide: named targetPort: service/shop-routemeter-upstream deleted" gone "$app" service/shop-routemeter-upstream || ok=0
+wait_for "cluster-wide: named targetPort: TargetFound=True" condition "$app" TargetFound True/ServiceFound || ok=0
 check "cluster-wide: nothing forbidden in the operator's log" no_forbidden "$release"
 ((ok)) || show_log "$release"
 stop_operator

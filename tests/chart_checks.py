@@ -24,7 +24,8 @@ NAMESPACED = {
     ("routemeter.io", "monitoredservices"): {"list", "watch"},
     ("routemeter.io", "monitoredservices/status"): {"patch"},
     ("routemeter.io", "monitoredservices/finalizers"): {"update"},
-    ("", "services"): {"get", "list", "watch", "create", "patch"},
+    # delete: the headless upstream Service, when the target cannot have one.
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},

@@ -459,3 +459,113 @@ async fn monitoring_waits_for_the_prometheus_operator_crds() {
     .await;
     delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn render_output_applies_as_printed() {
+    let Some(client) = client().await else { return };
+    let _shared = CLUSTER_WIDE.read().await;
+    let ns = namespace(&client, "render").await;
+    // The example, moved into the test's namespace.
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples/trips-api.yaml"),
+    )
+    .expect("the example");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("msvc.yaml");
+    std::fs::write(
+        &file,
+        example.replace("namespace: default", &format!("namespace: {ns}")),
+    )
+    .expect("write");
+    let args = routemeter::operator::render::Args {
+        file,
+        targets: None,
+        proxy_image: "routemeter/routemeter:test".into(),
+        rules_only: false,
+    };
+    let text = args.render().expect("render");
+    let mut applied = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let object: DynamicObject = serde::Deserialize::deserialize(doc).expect("an object");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let (group, version) = types
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", &types.api_version));
+        let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+        let (resource, _) = kube::discovery::pinned_kind(&client, &gvk)
+            .await
+            .expect("a served kind");
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+        // What `kubectl apply --dry-run=server` of a new object does: a create, fully
+        // validated and admitted, not stored.
+        let params = kube::api::PostParams {
+            dry_run: true,
+            field_manager: Some("routemeter-render-test".into()),
+        };
+        if let Err(e) = api.create(&params, &object).await {
+            panic!("{} {}: refused: {e}", types.kind, object.name_any());
+        }
+        applied.push(types.kind);
+    }
+    for kind in [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+    ] {
+        assert!(
+            applied.iter().any(|k| k == kind),
+            "{kind} rendered: {applied:?}"
+        );
+    }
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn an_operator_that_cannot_reach_a_cluster_logs_one_json_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("operator.log");
+    let child = std::process::Command::new(common::BIN)
+        .args([
+            "--log-format",
+            "json",
+            "operator",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env_remove("RUST_LOG")
+        .env_remove("ROUTEMETER_LOG_FORMAT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the log"))
+        .spawn()
+        .expect("start the operator");
+    let mut operator = common::Process(child);
+    let status = wait_for("the operator to exit", Duration::from_secs(20), || {
+        let exited = operator.0.try_wait().expect("poll the operator");
+        async move { exited }
+    })
+    .await;
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&log).expect("the log");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        !stderr.contains("/root/") && !stderr.contains(".cargo"),
+        "no build-machine path: {stderr}"
+    );
+    assert_eq!(lines[0]["level"], "ERROR");
+    let message = lines[0]["message"].as_str().expect("a message");
+    assert!(
+        message.contains("Kubernetes client"),
+        "says what failed: {message}"
+    );
+}

@@ -108,7 +108,9 @@ pub struct ProxySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
-    /// Container resources (default: requests 50m CPU, 64Mi memory; limit 256Mi memory).
+    /// Container resources (default: requests 50m CPU, 64Mi memory, 64Mi ephemeral
+    /// storage; limits 256Mi memory, 128Mi ephemeral storage, and no CPU limit, which would
+    /// throttle the proxy in bursts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Image of the proxy, overriding the operator's default.
@@ -322,7 +324,7 @@ pub struct MonitoredServiceStatus {
     /// The generation last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `TargetFound`, `ProxyAvailable`, `MonitoringConfigured`.
+    /// `Ready`, `TargetFound`, `ProxyAvailable`, `ProxyConfigApplied`, `MonitoringConfigured`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

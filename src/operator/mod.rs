@@ -16,6 +16,7 @@ pub mod traffic;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,15 @@ use crate::crd::MonitoredService;
 pub enum Error {
     #[error("Kubernetes API error: {0}")]
     Kube(#[source] kube::Error),
+    /// Writing one child failed; the others were still written.
+    #[error("cannot {verb} {kind} {name}: {source}")]
+    Child {
+        verb: &'static str,
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("the object has no {0}")]
     MissingObjectKey(&'static str),
 }
@@ -46,12 +56,15 @@ pub enum Error {
 impl Error {
     /// The `error` label of the error counter: a closed set.
     pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
-            Error::Kube(kube::Error::Api(_)) => "api",
-            Error::Kube(_) => "client",
-            Error::MissingObjectKey(_) => "missing_key",
+        let kube = match self {
+            Error::Kube(e) | Error::Child { source: e, .. } => e,
+            Error::MissingObjectKey(_) => return "missing_key",
+        };
+        match kube {
+            kube::Error::Api(s) if s.code == 409 => "conflict",
+            kube::Error::Api(s) if s.code == 403 => "forbidden",
+            kube::Error::Api(_) => "api",
+            _ => "client",
         }
     }
 }
@@ -124,6 +137,61 @@ impl Metrics {
     }
 }
 
+/// Where this replica stands, for `/readyz`.
+///
+/// A replica is ready once it can do its job: the leader (or the only replica) once the
+/// controller's cache of MonitoredServices has synced, since it reconciles from it; a
+/// replica waiting for the leader Lease as soon as it watches the Lease, since a standby
+/// is what it should be. A standby reported unready would never let a rolling update of
+/// the chart's Deployment go on (the new pod waits for the old one's Lease, which the old
+/// pod only releases when it stops), and its pod would drop out of the metrics Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Connecting, building the Lease manager.
+    Starting = 0,
+    /// Watching the leader Lease held by another replica.
+    Standby = 1,
+    /// Leading (or alone), the controller's cache not synced yet.
+    Syncing = 2,
+    /// Leading (or alone), reconciling from a synced cache.
+    Reconciling = 3,
+}
+
+impl Phase {
+    /// The `/readyz` status and body.
+    pub fn readiness(self) -> (axum::http::StatusCode, &'static str) {
+        use axum::http::StatusCode;
+        match self {
+            Phase::Starting => (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting\n"),
+            Phase::Syncing => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the MonitoredService cache is syncing\n",
+            ),
+            Phase::Standby => (StatusCode::OK, "ready: standby, another replica leads\n"),
+            Phase::Reconciling => (StatusCode::OK, "ready: reconciling\n"),
+        }
+    }
+}
+
+/// The shared [`Phase`] of this replica.
+#[derive(Debug, Clone, Default)]
+pub struct PhaseCell(Arc<AtomicU8>);
+
+impl PhaseCell {
+    pub fn set(&self, phase: Phase) {
+        self.0.store(phase as u8, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> Phase {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Phase::Standby,
+            2 => Phase::Syncing,
+            3 => Phase::Reconciling,
+            _ => Phase::Starting,
+        }
+    }
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -133,6 +201,8 @@ pub struct Context {
     pub proxy_admin_port: u16,
     /// Last traffic reading per MonitoredService.
     pub readings: traffic::Readings,
+    /// Where this replica stands, for `/readyz`.
+    pub phase: PhaseCell,
     /// Consecutive failures per object, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<MonitoredService>, u32>>,
 }
@@ -146,6 +216,7 @@ impl Context {
             proxy_image,
             proxy_admin_port: children::ADMIN_PORT as u16,
             readings: traffic::Readings::default(),
+            phase: PhaseCell::default(),
             failures: Mutex::default(),
         }
     }
@@ -161,7 +232,12 @@ fn error_policy(msvc: Arc<MonitoredService>, error: &Error, ctx: Arc<Context>) -
     let backoff = Duration::from_secs(5)
         .saturating_mul(1 << (*n - 1).min(6))
         .min(Duration::from_secs(300));
-    tracing::warn!(msvc = %msvc.metadata.name.as_deref().unwrap_or_default(), %error, ?backoff, "reconcile failed");
+    let object = format!(
+        "{}/{}",
+        msvc.metadata.namespace.as_deref().unwrap_or_default(),
+        msvc.metadata.name.as_deref().unwrap_or_default()
+    );
+    tracing::warn!(msvc = %object, error = %error, retry_in = ?backoff, "reconcile of MonitoredService {object} failed: {error}");
     Action::requeue(backoff)
 }
 
@@ -213,7 +289,7 @@ impl Args {
                 source,
             })?;
         tracing::info!(addr = %self.metrics_addr, "serving /metrics, /healthz, /readyz");
-        tokio::spawn(serve_admin(listener, registry));
+        tokio::spawn(serve_admin(listener, registry, ctx.phase.clone()));
 
         if !self.leader_election {
             metrics.leader.set(1);
@@ -235,6 +311,7 @@ impl Args {
             .build()
             .await?;
         let (mut leading, lease_task) = manager.watch().await;
+        ctx.phase.set(Phase::Standby);
         tracing::info!(%identity, lease = %self.lease_name, "waiting to become leader");
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
@@ -252,6 +329,7 @@ impl Args {
                 _ = async { while *leading.borrow() { if leading.changed().await.is_err() { break } } } => {
                     tracing::warn!("lost leadership; stopping the controller");
                     metrics.leader.set(0);
+                    ctx.phase.set(Phase::Standby);
                 }
                 _ = &mut shutdown => break,
             }
@@ -301,6 +379,14 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     );
     let store = controller.store();
     let crd_store = store.clone();
+    ctx.phase.set(Phase::Syncing);
+    let (synced, phase) = (store.clone(), ctx.phase.clone());
+    let sync = tokio::spawn(async move {
+        if synced.wait_until_ready().await.is_ok() {
+            phase.set(Phase::Reconciling);
+            tracing::info!("MonitoredService cache synced; reconciling");
+        }
+    });
     controller
         .owns(api::<ConfigMap>(&client, namespace), ours.clone())
         .owns(api::<Deployment>(&client, namespace), ours.clone())
@@ -347,9 +433,10 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
             }
         })
         .await;
+    sync.abort();
 }
 
-async fn serve_admin(listener: tokio::net::TcpListener, registry: Registry) {
+async fn serve_admin(listener: tokio::net::TcpListener, registry: Registry, phase: PhaseCell) {
     use axum::routing::get;
     let app = axum::Router::new()
         .route(
@@ -360,8 +447,48 @@ async fn serve_admin(listener: tokio::net::TcpListener, registry: Registry) {
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }));
+        .route(
+            "/readyz",
+            get(move || async move { phase.get().readiness() }),
+        );
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "metrics server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_when_reconciling_from_a_synced_cache_or_standing_by() {
+        let cell = PhaseCell::default();
+        let status = |cell: &PhaseCell| cell.get().readiness().0.as_u16();
+        assert_eq!(status(&cell), 503, "starting");
+        cell.set(Phase::Standby);
+        assert_eq!(status(&cell), 200, "a standby is what it should be");
+        cell.set(Phase::Syncing);
+        assert_eq!(status(&cell), 503, "leading on an empty cache");
+        cell.set(Phase::Reconciling);
+        assert_eq!(status(&cell), 200);
+    }
+
+    #[test]
+    fn child_errors_name_the_child_and_keep_their_metric_label() {
+        let forbidden = kube::Error::Api(Box::new(
+            kube::core::Status::failure("services is forbidden", "Forbidden").with_code(403),
+        ));
+        let e = Error::Child {
+            verb: "delete",
+            kind: "Service".into(),
+            name: "shop/shop-routemeter-upstream".into(),
+            source: forbidden,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("cannot delete Service shop/shop-routemeter-upstream: "),
+            "{e}"
+        );
+        assert_eq!(e.metric_label(), "forbidden");
     }
 }

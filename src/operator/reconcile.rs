@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 
-use super::children::{self, Child, Settings};
+use super::children::{self, Settings};
 use super::status::{self, Condition};
 use super::{Context, Error};
 use crate::crd::MonitoredService;
@@ -91,28 +91,45 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         }
     };
 
+    // Every child is written even when one fails (a 403 on one must not leave the others
+    // stale): each failure is logged naming the child, the first one is reported in the
+    // status and returned, so the error policy retries with backoff.
+    let mut failures = Vec::new();
     for child in &built.core {
-        apply(client, &ns, child).await?;
+        let manifest = Some(&child.manifest);
+        if let Err(e) = apply_or_delete(client, &ns, &child.resource, &child.name, manifest).await {
+            failures.push(e);
+        }
     }
     for (resource, child_name, manifest) in &built.optional {
-        apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await?;
+        if let Err(e) = apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await
+        {
+            failures.push(e);
+        }
     }
 
     // The Prometheus Operator's CRDs may be missing: everything else still works.
-    let mut monitoring_error = None;
+    let mut crds_missing = false;
     for (resource, child_name, manifest) in &built.monitoring {
-        if let Err(e) = apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await
-        {
-            monitoring_error = Some(e);
-            break;
+        match apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await {
+            Ok(()) => {}
+            Err(Error::Child {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => crds_missing = true,
+            Err(e) => failures.push(e),
         }
     }
-    match monitoring_error {
-        Some(Error::Kube(kube::Error::Api(s))) if s.code == 404 => {
-            report.set(Condition::monitoring_crds_missing());
-        }
-        Some(e) => return Err(e),
-        None => report.set(selection.condition(msvc.spec.monitoring.service_monitor.enabled)),
+    if crds_missing {
+        report.set(Condition::monitoring_crds_missing());
+    } else {
+        report.set(selection.condition(msvc.spec.monitoring.service_monitor.enabled));
+    }
+    for failure in &failures {
+        tracing::warn!(msvc = %format!("{ns}/{name}"), error = %failure, "MonitoredService {ns}/{name}: {failure}");
+    }
+    if let Some(first) = failures.first() {
+        report.set(Condition::apply_failed(&first.to_string(), failures.len()));
     }
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -124,17 +141,26 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         (s.replicas.unwrap_or(0), s.available_replicas.unwrap_or(0))
     });
     report.set(Condition::proxy_availability(ready, replicas));
+    let reading = if ready > 0 {
+        ctx.readings.read(client, msvc, ctx.proxy_admin_port).await
+    } else {
+        Default::default()
+    };
+    if let Some(health) = reading.config {
+        report.set(Condition::proxy_config(health, &children::proxy_name(msvc)));
+    }
     let mut new_status = report.finish(Some(replicas), Some(ready));
     new_status.selected_by = selection.selected_by;
     new_status.proxy_service = Some(children::proxy_name(msvc));
-    if ready > 0 {
-        new_status.traffic = ctx.readings.read(client, msvc, ctx.proxy_admin_port).await;
-    }
+    new_status.traffic = reading.traffic;
     let ready_now = new_status
         .conditions
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     status::write(client, msvc, new_status).await?;
+    if let Some(first) = failures.into_iter().next() {
+        return Err(first);
+    }
     // Ready proxies are read again for live traffic figures; otherwise look again soon.
     Ok(Action::requeue(if ready_now {
         TRAFFIC_REFRESH
@@ -159,14 +185,8 @@ fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-async fn apply(client: &Client, ns: &str, child: &Child) -> Result<(), Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &child.resource);
-    api.patch(&child.name, &params(), &Patch::Apply(&child.manifest))
-        .await
-        .map_err(Error::Kube)?;
-    Ok(())
-}
-
+/// Applies `manifest` to the child `name`, or deletes the child when there is none. An
+/// error names the child and what was done to it.
 async fn apply_or_delete(
     client: &Client,
     ns: &str,
@@ -175,17 +195,23 @@ async fn apply_or_delete(
     manifest: Option<&serde_json::Value>,
 ) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+    let child = |verb, source| Error::Child {
+        verb,
+        kind: resource.kind.clone(),
+        name: format!("{ns}/{name}"),
+        source,
+    };
     match manifest {
         Some(m) => {
             api.patch(name, &params(), &Patch::Apply(m))
                 .await
-                .map_err(Error::Kube)?;
+                .map_err(|e| child("apply", e))?;
         }
         None => match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
             // Already gone is what we wanted.
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(Error::Kube(e)),
+            Err(e) => return Err(child("delete", e)),
         },
     }
     Ok(())

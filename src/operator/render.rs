@@ -158,3 +158,83 @@ impl Args {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(example: &str) -> Vec<serde_json::Value> {
+        let args = Args {
+            file: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("manifests/examples")
+                .join(example),
+            targets: None,
+            proxy_image: "routemeter/routemeter:test".into(),
+            rules_only: false,
+        };
+        let text = args.render().expect("renders");
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|doc| serde_json::Value::deserialize(doc).expect("a YAML document"))
+            .collect()
+    }
+
+    /// Paths of every null, empty string or empty object under `value`.
+    fn empties(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Null => out.push(path.to_string()),
+            serde_json::Value::String(s) if s.is_empty() => out.push(path.to_string()),
+            serde_json::Value::Object(m) => {
+                if m.is_empty() {
+                    out.push(path.to_string());
+                }
+                for (k, v) in m {
+                    empties(v, &format!("{path}.{k}"), out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    empties(v, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn render_output_applies_as_printed() {
+        for example in ["trips-api.yaml", "minimal.yaml"] {
+            let docs = render(example);
+            assert!(docs.len() >= 7, "{example}: {} objects", docs.len());
+            for doc in &docs {
+                let what = format!("{example}: {} {}", doc["kind"], doc["metadata"]["name"]);
+                let meta = &doc["metadata"];
+                assert!(
+                    meta.get("ownerReferences").is_none(),
+                    "{what}: an owner reference needs the owner's uid, which a file has not"
+                );
+                assert!(
+                    !serde_json::to_string(doc)
+                        .expect("JSON")
+                        .contains("\"uid\""),
+                    "{what}"
+                );
+                assert!(doc.get("status").is_none(), "{what}: status is not applied");
+                for field in ["apiVersion", "kind"] {
+                    assert!(
+                        doc[field].as_str().is_some_and(|s| !s.is_empty()),
+                        "{what}: {field}"
+                    );
+                }
+                for field in ["name", "namespace"] {
+                    assert!(
+                        meta[field].as_str().is_some_and(|s| !s.is_empty()),
+                        "{what}: metadata.{field}"
+                    );
+                }
+                let mut found = Vec::new();
+                empties(doc, "", &mut found);
+                assert!(found.is_empty(), "{what}: empty fields {found:?}");
+            }
+        }
+    }
+}

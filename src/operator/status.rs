@@ -1,7 +1,8 @@
 //! Status conditions a user can act on, and writing them back.
 //!
 //! `Ready` sums up `TargetFound` and `ProxyAvailable`; `MonitoringConfigured` says whether
-//! the ServiceMonitor and rules exist and a Prometheus selects them. A condition keeps its
+//! the ServiceMonitor and rules exist and a Prometheus selects them; `ProxyConfigApplied`
+//! whether the proxies read run the config in their ConfigMap. A condition keeps its
 //! `lastTransitionTime` while its status does not change, so writes are idempotent and a
 //! reconcile that changes nothing writes nothing.
 
@@ -79,6 +80,33 @@ impl Condition {
             )
         }
     }
+    /// Whether every proxy read runs the config in its ConfigMap. A proxy that rejects a
+    /// config (a hand edit, or an operator newer than the proxy image) keeps serving on
+    /// its last good one; this says so, and how many.
+    pub fn proxy_config(health: crate::operator::traffic::ConfigHealth, config_map: &str) -> Self {
+        if health.stale == 0 {
+            Self::new(
+                "ProxyConfigApplied",
+                true,
+                "Applied",
+                format!(
+                    "the {} proxies read run the config in ConfigMap {config_map}",
+                    health.proxies
+                ),
+            )
+        } else {
+            Self::new(
+                "ProxyConfigApplied",
+                false,
+                "ReloadFailed",
+                format!(
+                    "{} of {} proxies rejected the config in ConfigMap {config_map} and run an older one; \
+                     their log names the field at fault (\"config rejected\"), routemeter_config_last_reload_successful is 0",
+                    health.stale, health.proxies
+                ),
+            )
+        }
+    }
     pub fn monitoring_crds_missing() -> Self {
         Self::new(
             "MonitoringConfigured",
@@ -87,6 +115,14 @@ impl Condition {
             "the Prometheus Operator CRDs (monitoring.coreos.com/v1 ServiceMonitor, PrometheusRule) are not installed; \
              install them and the operator configures monitoring on its own",
         )
+    }
+    /// Writing a child failed (`count` of them); `first` names the child and the error.
+    pub fn apply_failed(first: &str, count: usize) -> Self {
+        let more = match count {
+            0 | 1 => String::new(),
+            n => format!(" (and {} more; see the operator's log)", n - 1),
+        };
+        Self::new("Ready", false, "ApplyFailed", format!("{first}{more}"))
     }
     pub fn monitoring(status: bool, reason: &'static str, message: impl Into<String>) -> Self {
         Self::new("MonitoringConfigured", status, reason, message)

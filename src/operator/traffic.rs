@@ -1,6 +1,8 @@
 //! Live traffic figures for `kubectl get msvc`: the operator reads the ready proxy pods'
 //! `/metrics` and turns the growth of their request counters between two readings into
-//! requests per second and a 5xx ratio.
+//! requests per second and a 5xx ratio. The same pages say whether each proxy runs the
+//! config now in its ConfigMap (`routemeter_config_last_reload_successful`): a proxy that
+//! rejected an edit keeps its last good config, and the status says how many do.
 //!
 //! Readings are at least [`MIN_INTERVAL`] apart, so the status write they cause (and the
 //! reconcile it triggers) never turns into a loop.
@@ -53,6 +55,33 @@ pub fn totals(text: &str) -> Totals {
     t
 }
 
+/// Whether the proxy of a `/metrics` page runs the config its file holds now; `None` when
+/// the page has no such sample.
+pub fn config_applied(text: &str) -> Option<bool> {
+    text.lines().find_map(|line| {
+        let value = line
+            .strip_prefix("routemeter_config_last_reload_successful ")?
+            .trim();
+        value.parse::<f64>().ok().map(|v| v == 1.0)
+    })
+}
+
+/// How many proxies were read, and how many of them rejected their current config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConfigHealth {
+    pub proxies: u32,
+    pub stale: u32,
+}
+
+/// What one reading of the proxies gives the status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reading {
+    /// Traffic figures, when there is a previous reading to compare with.
+    pub traffic: Option<TrafficStatus>,
+    /// The proxies' config state, from this reading or the last one.
+    pub config: Option<ConfigHealth>,
+}
+
 /// The figures between two readings, or `None` if the counters went back (a pod restarted).
 pub fn figures(previous: (Instant, Totals), now: (Instant, Totals)) -> Option<TrafficStatus> {
     let seconds = now.0.duration_since(previous.0).as_secs_f64();
@@ -73,19 +102,23 @@ pub fn figures(previous: (Instant, Totals), now: (Instant, Totals)) -> Option<Tr
     })
 }
 
+/// The last reading of one MonitoredService's proxies.
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    at: Instant,
+    totals: Totals,
+    config: ConfigHealth,
+}
+
 /// The last reading per MonitoredService.
 #[derive(Default)]
-pub struct Readings(Mutex<HashMap<ObjectRef<MonitoredService>, (Instant, Totals)>>);
+pub struct Readings(Mutex<HashMap<ObjectRef<MonitoredService>, Last>>);
 
 impl Readings {
-    /// Reads the proxies of `msvc` if the last reading is old enough; returns new figures
-    /// when there is a previous reading to compare with.
-    pub async fn read(
-        &self,
-        client: &Client,
-        msvc: &MonitoredService,
-        admin_port: u16,
-    ) -> Option<TrafficStatus> {
+    /// Reads the proxies of `msvc` if the last reading is old enough: traffic figures when
+    /// there is a previous reading to compare with, and the config state (the last one
+    /// known when it is too early to read again).
+    pub async fn read(&self, client: &Client, msvc: &MonitoredService, admin_port: u16) -> Reading {
         let key = ObjectRef::from_obj(msvc);
         let previous = self
             .0
@@ -93,15 +126,28 @@ impl Readings {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .copied();
-        if previous.is_some_and(|(at, _)| at.elapsed() < MIN_INTERVAL) {
-            return None;
+        if let Some(p) = previous.filter(|p| p.at.elapsed() < MIN_INTERVAL) {
+            return Reading {
+                traffic: None,
+                config: Some(p.config),
+            };
         }
-        let now = (Instant::now(), scrape(client, msvc, admin_port).await?);
+        let Some((totals, config)) = scrape(client, msvc, admin_port).await else {
+            return Reading::default();
+        };
+        let now = Last {
+            at: Instant::now(),
+            totals,
+            config,
+        };
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, now);
-        figures(previous?, now)
+        Reading {
+            traffic: previous.and_then(|p| figures((p.at, p.totals), (now.at, now.totals))),
+            config: Some(config),
+        }
     }
 
     /// Forgets a MonitoredService.
@@ -113,8 +159,13 @@ impl Readings {
     }
 }
 
-/// Sums the totals of every ready proxy pod; `None` if none could be read.
-async fn scrape(client: &Client, msvc: &MonitoredService, admin_port: u16) -> Option<Totals> {
+/// Sums the totals of every ready proxy pod and counts those running an older config than
+/// their file's; `None` if none could be read.
+async fn scrape(
+    client: &Client,
+    msvc: &MonitoredService,
+    admin_port: u16,
+) -> Option<(Totals, ConfigHealth)> {
     let ns = msvc.namespace()?;
     let selector: Vec<String> = selector_labels(msvc)
         .iter()
@@ -130,6 +181,7 @@ async fn scrape(client: &Client, msvc: &MonitoredService, admin_port: u16) -> Op
         .build()
         .ok()?;
     let mut sum: Option<Totals> = None;
+    let mut config = ConfigHealth::default();
     for pod in pods.items {
         let status = pod.status.unwrap_or_default();
         let ready = status
@@ -160,8 +212,12 @@ async fn scrape(client: &Client, msvc: &MonitoredService, admin_port: u16) -> Op
         });
         s.requests += t.requests;
         s.errors += t.errors;
+        config.proxies += 1;
+        if config_applied(&text) == Some(false) {
+            config.stale += 1;
+        }
     }
-    sum
+    sum.map(|s| (s, config))
 }
 
 #[cfg(test)]
@@ -173,7 +229,23 @@ http_server_request_duration_seconds_bucket{error_type="",http_request_method="G
 http_server_request_duration_seconds_count{error_type="",http_request_method="GET",http_response_status_code="200",http_route="/a"} 90
 http_server_request_duration_seconds_count{error_type="",http_request_method="GET",http_response_status_code="503",http_route="/a"} 10
 routemeter_config_reloads_total 3
+routemeter_config_last_reload_successful 1
 "#;
+
+    #[test]
+    fn reads_whether_the_proxy_runs_its_current_config() {
+        assert_eq!(config_applied(PAGE), Some(true));
+        let rejected = PAGE.replace(
+            "routemeter_config_last_reload_successful 1",
+            "routemeter_config_last_reload_successful 0",
+        );
+        assert_eq!(config_applied(&rejected), Some(false));
+        // `..._success_timestamp_seconds` is another metric, not this one.
+        assert_eq!(
+            config_applied("routemeter_config_last_reload_success_timestamp_seconds 1.7e9\n"),
+            None
+        );
+    }
 
     #[test]
     fn sums_requests_and_errors() {

@@ -81,7 +81,22 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/*
 The rules on namespaced objects: exactly the calls of src/operator (tests/chart.sh runs
 the operator under them). Children are written by server-side apply, a patch, which the
-API server also authorizes as a create when the object does not exist yet.
+API server also authorizes as a create when the object does not exist yet. The operator
+records no Events and deletes nothing by collection; its Lease is in the leader-election
+Role (rbac.yaml).
+
+Audit (src/operator), by Api<K> and the calls on it:
+  MonitoredService   list, watch (controller); patch status (status.rs)
+  Service            get (target); list, watch (owned, and the target watch); patch (apply);
+                     delete (the headless upstream Service, reconcile.rs)
+  ConfigMap          list, watch (owned); patch (proxy config, dashboard); delete (dashboard)
+  Deployment         list, watch (owned); patch; get (available replicas)
+  HPA, PDB           list, watch (owned); patch; delete (scaling off)
+  ServiceMonitor     patch; delete (serviceMonitor off)   PrometheusRule  patch
+  Pod                list (traffic.rs)
+  Prometheus         list, all namespaces (selection.rs); Namespace get (selection.rs)
+  CRD                list, watch of servicemonitors.monitoring.coreos.com only
+  Lease              create; get, patch of the named Lease (kube-lease-manager)
 */}}
 {{- define "routemeter.namespacedRules" -}}
 # MonitoredServices are watched; only their status is written.
@@ -97,18 +112,22 @@ API server also authorizes as a create when the object does not exist yet.
 - apiGroups: ["routemeter.io"]
   resources: ["monitoredservices/finalizers"]
   verbs: ["update"]
-# The target Service is read; the proxy's Services are applied.
+# The target Service is read; the proxy's Services are applied, and the headless
+# <name>-routemeter-upstream is deleted when the target cannot have one (a named
+# targetPort, no selector, an ExternalName).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The proxy config and the dashboard (deleted when spec.monitoring.dashboard is off).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# The ready proxy pods are listed to read their traffic figures for the status.
+# The ready proxy pods are listed to read their traffic figures and config state for the
+# status (from each pod's admin port: no pods/proxy verb).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+# The proxy Deployment is applied, and read for its available replicas.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
