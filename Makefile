@@ -20,6 +20,7 @@ test: tools cluster-up
 	$(CARGO) test --all-targets -- --test-threads=4
 	bash tests/promtool.sh
 	bash tests/chart.sh
+	bash tests/kube-score.sh
 
 ## Unit tests only: no cluster, no network beyond loopback.
 unit-test:
