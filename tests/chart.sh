@@ -160,6 +160,7 @@ ns="routemeter-chart-$suffix" # the releases
 app="$ns-app"                 # MonitoredServices of the cluster-wide install
 app2="$ns-app2"               # the namespace-scoped install watches this one
 operator_pid=""
+operator_port=""
 cleanup() {
   if [[ -n "$operator_pid" ]]; then kill "$operator_pid" 2> /dev/null || true; fi
   "$helm" --kubeconfig "$kubeconfig" uninstall -n "$ns" "$release" "$release-ns" > /dev/null 2>&1 || true
@@ -294,6 +295,8 @@ condition() {
 exists() { k get -n "$1" "$2" > /dev/null; }
 gone() { ! k get -n "$1" "$2" > /dev/null 2>&1; }
 cluster_gone() { ! k get "$1" > /dev/null 2>&1; }
+# The operator's /readyz: 200 once it reconciles from a synced cache (or stands by).
+operator_ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$operator_port/readyz")" == 200 ]]; }
 lease_held() { [[ "$(k get lease -n "$ns" "$lease" -o jsonpath='{.spec.holderIdentity}')" == "$release-local" ]]; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -303,6 +306,7 @@ run_operator() {
   local rel="$1" who="$2" port
   shift 2
   port="$(free_port)"
+  operator_port="$port"
   h get manifest -n "$ns" "$rel" > "$work/$rel.yaml"
   python3 tests/chart_checks.py impersonate "$kubeconfig" "$who" > "$work/$rel.kubeconfig"
   mapfile -t env < <(python3 tests/chart_checks.py env "$work/$rel.yaml" "$rel-local")
@@ -338,6 +342,7 @@ children=(configmap/shop-routemeter deployment/shop-routemeter service/shop-rout
 ok=1
 deadline 45
 wait_for "cluster-wide: leader Lease held" lease_held || ok=0
+wait_for "cluster-wide: the leader's /readyz is 200 (cache synced)" operator_ready || ok=0
 for child in "${children[@]}"; do
   wait_for "cluster-wide: $child created" exists "$app" "$child" || ok=0
 done
@@ -366,6 +371,7 @@ check "operator runs as $sa2" run_operator "$release-ns" "$sa2"
 apply_app "$app2"
 ok=1
 deadline 45
+wait_for "namespace-scoped: /readyz is 200 (cache synced)" operator_ready || ok=0
 for child in "${children[@]}"; do
   wait_for "namespace-scoped: $child created" exists "$app2" "$child" || ok=0
 done

@@ -569,3 +569,46 @@ async fn an_operator_that_cannot_reach_a_cluster_logs_one_json_line() {
         "says what failed: {message}"
     );
 }
+
+#[tokio::test]
+async fn a_hand_edited_config_map_is_put_back_at_once() {
+    let Some(client) = client().await else { return };
+    let _shared = CLUSTER_WIDE.read().await;
+    let ns = namespace(&client, "handedit").await;
+    let _op = Operator::start(&client, &ns);
+    create_target(&client, &ns, "edited").await;
+    apply_msvc(
+        &client,
+        &ns,
+        msvc("edited", "edited", json!([{ "path": "/a" }])),
+    )
+    .await;
+    let written = wait_for("the config", WAIT, || config_of(&client, &ns, "edited")).await;
+    // What `kubectl edit` does: an update by another manager, here a route that breaks
+    // the config (a proxy would reject it and keep its last good one).
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let broken = "upstream: {endpoints: ['x:1']}\nroutes: [{path: 'no-slash'}]\n";
+    cms.patch(
+        "edited-routemeter",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(json!({ "data": { "config.yaml": broken } })),
+    )
+    .await
+    .expect("edit the ConfigMap");
+    // The ConfigMap is owned and watched: the edit triggers a reconcile, whose forced
+    // server-side apply puts the operator's config back, well before the 30 s requeue.
+    wait_for(
+        "the operator's config back",
+        Duration::from_secs(20),
+        || async {
+            let cm = cms.get_opt("edited-routemeter").await.ok()??;
+            let text = cm.data?.get("config.yaml")?.clone();
+            ProxyConfig::from_yaml(&text).ok().filter(|c| *c == written)
+        },
+    )
+    .await;
+    delete_namespace(&client, &ns).await;
+}
