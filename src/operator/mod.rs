@@ -38,11 +38,10 @@ use crate::crd::MonitoredService;
 /// Why a reconcile failed.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[source] kube::Error),
-    /// Writing one child failed; the others were still written.
+    /// A call on one object failed: reading the target or the proxy Deployment, writing
+    /// a child (the others are still written) or the status.
     #[error("cannot {verb} {kind} {name}: {source}")]
-    Child {
+    Object {
         verb: &'static str,
         kind: String,
         name: String,
@@ -57,7 +56,7 @@ impl Error {
     /// The `error` label of the error counter: a closed set.
     pub fn metric_label(&self) -> &'static str {
         let kube = match self {
-            Error::Kube(e) | Error::Child { source: e, .. } => e,
+            Error::Object { source: e, .. } => e,
             Error::MissingObjectKey(_) => return "missing_key",
         };
         match kube {
@@ -478,7 +477,7 @@ mod tests {
         let forbidden = kube::Error::Api(Box::new(
             kube::core::Status::failure("services is forbidden", "Forbidden").with_code(403),
         ));
-        let e = Error::Child {
+        let e = Error::Object {
             verb: "delete",
             kind: "Service".into(),
             name: "shop/shop-routemeter-upstream".into(),

@@ -56,7 +56,16 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
 
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let target_name = &msvc.spec.target.service;
-    let Some(target) = services.get_opt(target_name).await.map_err(Error::Kube)? else {
+    let Some(target) = services
+        .get_opt(target_name)
+        .await
+        .map_err(|source| Error::Object {
+            verb: "read",
+            kind: "Service".into(),
+            name: format!("{ns}/{target_name}"),
+            source,
+        })?
+    else {
         report.set(Condition::target_missing(target_name, &ns));
         status::write(client, msvc, report.finish(None, None)).await?;
         return Ok(Action::requeue(RETRY));
@@ -113,7 +122,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     for (resource, child_name, manifest) in &built.monitoring {
         match apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await {
             Ok(()) => {}
-            Err(Error::Child {
+            Err(Error::Object {
                 source: kube::Error::Api(s),
                 ..
             }) if s.code == 404 => crds_missing = true,
@@ -136,7 +145,12 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     let deployment = deployments
         .get_opt(&children::proxy_name(msvc))
         .await
-        .map_err(Error::Kube)?;
+        .map_err(|source| Error::Object {
+            verb: "read",
+            kind: "Deployment".into(),
+            name: format!("{ns}/{}", children::proxy_name(msvc)),
+            source,
+        })?;
     let (replicas, ready) = deployment.and_then(|d| d.status).map_or((0, 0), |s| {
         (s.replicas.unwrap_or(0), s.available_replicas.unwrap_or(0))
     });
@@ -195,7 +209,7 @@ async fn apply_or_delete(
     manifest: Option<&serde_json::Value>,
 ) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
-    let child = |verb, source| Error::Child {
+    let child = |verb, source| Error::Object {
         verb,
         kind: resource.kind.clone(),
         name: format!("{ns}/{name}"),

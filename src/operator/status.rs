@@ -234,6 +234,11 @@ pub async fn write(
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(Error::Kube)?;
+    .map_err(|source| Error::Object {
+        verb: "write the status of",
+        kind: "MonitoredService".into(),
+        name: format!("{ns}/{}", msvc.name_any()),
+        source,
+    })?;
     Ok(())
 }
