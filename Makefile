@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KUBECONFIG_TEST := $(CURDIR)/target/cluster/kubeconfig
 
-.PHONY: all build test unit-test lint fmt generate demo bench cluster-up cluster-down tools chart-test
+.PHONY: all build test unit-test lint fmt generate demo bench cluster-up cluster-down tools chart-test image
 
 all: build
 
@@ -51,6 +51,13 @@ demo: tools cluster-up build
 ## Benchmark: direct vs routemeter vs nginx vs haproxy, one table.
 bench:
 	bash bench/run.sh
+
+## The images as OCI archives in target/images (routemeter from the release build, the
+## sample API, the pause image; no Docker), loaded into the node's containerd when the
+## node is up (`make cluster-up`). See tests/image/README.md.
+image:
+	$(CARGO) build --release --bin routemeter
+	bash tests/image/build.sh --load-if-up
 
 cluster-up:
 	bash tests/cluster/up.sh
