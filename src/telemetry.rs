@@ -10,7 +10,7 @@
 use std::fmt;
 use std::io::IsTerminal;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
@@ -71,18 +71,33 @@ where
         let mut fields = JsonFields::default();
         event.record(&mut fields);
 
-        let mut line = Map::new();
-        line.insert("timestamp".into(), Value::from(timestamp));
-        line.insert("level".into(), Value::from(meta.level().as_str()));
-        line.insert("target".into(), Value::from(meta.target()));
-        if let Some(message) = fields.message.take() {
-            line.insert("message".into(), message);
+        // Written key by key, in this order (a `serde_json::Map` would sort the keys).
+        let mut line = String::with_capacity(256);
+        let mut put = |key: &str, value: &Value| -> fmt::Result {
+            line.push(if line.is_empty() { '{' } else { ',' });
+            line.push_str(&serde_json::to_string(key).map_err(|_| fmt::Error)?);
+            line.push(':');
+            line.push_str(&serde_json::to_string(value).map_err(|_| fmt::Error)?);
+            Ok(())
+        };
+        put("timestamp", &Value::from(timestamp))?;
+        put("level", &Value::from(meta.level().as_str()))?;
+        put("target", &Value::from(meta.target()))?;
+        if let Some(message) = &fields.message {
+            put("message", message)?;
         }
-        for (name, value) in fields.values {
-            line.entry(name).or_insert(value);
+        let reserved = ["timestamp", "level", "target", "message"];
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, value) in &fields.values {
+            // A field named like a reserved key, or twice, keeps its first value.
+            if reserved.contains(&name.as_str()) || seen.contains(&name.as_str()) {
+                continue;
+            }
+            seen.push(name);
+            put(name, value)?;
         }
-        let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        line.push('}');
+        writeln!(writer, "{line}")
     }
 }
 
@@ -156,7 +171,7 @@ mod tests {
         }
     }
 
-    fn lines_of(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+    fn lines_of(emit: impl FnOnce()) -> (Vec<String>, Vec<serde_json::Value>) {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -165,16 +180,21 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(subscriber, emit);
         let bytes = buffer.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        String::from_utf8(bytes)
+        let raw: Vec<String> = String::from_utf8(bytes)
             .expect("UTF-8")
             .lines()
+            .map(String::from)
+            .collect();
+        let parsed = raw
+            .iter()
             .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-            .collect()
+            .collect();
+        (raw, parsed)
     }
 
     #[test]
     fn json_lines_carry_message_and_fields_but_no_source_paths() {
-        let lines = lines_of(|| {
+        let (raw, lines) = lines_of(|| {
             // What tracing-log makes of a `log` record from pingora.
             tracing::info!(
                 log.target = "pingora_core::server",
@@ -187,6 +207,13 @@ mod tests {
         });
         assert_eq!(lines.len(), 2);
         let text = serde_json::to_string(&lines).expect("JSON");
+        // A person reads the time, level, target and message first.
+        assert!(raw[1].starts_with(r#"{"timestamp":"#), "{}", raw[1]);
+        let order: Vec<usize> = ["\"level\"", "\"target\"", "\"message\"", "\"msvc\""]
+            .iter()
+            .map(|k| raw[1].find(k).expect("the key"))
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{}", raw[1]);
         assert!(
             !text.contains("/root/") && !text.contains(".cargo") && !text.contains("log."),
             "{text}"

@@ -612,3 +612,46 @@ async fn a_hand_edited_config_map_is_put_back_at_once() {
     .await;
     delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn leader_and_standby_are_both_ready() {
+    let Some(client) = client().await else { return };
+    let _shared = CLUSTER_WIDE.read().await;
+    let ns = namespace(&client, "readyz").await;
+    let start = |identity: &str, port: u16| {
+        common::Process(
+            std::process::Command::new(common::BIN)
+                .args(["--log-format", "text", "operator", "--watch-namespace", &ns])
+                .args(["--lease-namespace", &ns, "--identity", identity])
+                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+                .env("KUBECONFIG", kubeconfig_path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start an operator"),
+        )
+    };
+    let readyz = |port: u16| async move {
+        let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    };
+    let (a, b) = (common::free_port(), common::free_port());
+    let _first = start("first", a);
+    // The first one leads: ready once its cache of MonitoredServices has synced.
+    let why = wait_for("the leader ready", WAIT, || async {
+        readyz(a).await.filter(|(s, _)| *s == 200).map(|(_, w)| w)
+    })
+    .await;
+    assert!(why.contains("reconciling"), "{why}");
+    // The second one stands by, and is ready as such.
+    let _second = start("second", b);
+    let why = wait_for("the standby ready", WAIT, || async {
+        readyz(b).await.filter(|(s, _)| *s == 200).map(|(_, w)| w)
+    })
+    .await;
+    assert!(why.contains("standby"), "{why}");
+    delete_namespace(&client, &ns).await;
+}

@@ -380,10 +380,20 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     let crd_store = store.clone();
     ctx.phase.set(Phase::Syncing);
     let (synced, phase) = (store.clone(), ctx.phase.clone());
+    // The controller waits on the same store: kube-runtime's readiness signal wakes one
+    // waiter only, so this one looks again every 250 ms rather than sleep until woken.
     let sync = tokio::spawn(async move {
-        if synced.wait_until_ready().await.is_ok() {
-            phase.set(Phase::Reconciling);
-            tracing::info!("MonitoredService cache synced; reconciling");
+        loop {
+            let wait = tokio::time::timeout(Duration::from_millis(250), synced.wait_until_ready());
+            match wait.await {
+                Ok(Ok(())) => {
+                    phase.set(Phase::Reconciling);
+                    tracing::info!("MonitoredService cache synced; reconciling");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
     });
     controller
