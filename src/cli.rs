@@ -64,7 +64,7 @@ impl Cli {
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", message(&error));
                 ExitCode::FAILURE
             }
         }
@@ -76,10 +76,24 @@ fn logged(what: &str, result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{what} cannot run: {error:#}");
+            tracing::error!("{what} cannot run: {}", message(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once: routemeter's errors already end with their
+/// source's message, which `{:#}` would repeat.
+fn message(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn print(text: anyhow::Result<String>) -> anyhow::Result<()> {
@@ -87,4 +101,31 @@ fn print(text: anyhow::Result<String>) -> anyhow::Result<()> {
         .lock()
         .write_all(text?.as_bytes())
         .context("cannot write to stdout")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let parse = crate::config::ProxyConfig::from_yaml(
+            "upstream: {endpoints: ['a:1']}\nroutes: [{path: /a, methods: GET}]",
+        )
+        .expect_err("invalid");
+        let error = anyhow::Error::from(crate::proxy::ProxyError::Config(parse));
+        let text = message(&error);
+        assert!(
+            text.starts_with("invalid config: routes[0].methods: "),
+            "{text}"
+        );
+        assert_eq!(text.matches("routes[0].methods").count(), 1, "{text}");
+        // A context that does not repeat its cause gets it appended.
+        let io = std::io::Error::other("no threads");
+        let wrapped = anyhow::Error::from(io).context("cannot start the async runtime");
+        assert_eq!(
+            message(&wrapped),
+            "cannot start the async runtime: no threads"
+        );
+    }
 }
