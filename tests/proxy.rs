@@ -500,9 +500,10 @@ async fn an_invalid_config_at_start_is_one_json_line_naming_the_field() {
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert_eq!(lines[0]["level"], "ERROR");
     let message = lines[0]["message"].as_str().expect("a message");
-    assert!(
-        message.contains("routes[2].path"),
-        "names the field: {message}"
+    assert_eq!(
+        message.matches("routes[2].path").count(),
+        1,
+        "names the field, once: {message}"
     );
 }
 
