@@ -7,10 +7,12 @@
 #  - drift: the chart's crds/ against crds/, manifests/install.yaml against helm template;
 #  - on the test control plane: helm install, then proof that the RBAC is enough and no
 #    more: `kubectl auth can-i` as the ServiceAccount, and the operator run locally as the
-#    ServiceAccount (impersonated through a kubeconfig `as:` field) reconciling a
-#    MonitoredService until its children exist, its status says TargetFound=True and
-#    MonitoringConfigured=True, and turning features off deletes their objects; for a
-#    cluster-wide install (2 replicas: leader election) and a namespace-scoped one.
+#    ServiceAccount (impersonated through a kubeconfig `as:` field; the chart's own pods
+#    are scaled to 0 once admitted) reconciling a MonitoredService until its children
+#    exist, its status says TargetFound=True and MonitoringConfigured=True, turning
+#    features off deletes their objects, and a named targetPort deletes the headless
+#    Service; for a cluster-wide install (2 replicas: leader election) and a
+#    namespace-scoped one.
 #
 # Usage: tests/chart.sh            the checks: PASS/FAIL lines, exit 1 on any FAIL
 #        tests/chart.sh --update   rewrite manifests/install.yaml and the chart's crds/
@@ -205,6 +207,13 @@ if k get poddisruptionbudget -n "$ns" "$release-routemeter" > /dev/null 2>&1; th
 else
   fail "PodDisruptionBudget with 2 replicas"
 fi
+# On a cluster with a node the chart's own pods run, and would take the Lease and reconcile
+# beside the operator run below as the ServiceAccount: once admitted they are scaled to 0
+# (the chart's operator in pods is tested by tests/pods.rs).
+no_pods() { [[ -z "$(k get pods -n "$ns" -l "app.kubernetes.io/instance in ($release,$release-ns)" -o name)" ]]; }
+k scale deployment -n "$ns" "$release-routemeter" "$release-ns-routemeter" --replicas=0 > /dev/null
+deadline 60
+wait_for "the chart's operator pods scaled to 0" no_pods
 
 sa="system:serviceaccount:$ns:$release-routemeter"
 sa2="system:serviceaccount:$ns:$release-ns-routemeter"
