@@ -131,6 +131,7 @@ dashboard: {labels: {grafana_dashboard: 1}}|at '/dashboard/labels/grafana_dashbo
 watchNamespace: Team_A|at '/watchNamespace'
 image: {pullPolicy: Sometimes}|at '/image/pullPolicy'
 serviceMonitor: {interval: 30}|at '/serviceMonitor/interval'
+clusterDomain: Cluster Local|at '/clusterDomain'
 CASES
 
 check "the chart's crds/ equals crds/ (fix: tests/chart.sh --update)" diff -r crds "$chart/crds"

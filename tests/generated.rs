@@ -69,6 +69,7 @@ fn every_example_renders() {
             file: path.clone(),
             targets: None,
             proxy_image: "routemeter/routemeter:test".into(),
+            cluster_domain: "cluster.local".into(),
             rules_only: false,
         };
         let out = args

@@ -64,7 +64,9 @@ async fn creates_every_child_with_owner_references() {
     assert_eq!(config.routes[0].path, "/users/{id}");
     assert_eq!(
         config.upstream.endpoints,
-        vec![format!("web-routemeter-upstream.{ns}.svc:8080")]
+        vec![format!(
+            "web-routemeter-upstream.{ns}.svc.cluster.local.:8080"
+        )]
     );
     assert!(
         config.metrics.effective_buckets().contains(&0.5),
@@ -237,7 +239,7 @@ async fn spec_changes_reach_the_children() {
     let config = wait_for("the upstream to be the target Service", WAIT, || async {
         config_of(&client, &ns, "api")
             .await
-            .filter(|c| c.upstream.endpoints == [format!("api.{ns}.svc:80")])
+            .filter(|c| c.upstream.endpoints == [format!("api.{ns}.svc.cluster.local.:80")])
     })
     .await;
     assert_eq!(config.routes.len(), 1);
@@ -481,6 +483,7 @@ async fn render_output_applies_as_printed() {
         file,
         targets: None,
         proxy_image: "routemeter/routemeter:test".into(),
+        cluster_domain: "cluster.local".into(),
         rules_only: false,
     };
     let text = args.render().expect("render");
@@ -640,12 +643,14 @@ async fn leader_and_standby_are_both_ready() {
     };
     let (a, b) = (common::free_port(), common::free_port());
     let _first = start("first", a);
-    // The first one leads: ready once its cache of MonitoredServices has synced.
-    let why = wait_for("the leader ready", WAIT, || async {
-        readyz(a).await.filter(|(s, _)| *s == 200).map(|(_, w)| w)
+    // The first one takes the Lease (it stands by for the moment it takes), then leads:
+    // ready once its cache of MonitoredServices has synced.
+    wait_for("the leader ready and reconciling", WAIT, || async {
+        readyz(a)
+            .await
+            .filter(|(s, w)| *s == 200 && w.contains("reconciling"))
     })
     .await;
-    assert!(why.contains("reconciling"), "{why}");
     // The second one stands by, and is ready as such.
     let _second = start("second", b);
     let why = wait_for("the standby ready", WAIT, || async {

@@ -497,14 +497,33 @@ fn default_resources() -> Value {
     })
 }
 
+/// The cluster's DNS domain when the operator is told none.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// The fully qualified name of Service `name` in `namespace`, with a final dot: one DNS
+/// query, no search list. It matters for the headless upstream Service: while none of the
+/// target's pods is ready its name has no address, and the proxy must learn that as a
+/// plain NXDOMAIN to answer 503 at once. A short name (`x.ns.svc`) would go through the
+/// pod's search list and end with the name as given, outside the cluster zone, which a
+/// CoreDNS without a forwarder refuses: glibc reports that as a temporary failure, and the
+/// proxy would keep sending to the pods that are gone.
+pub fn service_host(name: &str, namespace: &str, cluster_domain: &str) -> String {
+    format!(
+        "{name}.{namespace}.svc.{}.",
+        cluster_domain.trim_end_matches('.')
+    )
+}
+
 /// Resolves where the proxy sends traffic, from the target Service.
 ///
 /// Traffic goes to a headless Service that follows the target's ready pods when the target
 /// selects pods and names a numeric target port; otherwise (no selector, a named target
-/// port, an ExternalName) through the target Service's own address.
+/// port, an ExternalName) through the target Service's own address. In-cluster names are
+/// fully qualified in `cluster_domain` (see [`service_host`]).
 pub fn target_info(
     msvc: &MonitoredService,
     target: &k8s_openapi::api::core::v1::Service,
+    cluster_domain: &str,
 ) -> Result<TargetInfo, String> {
     let namespace = msvc.namespace().unwrap_or_default();
     let port = &msvc.spec.target.port;
@@ -540,12 +559,19 @@ pub fn target_info(
     };
     match (spec.selector.filter(|s| !s.is_empty()), container_port) {
         (Some(selector), Some(cport)) => Ok(TargetInfo {
-            upstream: format!("{}.{namespace}.svc:{cport}", upstream_name(msvc)),
+            upstream: format!(
+                "{}:{cport}",
+                service_host(&upstream_name(msvc), &namespace, cluster_domain)
+            ),
             service_port: entry.port,
             headless: Some((selector, cport)),
         }),
         _ => Ok(TargetInfo {
-            upstream: format!("{name}.{namespace}.svc:{}", entry.port),
+            upstream: format!(
+                "{}:{}",
+                service_host(&name, &namespace, cluster_domain),
+                entry.port
+            ),
             service_port: entry.port,
             headless: None,
         }),
@@ -571,7 +597,7 @@ mod tests {
 
     fn built(msvc: &MonitoredService) -> Children {
         let target = TargetInfo {
-            upstream: "shop-routemeter-upstream.apps.svc:8080".into(),
+            upstream: "shop-routemeter-upstream.apps.svc.cluster.local.:8080".into(),
             service_port: 80,
             headless: Some((BTreeMap::from([("app".into(), "shop".into())]), 8080)),
         };
@@ -589,6 +615,54 @@ mod tests {
             .chain(c.optional.iter().filter_map(|(_, _, m)| m.as_ref()))
             .chain(c.monitoring.iter().filter_map(|(_, _, m)| m.as_ref()))
             .collect()
+    }
+
+    fn service(spec: Value) -> k8s_openapi::api::core::v1::Service {
+        serde_json::from_value(
+            json!({ "metadata": { "name": "shop", "namespace": "apps" }, "spec": spec }),
+        )
+        .expect("a Service")
+    }
+
+    #[test]
+    fn in_cluster_upstreams_are_fully_qualified_names() {
+        let m = msvc(None);
+        let headless = target_info(
+            &m,
+            &service(json!({ "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": 8080 }] })),
+            "cluster.local",
+        )
+        .expect("usable");
+        assert_eq!(
+            headless.upstream,
+            "shop-routemeter-upstream.apps.svc.cluster.local.:8080"
+        );
+        assert!(headless.headless.is_some());
+        let named = target_info(
+            &m,
+            &service(json!({ "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": "http" }] })),
+            "corp.example.",
+        )
+        .expect("usable");
+        assert_eq!(named.upstream, "shop.apps.svc.corp.example.:80");
+        assert!(
+            named.headless.is_none(),
+            "a named targetPort goes through the ClusterIP"
+        );
+        let external = target_info(
+            &m,
+            &service(json!({ "type": "ExternalName", "externalName": "api.example.com", "ports": [{ "port": 80 }] })),
+            "cluster.local",
+        )
+        .expect("usable");
+        assert_eq!(
+            external.upstream, "api.example.com:80",
+            "the user's name, as given"
+        );
+        // Every one is a valid proxy endpoint.
+        for t in [headless, named, external] {
+            crate::config::split_host_port(&t.upstream).expect("host:port");
+        }
     }
 
     #[test]

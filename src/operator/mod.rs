@@ -198,6 +198,8 @@ pub struct Context {
     pub proxy_image: String,
     /// Port of the proxies' admin listener, where traffic figures are read.
     pub proxy_admin_port: u16,
+    /// The cluster's DNS domain, for the proxies' fully qualified upstream names.
+    pub cluster_domain: String,
     /// Last traffic reading per MonitoredService.
     pub readings: traffic::Readings,
     /// Where this replica stands, for `/readyz`.
@@ -214,6 +216,7 @@ impl Context {
             metrics,
             proxy_image,
             proxy_admin_port: children::ADMIN_PORT as u16,
+            cluster_domain: children::DEFAULT_CLUSTER_DOMAIN.to_string(),
             readings: traffic::Readings::default(),
             phase: PhaseCell::default(),
             failures: Mutex::default(),
@@ -249,6 +252,10 @@ pub struct Args {
     /// Proxy image used when a MonitoredService names none.
     #[arg(long, env = "ROUTEMETER_PROXY_IMAGE", default_value = concat!("routemeter/routemeter:", env!("CARGO_PKG_VERSION")))]
     pub proxy_image: String,
+    /// The cluster's DNS domain: the proxies reach in-cluster Services by their fully
+    /// qualified names in it (`<svc>.<ns>.svc.<domain>.`).
+    #[arg(long, env = "ROUTEMETER_CLUSTER_DOMAIN", default_value = children::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
     /// Watch only this namespace (namespace-scoped install); all namespaces when unset.
     #[arg(long, env = "ROUTEMETER_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -276,11 +283,9 @@ impl Args {
         let client = Client::try_default().await.map_err(StartError::Client)?;
         let registry = Registry::new();
         let metrics = Metrics::register(&registry)?;
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            metrics.clone(),
-            self.proxy_image.clone(),
-        ));
+        let mut ctx = Context::new(client.clone(), metrics.clone(), self.proxy_image.clone());
+        ctx.cluster_domain = self.cluster_domain.clone();
+        let ctx = Arc::new(ctx);
         let listener = tokio::net::TcpListener::bind(self.metrics_addr)
             .await
             .map_err(|source| StartError::Listen {

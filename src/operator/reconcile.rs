@@ -70,7 +70,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         status::write(client, msvc, report.finish(None, None)).await?;
         return Ok(Action::requeue(RETRY));
     };
-    let target = match children::target_info(msvc, &target) {
+    let target = match children::target_info(msvc, &target, &ctx.cluster_domain) {
         Ok(t) => t,
         Err(message) => {
             report.set(Condition::target_unusable(&message));

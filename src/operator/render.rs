@@ -44,6 +44,9 @@ pub struct Args {
     /// Proxy image when a MonitoredService names none.
     #[arg(long, env = "ROUTEMETER_PROXY_IMAGE", default_value = concat!("routemeter/routemeter:", env!("CARGO_PKG_VERSION")))]
     pub proxy_image: String,
+    /// The cluster's DNS domain, as the operator's --cluster-domain.
+    #[arg(long, env = "ROUTEMETER_CLUSTER_DOMAIN", default_value = children::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
     /// Print only the PrometheusRule specs (for promtool).
     #[arg(long)]
     pub rules_only: bool,
@@ -126,9 +129,11 @@ impl Args {
                 .cloned()
                 .unwrap_or_else(|| assumed_target(&msvc));
             let info =
-                children::target_info(&msvc, &target).map_err(|message| RenderError::Invalid {
-                    name: name.clone(),
-                    message,
+                children::target_info(&msvc, &target, &self.cluster_domain).map_err(|message| {
+                    RenderError::Invalid {
+                        name: name.clone(),
+                        message,
+                    }
                 })?;
             let settings = Settings {
                 proxy_image: self.proxy_image.clone(),
@@ -170,6 +175,7 @@ mod tests {
                 .join(example),
             targets: None,
             proxy_image: "routemeter/routemeter:test".into(),
+            cluster_domain: "cluster.local".into(),
             rules_only: false,
         };
         let text = args.render().expect("renders");
