@@ -14,10 +14,14 @@ build:
 tools:
 	bash tests/tools.sh
 
-## The whole test suite: unit, proxy and operator e2e tests on the real control plane,
-## and promtool on the rendered rules.
-test: tools cluster-up
-	$(CARGO) test --all-targets -- --test-threads=4
+## The whole test suite on the real cluster with its node: unit and proxy tests, the
+## operator against the API server, then routemeter in pods (the chart's operator, the
+## proxies, the sample app; tests/pods.rs, apart since the chart's operator watches every
+## namespace), promtool on the rendered rules, the chart, kube-score.
+test: tools cluster-up image
+	bash tests/e2e-reset.sh
+	$(CARGO) test --all-targets -- --test-threads=4 --skip in_pods::
+	$(CARGO) test --test pods -- --test-threads=3 in_pods::; status=$$?; bash tests/e2e-reset.sh; exit $$status
 	bash tests/promtool.sh
 	bash tests/chart.sh
 	bash tests/kube-score.sh
@@ -44,8 +48,9 @@ generate: build
 chart-test: tools cluster-up build
 	bash tests/chart.sh
 
-## The local demo: control plane, operator, proxy, traffic, metrics.
-demo: tools cluster-up build
+## The demo, as a user runs it: the cluster with its node, the images, helm install, the
+## sample app, the trips-api MonitoredService, a minute of Locust traffic, the figures.
+demo: tools cluster-up image
 	bash tests/demo/demo.sh
 
 ## Benchmark: direct vs routemeter vs nginx vs haproxy, one table.

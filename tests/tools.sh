@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need, when missing: cmake (pingora's
 # zlib-ng), openssl (test certificates), prometheus (promtool and the server for the
-# rules' end-to-end checks), python3-yaml (tests/chart.sh reads the rendered chart).
-# Go-built tools are built by the scripts that use them.
+# rules' end-to-end checks), python3-yaml (tests/chart.sh reads the rendered chart),
+# python3-venv (the demo's Locust), and the node's: containerd (with ctr), runc, the CNI
+# plugins, iptables, conntrack (kube-proxy), iproute2. Go-built tools are built by the
+# scripts that use them.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v promtool >/dev/null || missing+=(prometheus)
 python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v containerd >/dev/null || missing+=(containerd)
+command -v runc >/dev/null || missing+=(runc)
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/portmap ]] || missing+=(containernetworking-plugins)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v conntrack >/dev/null || missing+=(conntrack)
+command -v ip >/dev/null || missing+=(iproute2)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -111,8 +111,11 @@ async fn update_endpoints(snapshot: &Snapshot) {
         } else if now > 0 && before == 0 && balancer.looked_up() {
             tracing::info!(%endpoints, addresses = now, "upstream endpoints are back");
         }
+        // Only an answer counts: a proxy whose first lookup failed (the resolver timed
+        // out or refused) knows nothing of its endpoints yet and stays unready, so a
+        // rollout never replaces a proxy that routes with one that can only answer 503.
+        balancer.mark_looked_up();
     }
-    balancer.mark_looked_up();
 }
 
 fn warn_on_restart_only_changes(old: &ProxyConfig, new: &ProxyConfig) {
@@ -162,6 +165,12 @@ impl BackgroundService for ControlLoop {
                             tracing::info!(interval = ?wanted, "upstream re-resolution interval changed");
                             resolve_tick = ticker(wanted);
                         }
+                    } else if self.state.load().balancer.endpoints().is_empty() {
+                        // With no endpoint every request is answered 503: look again at
+                        // each tick instead of waiting for the next re-resolution (a
+                        // headless Service has no DNS records until its first pod is
+                        // ready, and an application coming back should be found at once).
+                        self.refresh_endpoints().await;
                     }
                 }
                 _ = resolve_tick.tick() => self.refresh_endpoints().await,

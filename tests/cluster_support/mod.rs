@@ -88,13 +88,20 @@ async fn install_crd(client: Client) {
     .await;
 }
 
+/// The label on every namespace a test creates, so `tests/e2e-reset.sh` can remove those
+/// a failed or interrupted run left behind (their pods hold the node's CPU).
+pub const TEST_NAMESPACE_LABEL: &str = "routemeter.io/test-namespace";
+
 /// Creates a namespace of its own for a test.
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let name = format!("{prefix}-{}", fastrand::u32(..) % 1_000_000);
     let api: Api<Namespace> = Api::all(client.clone());
     api.create(
         &PostParams::default(),
-        &serde_json::from_value(json!({ "metadata": { "name": name } })).expect("ns"),
+        &serde_json::from_value(
+            json!({ "metadata": { "name": name, "labels": { TEST_NAMESPACE_LABEL: "true" } } }),
+        )
+        .expect("ns"),
     )
     .await
     .expect("create namespace");
@@ -107,23 +114,21 @@ pub async fn delete_namespace(client: &Client, name: &str) {
     let _ = api.delete(name, &DeleteParams::default()).await;
 }
 
+/// The image `make image` builds and loads into the node: the proxies the in-process
+/// operator creates run from it, as the chart's do.
+pub const PROXY_IMAGE: &str = concat!("routemeter/routemeter:", env!("CARGO_PKG_VERSION"));
+
 /// Runs the real controller in this process, watching one namespace, until dropped.
 pub struct Operator(tokio::task::JoinHandle<()>);
 
 impl Operator {
     pub fn start(client: &Client, ns: &str) -> Self {
-        Self::start_reading_proxies_on(client, ns, 9901)
-    }
-
-    /// An operator that reads the proxies' metrics on `admin_port` (a local proxy's).
-    pub fn start_reading_proxies_on(client: &Client, ns: &str, admin_port: u16) -> Self {
         let registry = prometheus::Registry::new();
-        let mut ctx = routemeter::operator::Context::new(
+        let ctx = routemeter::operator::Context::new(
             client.clone(),
             routemeter::operator::Metrics::register(&registry).expect("metrics"),
-            "routemeter/routemeter:test".into(),
+            PROXY_IMAGE.into(),
         );
-        ctx.proxy_admin_port = admin_port;
         let ctx = Arc::new(ctx);
         let ns = ns.to_string();
         Operator(tokio::spawn(async move {

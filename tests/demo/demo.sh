@@ -1,80 +1,97 @@
 #!/usr/bin/env bash
-# The local demo: the control plane (make cluster-up), the operator reconciling the
-# trips-api example, the proxy running on the config the operator wrote, in front of a
-# sample API, traffic through it, and what a user sees: `kubectl get msvc` and metrics.
+# The demo: what a user does, on the project's own cluster. `make demo` has already
+# started the cluster with its node (make cluster-up) and built and loaded the images
+# (make image). This script installs routemeter with Helm, deploys the sample trips API,
+# applies manifests/examples/trips-api.yaml, sends a minute of Locust traffic through
+# the proxy Service, and shows what the user gets: `kubectl get msvc` with live figures,
+# per-route counts, and where to look next.
+#
+# Environment: DEMO_RUN_TIME (Locust's run time, default 60s), DEMO_USERS (default 20).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=tests/cluster/env.sh
 source "$root/tests/cluster/env.sh"
 bins
-bin="$root/target/debug/routemeter"
 work="$root/target/demo"
 mkdir -p "$work"
 export KUBECONFIG="$kubeconfig"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+run_time="${DEMO_RUN_TIME:-60s}"
+users="${DEMO_USERS:-20}"
+locust_version=2.47.0
+websocket_client_version=1.9.2
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+show() {
+  printf '$ %s\n' "$*"
+  "$@"
+}
+k() { kctl "$@"; }
 
-step "Installing the CRD"
-kctl apply --server-side -f "$root/crds/" >/dev/null
-kctl wait --for condition=established crd/monitoredservices.routemeter.io >/dev/null
+step "Installing routemeter with Helm (charts/routemeter, image routemeter/routemeter:$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1))"
+helm="$(bash "$root/tests/helm.sh")"
+show "$helm" --kubeconfig "$kubeconfig" upgrade --install routemeter "$root/charts/routemeter" \
+  --namespace routemeter-system --create-namespace --wait --timeout 180s
+k -n routemeter-system get pods -o wide
 
-step "Starting the operator (log: target/demo/operator.log)"
-op_port="$(free_port)"
-"$bin" --log-format json operator --leader-election=false --metrics-addr "127.0.0.1:$op_port" > "$work/operator.log" 2>&1 &
-pids+=($!)
+step "Deploying the sample trips API (tests/sample-api/trips-api.yaml)"
+show kctl apply -f "$root/tests/sample-api/trips-api.yaml"
+k rollout status deployment/trips-api --timeout 120s
 
-step "Applying the trips-api Service and MonitoredService (manifests/examples/trips-api.yaml)"
-kctl apply --server-side -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Service
-metadata: { name: trips-api, namespace: default }
-spec:
-  selector: { app: trips-api }
-  ports: [{ name: http, port: 80, targetPort: 8080 }]
-YAML
-kctl apply --server-side -f "$root/manifests/examples/trips-api.yaml" >/dev/null
-for _ in $(seq 1 60); do
-  kctl get configmap trips-api-routemeter >/dev/null 2>&1 && break
-  sleep 0.5
+step "Monitoring it: kubectl apply -f manifests/examples/trips-api.yaml"
+show kctl apply -f "$root/manifests/examples/trips-api.yaml"
+k wait --for=condition=Ready msvc/trips-api --timeout 180s
+show kctl get msvc trips-api
+k get configmap,deployment,service,hpa,pdb,servicemonitor,prometheusrule \
+  -l routemeter.io/monitored-service=trips-api
+
+step "Locust (from PyPI, in target/demo/venv): $users users for $run_time through trips-api-routemeter"
+if [[ ! -x "$work/venv/bin/locust" ]] || ! "$work/venv/bin/locust" --version 2>/dev/null | grep -q " $locust_version "; then
+  python3 -m venv "$work/venv"
+  "$work/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "locust==$locust_version" "websocket-client==$websocket_client_version"
+fi
+ip="$(k get service trips-api-routemeter -o jsonpath='{.spec.clusterIP}')"
+# Bounded: Locust stops itself after run_time; timeout is the backstop.
+timeout 300 "$work/venv/bin/locust" -f "$root/tests/demo/locustfile.py" --headless \
+  --users "$users" --spawn-rate 10 --run-time "$run_time" --stop-timeout 5 \
+  --host "http://$ip" --csv "$work/locust" --only-summary --loglevel WARNING \
+  2>&1 | tail -n 30 || true
+
+step "kubectl get msvc (live figures, read from the proxies)"
+# The operator reads the proxies' counters on each reconcile; the figures are a rate
+# over the last readings, so they come a few seconds after the traffic.
+for _ in $(seq 1 30); do
+  [[ -n "$(k get msvc trips-api -o jsonpath='{.status.traffic.requestsPerSecond}')" ]] && break
+  sleep 2
 done
-kctl get configmap,deployment,service,hpa,pdb,servicemonitor,prometheusrule -l routemeter.io/monitored-service=trips-api
+show kctl get msvc -o wide
+k get msvc trips-api -o jsonpath='{range .status.conditions[*]}  {.type}={.status} ({.reason}): {.message}{"\n"}{end}'
 
-step "Running the proxy on the config the operator wrote, in front of a sample API"
-# No kubelet runs here: the proxy runs as a local process, on the ConfigMap's config with
-# the in-cluster addresses swapped for local ones.
-up_port="$(free_port)"; px_port="$(free_port)"; admin_port="$(free_port)"
-python3 "$root/tests/demo/trips_api.py" "$up_port" &
-pids+=($!)
-kctl get configmap trips-api-routemeter -o jsonpath='{.data.config\.yaml}' \
-  | sed -e "s|^listen: .*|listen: 127.0.0.1:$px_port|" -e "s|^admin: .*|admin: 127.0.0.1:$admin_port|" \
-        -e "s|^  - trips-api-routemeter-upstream.*|  - 127.0.0.1:$up_port|" > "$work/config.yaml"
-"$bin" --log-format json proxy --config "$work/config.yaml" > "$work/proxy.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && break; sleep 0.2; done
+step "Requests per route, status and method, as the proxies counted them"
+for pod_ip in $(k get pods -l app.kubernetes.io/name=routemeter-proxy,app.kubernetes.io/instance=trips-api \
+  -o jsonpath='{.items[*].status.podIP}'); do
+  curl -s --max-time 5 "http://$pod_ip:9901/metrics"
+done | python3 -c '
+import re, sys, collections
+counts = collections.Counter()
+for line in sys.stdin:
+    if not line.startswith("http_server_request_duration_seconds_count{"):
+        continue
+    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line))
+    counts[(labels.get("http_route"), labels.get("http_request_method"), labels.get("http_response_status_code"))] += float(line.rsplit(" ", 1)[1])
+print(f"{\"route\":<22} {\"method\":<7} {\"status\":<6} {\"requests\":>9}")
+for (route, method, status), n in sorted(counts.items()):
+    print(f"{route:<22} {method:<7} {status:<6} {int(n):>9}")
+print(f"{\"total\":<37} {int(sum(counts.values())):>9}")
+'
 
-step "Sending traffic for 10 seconds"
-end=$((SECONDS + 10)); n=0
-while ((SECONDS < end)); do
-  batch=()
-  for page in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$px_port/api/trips?page=$page&limit=20" & batch+=($!); done
-  curl -s -o /dev/null "http://127.0.0.1:$px_port/api/trips/$((RANDOM % 500))" & batch+=($!)
-  curl -s -o /dev/null -X POST -d '{"from":"a","to":"b"}' "http://127.0.0.1:$px_port/navigate" & batch+=($!)
-  curl -s -o /dev/null "http://127.0.0.1:$px_port/healthz" & batch+=($!)
-  curl -s -o /dev/null "http://127.0.0.1:$px_port/orders/$RANDOM" & batch+=($!)
-  wait "${batch[@]}"; n=$((n + ${#batch[@]}))
-done
-echo "sent $n requests"
+cat <<EOF
 
-step "kubectl get msvc"
-kctl get msvc -o wide
-echo "(Ready is False here: no kubelet runs in the demo cluster, so no proxy pod becomes available.)"
-kctl get msvc trips-api -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
-
-step "Metrics (http://127.0.0.1:$admin_port/metrics), request counts per route"
-curl -s "http://127.0.0.1:$admin_port/metrics" | grep '^http_server_request_duration_seconds_count' | sed 's/^http_server_request_duration_seconds_count//' | sort
-curl -s "http://127.0.0.1:$admin_port/metrics" | grep -E '^routemeter_proxy_overhead_seconds_(sum|count)|^process_resident_memory_bytes'
-echo
-echo "The rules and dashboard the operator created: kubectl get prometheusrule,configmap -l routemeter.io/monitored-service=trips-api -o yaml"
+Where to look next:
+  kubectl get msvc trips-api -o yaml                 status: conditions, traffic, selectedBy
+  kubectl get prometheusrule trips-api-routemeter -o yaml   recording rules, 5xx/latency/SLO alerts
+  kubectl get configmap trips-api-routemeter-dashboard -o yaml   the Grafana dashboard
+  curl http://<proxy pod IP>:9901/metrics            the proxies' own metrics (per route)
+  target/demo/locust_stats.csv                      what Locust measured, per request name
+  make cluster-down                                 removes the cluster, its node and everything it made
+EOF

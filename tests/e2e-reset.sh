@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Removes what a test run leaves on the cluster: the chart install tests/pods.rs makes
+# (release `routemeter` in routemeter-system, waiting for its operator pods to be gone)
+# and the namespaces tests create. make test runs it before the in-process operator tests
+# (an install left by an interrupted run would reconcile their namespaces too) and after
+# the pod tests.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=tests/cluster/env.sh
+source "$root/tests/cluster/env.sh"
+bins
+helm="$(bash "$root/tests/helm.sh")"
+if "$helm" --kubeconfig "$kubeconfig" status routemeter -n routemeter-system >/dev/null 2>&1; then
+  "$helm" --kubeconfig "$kubeconfig" uninstall routemeter -n routemeter-system --wait --timeout 60s
+fi
+kctl delete namespace routemeter-system --ignore-not-found --wait=true --timeout=60s >/dev/null
+# Namespaces a failed or interrupted test run left (tests label theirs): their pods would
+# hold the node's CPU and leave the next tests' pods Pending.
+kctl delete namespace -l routemeter.io/test-namespace --wait=false >/dev/null

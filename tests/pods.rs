@@ -1,0 +1,730 @@
+//! routemeter as users run it: the operator installed by the Helm chart (two replicas,
+//! leader election) and the proxies it creates, all in pods on the project's real node,
+//! from the images `make image` built; the sample application (tests/sample-api) behind
+//! them; traffic from this process through ClusterIPs, as a client in the cluster sends it.
+//!
+//! Each test has a namespace of its own; they share the chart install. `make test` runs
+//! this binary after the others (the chart's operator watches every namespace) and
+//! uninstalls the chart afterwards.
+
+mod cluster_support;
+mod common;
+mod node_support;
+#[allow(dead_code)]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cluster_support::*;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, DynamicObject, EvictParams, ListParams, Patch};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use node_support::*;
+use routemeter::crd::MonitoredService;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A MonitoredService in front of `target` (port 80) with the sample app's routes.
+fn msvc(name: &str, target: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = json!({
+        "target": { "service": target, "port": 80 },
+        "routes": [
+            { "path": "/api/trips", "methods": ["GET"] },
+            { "path": "/api/trips/{id}", "methods": ["GET"] },
+            { "path": "/navigate", "methods": ["POST"] },
+            { "path": "/status/{code}" },
+            { "path": "/delay/{ms}" },
+        ],
+        "scaling": { "enabled": false },
+        "proxy": { "replicas": 2 },
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    json!({ "metadata": { "name": name }, "spec": spec })
+}
+
+/// A namespace with the chart installed and the sample app `app` (2 pods) behind a
+/// MonitoredService of the same name, its proxies Ready by their own probes and the
+/// MonitoredService Ready. Returns the namespace (deleted when the guard drops), the
+/// proxies' pod IPs and the proxy Service's address.
+async fn monitored_app(
+    client: &Client,
+    prefix: &str,
+    extra: serde_json::Value,
+) -> (DeleteOnDrop, String, Vec<String>, String) {
+    chart_installed(client).await;
+    let ns = namespace(client, prefix).await;
+    let guard = DeleteOnDrop(ns.clone());
+    sample_app(client, &ns, "app", 2, json!(8080)).await;
+    apply_msvc(client, &ns, msvc("app", "app", extra)).await;
+    let proxies = ready_pods(client, &ns, &proxy_label("app"), 2).await;
+    wait_for("the MonitoredService Ready=True", WAIT, || async {
+        condition(client, &ns, "app", "Ready")
+            .await
+            .filter(|c| c.0 == "True")
+    })
+    .await;
+    // Ready proxies take traffic; wait until each has found the application's pods too
+    // (a new headless Service has no DNS records until the endpoints controller lists
+    // its first ready pod), so the tests' load starts on a working service.
+    let http = http_client(true);
+    for ip in &proxies {
+        wait_for(
+            &format!("proxy {ip} to have upstream endpoints"),
+            WAIT,
+            || async {
+                let body = http
+                    .get(format!("http://{ip}:9901/readyz"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                (body.contains(" healthy") && !body.contains(" 0 healthy")).then_some(())
+            },
+        )
+        .await;
+    }
+    let ip = cluster_ip(client, &ns, "app-routemeter").await;
+    (guard, ns, proxies, format!("http://{ip}"))
+}
+
+/// The proxies' counts summed by status code.
+fn by_status(counts: &BTreeMap<(String, String, String), u64>) -> BTreeMap<u16, u64> {
+    let mut out = BTreeMap::new();
+    for ((_, _, status), n) in counts {
+        *out.entry(status.parse().expect("a status code"))
+            .or_insert(0) += n;
+    }
+    out
+}
+
+fn tally_by_status(tally: &Tally) -> BTreeMap<u16, u64> {
+    let mut out = BTreeMap::new();
+    for ((_, status), n) in &tally.answers {
+        *out.entry(*status).or_insert(0) += n;
+    }
+    out
+}
+
+/// The tests, in a module of their own so `make test` can run them apart from the
+/// in-process operator tests (`--skip in_pods::`), with which the chart's operator would
+/// otherwise share namespaces.
+mod in_pods {
+    use super::*;
+
+    #[tokio::test]
+    async fn proxies_in_pods_are_ready_and_count_every_request_exactly() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        let (_cleanup, ns, proxies, base) = monitored_app(&client, "exact", json!({})).await;
+
+        // 1,000 requests through the proxy Service's ClusterIP, 8 at a time, each on a new
+        // connection (kube-proxy balances connections, so both proxies take a share).
+        let http = http_client(false);
+        let requests: Vec<(&str, String, &str)> = (0..1000)
+            .map(|i| match i % 10 {
+                0..=4 => (
+                    "GET",
+                    format!("/api/trips?page={}&limit={}", i % 7 + 1, 10 + i % 3 * 10),
+                    "/api/trips",
+                ),
+                5..=7 => (
+                    "GET",
+                    format!("/api/trips/{}", i % 500 + 1),
+                    "/api/trips/{id}",
+                ),
+                8 => ("POST", "/navigate".to_string(), "/navigate"),
+                _ => ("GET", "/status/503".to_string(), "/status/{code}"),
+            })
+            .collect();
+        let answers: Vec<((String, String, String), bool)> =
+            futures::stream::iter(requests.iter().map(|(method, path, route)| {
+                let http = http.clone();
+                let base = base.clone();
+                async move {
+                    let request = if *method == "POST" {
+                        http.post(format!("{base}{path}"))
+                            .header("content-type", "application/json")
+                            .body(r#"{"from":"Lisbon","to":"Porto"}"#)
+                    } else {
+                        http.get(format!("{base}{path}"))
+                    };
+                    match request.send().await {
+                        Ok(r) => (
+                            (
+                                route.to_string(),
+                                method.to_string(),
+                                r.status().as_u16().to_string(),
+                            ),
+                            true,
+                        ),
+                        Err(e) => (
+                            (route.to_string(), method.to_string(), e.to_string()),
+                            false,
+                        ),
+                    }
+                }
+            }))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let failed: Vec<_> = answers.iter().filter(|(_, ok)| !ok).collect();
+        assert!(failed.is_empty(), "requests without an answer: {failed:?}");
+        let mut sent = BTreeMap::new();
+        for (key, _) in answers {
+            *sent.entry(key).or_insert(0u64) += 1;
+        }
+        assert_eq!(
+            sent.get(&("/status/{code}".into(), "GET".into(), "503".into())),
+            Some(&100),
+            "the sample app answers /status/503 with 503: {sent:?}"
+        );
+
+        // The proxies' own counts, summed over both pods, equal what was sent, per route,
+        // method and status (recording runs just after each response: poll briefly).
+        let counted = wait_for(
+            "the proxies to have counted all 1,000 requests",
+            Duration::from_secs(15),
+            || async {
+                let c = proxy_counts(&proxies).await;
+                (c.values().sum::<u64>() >= 1000).then_some(c)
+            },
+        )
+        .await;
+        assert_eq!(
+            counted, sent,
+            "per route, method and status, the proxies count what the client saw"
+        );
+        let per_pod: Vec<u64> = futures::future::join_all(proxies.iter().map(|ip| async move {
+            proxy_counts(std::slice::from_ref(ip))
+                .await
+                .values()
+                .sum::<u64>()
+        }))
+        .await;
+        assert!(
+            per_pod.iter().all(|n| *n > 0),
+            "both proxies took traffic: {per_pod:?}"
+        );
+
+        // Live figures in the status and in `kubectl get msvc`, under steady traffic with
+        // 1 request in 10 failing.
+        let paths: Vec<String> = (0..10)
+            .map(|i| {
+                if i == 0 {
+                    "/status/500".to_string()
+                } else {
+                    format!("/api/trips/{i}")
+                }
+            })
+            .collect();
+        let load = Load::start(base.clone(), paths, 2, Duration::from_millis(20));
+        let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
+        let figures = wait_for("traffic figures in status", WAIT, || async {
+            let t = api.get("app").await.ok()?.status?.traffic?;
+            let rps: f64 = t.requests_per_second.parse().ok()?;
+            (rps > 5.0).then_some(t)
+        })
+        .await;
+        let printed = kubectl(&["get", "msvc", "app", "-n", &ns]);
+        let tally = load.stop().await;
+        assert_eq!(tally.failed(), 0, "{tally:?}");
+        let errors: f64 = figures
+            .error_ratio
+            .trim_end_matches('%')
+            .parse()
+            .expect("a percentage");
+        assert!(
+            (5.0..=15.0).contains(&errors),
+            "1 request in 10 fails: {figures:?}"
+        );
+        assert!(
+            printed.contains(&figures.requests_per_second)
+                || printed.contains(&figures.error_ratio),
+            "kubectl get msvc shows the live figures {figures:?}:\n{printed}"
+        );
+        let header = printed.lines().next().unwrap_or_default();
+        assert!(
+            header.contains("READY") && header.contains("RPS"),
+            "columns: {printed}"
+        );
+
+        // Logs, as a person reads them: JSON lines, with no build-machine paths.
+        let proxy_pod = pods(&client, &ns, &proxy_label("app")).await;
+        let operator_pods = pods(
+            &client,
+            RELEASE_NS,
+            "app.kubernetes.io/name=routemeter,app.kubernetes.io/instance=routemeter",
+        )
+        .await;
+        assert_eq!(operator_pods.len(), 2, "{:?}", names(&operator_pods));
+        for (pod_ns, pod) in proxy_pod
+            .iter()
+            .map(|p| (ns.as_str(), p))
+            .chain(operator_pods.iter().map(|p| (RELEASE_NS, p)))
+        {
+            let logs = kubectl(&["logs", "-n", pod_ns, &pod.name_any()]);
+            assert!(!logs.trim().is_empty(), "{} logs something", pod.name_any());
+            for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("{}: not a JSON line ({e}): {line}", pod.name_any())
+                });
+                assert!(value.get("level").is_some(), "a level: {line}");
+                for build_path in ["/root/", ".cargo/registry", "/rustc/", "/src/"] {
+                    assert!(
+                        !line.contains(build_path),
+                        "{}: a build-machine path in the log: {line}",
+                        pod.name_any()
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_chart_runs_two_operators_one_leader_both_ready() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        chart_installed(&client).await;
+        let label = "app.kubernetes.io/name=routemeter,app.kubernetes.io/instance=routemeter";
+        let operators = ready_pods(&client, RELEASE_NS, label, 2).await;
+        assert_eq!(operators.len(), 2);
+        let leases: Api<Lease> = Api::namespaced(client.clone(), RELEASE_NS);
+        let holder = wait_for("a leader", WAIT, || async {
+            leases.get(RELEASE).await.ok()?.spec?.holder_identity
+        })
+        .await;
+        let names = names(&pods(&client, RELEASE_NS, label).await);
+        assert!(
+            names.contains(&holder),
+            "the Lease is held by one of the operator pods {names:?}: {holder}"
+        );
+        // Each replica's /readyz, as its probe sees it: ready once its caches synced,
+        // whether leader or standby.
+        let http = http_client(true);
+        for ip in &operators {
+            let pods_in_ns: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NS);
+            let port = pods_in_ns
+                .list(&ListParams::default().labels(label))
+                .await
+                .expect("pods")
+                .items
+                .iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()) == Some(ip))
+                .and_then(|p| {
+                    p.spec.as_ref()?.containers[0]
+                        .readiness_probe
+                        .as_ref()?
+                        .http_get
+                        .as_ref()
+                        .map(|g| g.port.clone())
+                })
+                .expect("a readiness probe on HTTP");
+            let port = match port {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => p,
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(_) => 8080,
+            };
+            let status = http
+                .get(format!("http://{ip}:{port}/readyz"))
+                .send()
+                .await
+                .expect("/readyz answers")
+                .status();
+            assert!(status.is_success(), "{ip}: /readyz {status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn named_port_selectorless_and_external_name_targets_reconcile_to_the_end() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        chart_installed(&client).await;
+        let ns = namespace(&client, "targets").await;
+        let _cleanup = DeleteOnDrop(ns.clone());
+        // `named`: the usual Deployment and Service, with `targetPort: http`.
+        sample_app(&client, &ns, "named", 1, json!("http")).await;
+        let app_ip = ready_pods(&client, &ns, "app=named", 1).await.remove(0);
+        // `manual`: no selector, endpoints written by hand (an EndpointSlice to the app pod).
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let manual = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "manual" },
+        "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] } });
+        services
+            .patch("manual", &apply(), &Patch::Apply(&manual))
+            .await
+            .expect("manual Service");
+        let slices: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice"),
+                "endpointslices",
+            ),
+        );
+        let slice = json!({ "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": "manual-1", "labels": { "kubernetes.io/service-name": "manual" } },
+        "addressType": "IPv4",
+        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+        "endpoints": [{ "addresses": [app_ip], "conditions": { "ready": true } }] });
+        slices
+            .patch("manual-1", &apply(), &Patch::Apply(&slice))
+            .await
+            .expect("manual EndpointSlice");
+        // `external`: an ExternalName to `named` through cluster DNS.
+        let external = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "external" },
+        "spec": { "type": "ExternalName", "externalName": format!("named.{ns}.svc.cluster.local") } });
+        services
+            .patch("external", &apply(), &Patch::Apply(&external))
+            .await
+            .expect("ExternalName Service");
+
+        for target in ["named", "manual", "external"] {
+            let name = format!("via-{target}");
+            // Scaling on (the default): the HPA and the PDB are part of "to the end".
+            apply_msvc(
+                &client,
+                &ns,
+                msvc(
+                    &name,
+                    target,
+                    json!({ "scaling": { "enabled": true, "minReplicas": 2, "maxReplicas": 3 } }),
+                ),
+            )
+            .await;
+        }
+        for target in ["named", "manual", "external"] {
+            let name = format!("via-{target}");
+            wait_for(&format!("{name} Ready=True"), WAIT, || async {
+                condition(&client, &ns, &name, "Ready")
+                    .await
+                    .filter(|c| c.0 == "True")
+            })
+            .await;
+            // Reconciled to the end: the monitoring step ran and reported (no Prometheus
+            // runs here, so nothing selects the objects: NotSelected).
+            let (_, reason, message) = condition(&client, &ns, &name, "MonitoringConfigured")
+                .await
+                .expect("MonitoringConfigured");
+            assert!(
+                ["Selected", "NotSelected"].contains(&reason.as_str()),
+                "{name}: {reason}: {message}"
+            );
+            for (kind, plural, group) in [
+                (
+                    "HorizontalPodAutoscaler",
+                    "horizontalpodautoscalers",
+                    "autoscaling/v2",
+                ),
+                ("PodDisruptionBudget", "poddisruptionbudgets", "policy/v1"),
+                (
+                    "ServiceMonitor",
+                    "servicemonitors",
+                    "monitoring.coreos.com/v1",
+                ),
+                (
+                    "PrometheusRule",
+                    "prometheusrules",
+                    "monitoring.coreos.com/v1",
+                ),
+            ] {
+                let (g, v) = group.split_once('/').unwrap_or(("", group));
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    client.clone(),
+                    &ns,
+                    &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, kind), plural),
+                );
+                assert!(
+                    api.get_opt(&format!("{name}-routemeter"))
+                        .await
+                        .expect("get")
+                        .is_some(),
+                    "{name}: no {kind}"
+                );
+            }
+            // The proxy goes through the target Service itself: no headless Service.
+            assert!(
+                services
+                    .get_opt(&format!("{name}-routemeter-upstream"))
+                    .await
+                    .expect("get")
+                    .is_none(),
+                "{name}: the headless upstream Service is not for this target"
+            );
+            // And it works: every request through the proxy reaches the app.
+            let ip = cluster_ip(&client, &ns, &format!("{name}-routemeter")).await;
+            let http = http_client(false);
+            for i in 1..=20 {
+                let status = http
+                    .get(format!("http://{ip}/api/trips/{i}"))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: no answer: {e}"))
+                    .status();
+                assert_eq!(status, 200, "{name}: /api/trips/{i}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_proxy_rollout_under_load_fails_no_request() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        let (_cleanup, ns, _, base) = monitored_app(&client, "rollout", json!({})).await;
+        let before: Vec<String> = names(&pods(&client, &ns, &proxy_label("app")).await);
+
+        // Steady load, a new connection per request (what kube-proxy reroutes).
+        let paths = (1..=50).map(|i| format!("/api/trips/{i}")).collect();
+        let load = Load::start(base, paths, 4, Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // A change that needs new pods: a new latency threshold is a new histogram bucket,
+        // read at start.
+        let mut changed = msvc("app", "app", json!({}));
+        changed["spec"]["monitoring"] = json!({ "slo": { "latencyThresholdSeconds": 0.4 } });
+        apply_msvc(&client, &ns, changed).await;
+        wait_for("the rollout to replace both proxies", WAIT, || async {
+            let now = pods(&client, &ns, &proxy_label("app")).await;
+            let ready_new = now
+                .iter()
+                .filter(|p| !before.contains(&p.name_any()))
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .count();
+            (ready_new == 2 && now.len() == 2).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let tally = load.stop().await;
+        assert!(tally.total() > 300, "steady load was sent: {tally:?}");
+        assert_eq!(
+            tally.failed(),
+            0,
+            "no request fails during a rollout: {:?}",
+            tally.failures
+        );
+        assert_eq!(
+            tally.with_status(200),
+            tally.total(),
+            "every request answered 200: {tally:?}"
+        );
+    }
+
+    /// One request through the proxies, its outcome added to `seen`: the status, or None
+    /// when there was no answer (a failure the proxies could not count).
+    async fn probe(
+        http: &reqwest::Client,
+        url: &str,
+        seen: &tokio::sync::Mutex<Tally>,
+    ) -> Option<u16> {
+        let mut t = seen.lock().await;
+        match http.get(url).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                *t.answers.entry((url.to_string(), status)).or_insert(0) += 1;
+                Some(status)
+            }
+            Err(e) => {
+                *t.failures.entry(e.to_string()).or_insert(0) += 1;
+                None
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn with_the_application_down_proxies_stay_and_answer_503_counted() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        let (_cleanup, ns, proxies, base) = monitored_app(&client, "appdown", json!({})).await;
+        let app_ips = ready_pods(&client, &ns, "app=app", 2).await;
+        let paths = (1..=20).map(|i| format!("/api/trips/{i}")).collect();
+        let load = Load::start(base.clone(), paths, 2, Duration::from_millis(20));
+        let http = http_client(false);
+        let probes = tokio::sync::Mutex::new(Tally::default());
+        let url = format!("{base}/api/trips/1");
+        let answers = |status: u16| {
+            let (http, url, probes) = (&http, &url, &probes);
+            move || async move { (probe(http, url, probes).await? == status).then_some(()) }
+        };
+
+        // Every application pod fails its readiness probe: it leaves the endpoints, and the
+        // proxies, still Ready themselves, answer 503 at once.
+        for ip in &app_ips {
+            http.post(format!("http://{ip}:8080/admin/unhealthy"))
+                .send()
+                .await
+                .expect("the sample app's health toggle");
+        }
+        wait_for("the proxies to answer 503", WAIT, answers(503)).await;
+        let started = Instant::now();
+        assert_eq!(probe(&http, &url, &probes).await, Some(503));
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "503 at once, not after a connect timeout: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            ready_pods(&client, &ns, &proxy_label("app"), 2).await.len(),
+            2,
+            "the proxies stay Ready (in their Service) while the application is down"
+        );
+        for ip in &app_ips {
+            http.post(format!("http://{ip}:8080/admin/healthy"))
+                .send()
+                .await
+                .expect("the sample app's health toggle");
+        }
+        wait_for("the application to answer again", WAIT, answers(200)).await;
+
+        // Scaled to 0 and back.
+        scale(&client, &ns, "app", 0).await;
+        wait_for("the application pods to be gone", WAIT, || async {
+            pods(&client, &ns, "app=app").await.is_empty().then_some(())
+        })
+        .await;
+        wait_for("the proxies to answer 503", WAIT, answers(503)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        scale(&client, &ns, "app", 2).await;
+        ready_pods(&client, &ns, "app=app", 2).await;
+        wait_for("the application to answer again", WAIT, answers(200)).await;
+        let tally = load.stop().await;
+        let probes = probes.into_inner();
+
+        // What the clients saw, every failure included, is exactly what the proxies counted.
+        assert_eq!(
+            tally.failed() + probes.failed(),
+            0,
+            "every request got an answer: {tally:?} {probes:?}"
+        );
+        assert!(
+            tally.with_status(503) > 0,
+            "the load saw the outage: {tally:?}"
+        );
+        let mut seen = tally_by_status(&tally);
+        for (status, n) in tally_by_status(&probes) {
+            *seen.entry(status).or_insert(0) += n;
+        }
+        let counted = wait_for(
+            "the proxies' counts to settle",
+            Duration::from_secs(10),
+            || async {
+                let c = by_status(&proxy_counts(&proxies).await);
+                (c.values().sum::<u64>() >= seen.values().sum::<u64>()).then_some(c)
+            },
+        )
+        .await;
+        assert_eq!(
+            counted, seen,
+            "by status, the proxies count what the clients saw"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_proxy_pod_deleted_under_load_and_evictions_respect_the_pdb() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        let (_cleanup, ns, _, base) = monitored_app(
+            &client,
+            "evict",
+            json!({ "scaling": { "enabled": true, "minReplicas": 2, "maxReplicas": 2 } }),
+        )
+        .await;
+        let paths = (1..=50).map(|i| format!("/api/trips/{i}")).collect();
+        let load = Load::start(base, paths, 4, Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let victim = pods(&client, &ns, &proxy_label("app")).await[0].name_any();
+        api.delete(&victim, &DeleteParams::default())
+            .await
+            .expect("delete a proxy pod");
+        wait_for("a replacement proxy", WAIT, || async {
+            let now = pods(&client, &ns, &proxy_label("app")).await;
+            let ready = now
+                .iter()
+                .filter(|p| p.name_any() != victim)
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .count();
+            (ready == 2 && now.len() == 2).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let tally = load.stop().await;
+        assert!(tally.total() > 200, "{tally:?}");
+        assert_eq!(
+            tally.failed(),
+            0,
+            "the other proxy took the traffic: {tally:?}"
+        );
+        assert_eq!(tally.with_status(200), tally.total(), "{tally:?}");
+
+        // The PDB allows one proxy down at a time: a second eviction while the first pod is
+        // still going is refused.
+        ready_pods(&client, &ns, &proxy_label("app"), 2).await;
+        let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+            Api::namespaced(client.clone(), &ns);
+        wait_for("the PDB to allow one disruption", WAIT, || async {
+            let s = pdbs.get("app-routemeter").await.ok()?.status?;
+            (s.disruptions_allowed == 1).then_some(())
+        })
+        .await;
+        let two = names(&pods(&client, &ns, &proxy_label("app")).await);
+        api.evict(&two[0], &EvictParams::default())
+            .await
+            .expect("the first eviction is allowed");
+        // The other proxy, Ready, is the only one left to serve: evicting it too would
+        // leave none, and the PDB refuses.
+        let other = api.get(&two[1]).await.expect("the other proxy pod");
+        assert!(
+            is_ready(&other),
+            "the other proxy is Ready: {:?}",
+            other.status.and_then(|s| s.conditions)
+        );
+        match api.evict(&two[1], &EvictParams::default()).await {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 429, "{e:?}"),
+            other => panic!(
+                "the second eviction must be refused by the PDB: {other:?}; PDB status {:?}",
+                pdbs.get("app-routemeter").await.ok().and_then(|p| p.status),
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_service_range_stays_on_this_machine() {
+        let Some(_client) = client().await else {
+            return;
+        };
+        // The host's route to a Service address is the bridge, never the default route, and
+        // the guard that drops anything to the pod or Service range leaving elsewhere is in
+        // place.
+        let route = run("ip", &["route", "get", "10.96.0.1"]);
+        assert!(route.contains(" dev cni0 "), "{route}");
+        let route = run("ip", &["route", "get", "10.96.200.200"]);
+        assert!(route.contains(" dev cni0 "), "{route}");
+        let guard = run(
+            "iptables",
+            &["-w", "-t", "mangle", "-S", "ROUTEMETER-GUARD"],
+        );
+        assert!(
+            guard.contains("-d 10.96.0.0/16 -j DROP") && guard.contains("-d 10.244.0.0/16 -j DROP"),
+            "{guard}"
+        );
+        let postrouting = run("iptables", &["-w", "-t", "mangle", "-S", "POSTROUTING"]);
+        assert!(postrouting.contains("-j ROUTEMETER-GUARD"), "{postrouting}");
+    }
+}
