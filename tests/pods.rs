@@ -20,7 +20,7 @@ use cluster_support::*;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, DynamicObject, EvictParams, ListParams, Patch};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use node_support::*;
@@ -462,6 +462,20 @@ mod in_pods {
             // And it works: every request through the proxy reaches the app.
             let ip = cluster_ip(&client, &ns, &format!("{name}-routemeter")).await;
             let http = http_client(false);
+            // A Service created a moment ago: kube-proxy writes its rules within a
+            // second or two, as for any new Service.
+            wait_for(
+                &format!("{name}: the proxy Service to answer"),
+                WAIT,
+                || async {
+                    http.get(format!("http://{ip}/healthz"))
+                        .send()
+                        .await
+                        .ok()
+                        .map(|_| ())
+                },
+            )
+            .await;
             for i in 1..=20 {
                 let status = http
                     .get(format!("http://{ip}/api/trips/{i}"))
@@ -684,9 +698,7 @@ mod in_pods {
         })
         .await;
         let two = names(&pods(&client, &ns, &proxy_label("app")).await);
-        api.evict(&two[0], &EvictParams::default())
-            .await
-            .expect("the first eviction is allowed");
+        evict(&ns, &two[0]).expect("the first eviction is allowed");
         // The other proxy, Ready, is the only one left to serve: evicting it too would
         // leave none, and the PDB refuses.
         let other = api.get(&two[1]).await.expect("the other proxy pod");
@@ -695,10 +707,13 @@ mod in_pods {
             "the other proxy is Ready: {:?}",
             other.status.and_then(|s| s.conditions)
         );
-        match api.evict(&two[1], &EvictParams::default()).await {
-            Err(kube::Error::Api(e)) => assert_eq!(e.code, 429, "{e:?}"),
-            other => panic!(
-                "the second eviction must be refused by the PDB: {other:?}; PDB status {:?}",
+        match evict(&ns, &two[1]) {
+            Err(answer) => assert!(
+                answer.contains("TooManyRequests") && answer.contains("disruption budget"),
+                "{answer}"
+            ),
+            Ok(()) => panic!(
+                "the second eviction must be refused by the PDB; PDB status {:?}",
                 pdbs.get("app-routemeter").await.ok().and_then(|p| p.status),
             ),
         }

@@ -530,6 +530,32 @@ pub fn target_info(
     let spec = target.spec.clone().unwrap_or_default();
     let name = target.metadata.name.clone().unwrap_or_default();
     let ports = spec.ports.unwrap_or_default();
+    if spec.type_.as_deref() == Some("ExternalName") {
+        // An ExternalName Service is a DNS alias: it usually lists no port, and clients
+        // connect to the name on whatever port they use. A listed port (by number or
+        // name) is taken from the list; an unlisted number is used as it is.
+        let service_port = match port {
+            IntOrString::Int(n) => *n,
+            IntOrString::String(s) => ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(s.as_str()))
+                .map(|p| p.port)
+                .ok_or_else(|| {
+                    format!(
+                        "spec.target.port: ExternalName Service {name} has no port named {s:?}: give the port number"
+                    )
+                })?,
+        };
+        // The alias names a fully qualified host: a trailing dot keeps the resolver
+        // from trying it under each search domain first.
+        let host = spec.external_name.unwrap_or_default();
+        let host = host.trim_end_matches('.');
+        return Ok(TargetInfo {
+            upstream: format!("{host}.:{service_port}"),
+            service_port,
+            headless: None,
+        });
+    }
     let entry = ports
         .iter()
         .find(|p| match port {
@@ -543,14 +569,6 @@ pub fn target_info(
                 .collect();
             format!("spec.target.port: Service {name} has no port {port:?} (it has {have:?})")
         })?;
-    if spec.type_.as_deref() == Some("ExternalName") {
-        let host = spec.external_name.unwrap_or_default();
-        return Ok(TargetInfo {
-            upstream: format!("{host}:{}", entry.port),
-            service_port: entry.port,
-            headless: None,
-        });
-    }
     let container_port = match &entry.target_port {
         None => Some(entry.port),
         Some(IntOrString::Int(n)) => Some(*n),
@@ -656,11 +674,29 @@ mod tests {
         )
         .expect("usable");
         assert_eq!(
-            external.upstream, "api.example.com:80",
-            "the user's name, as given"
+            external.upstream, "api.example.com.:80",
+            "the user's name, fully qualified"
         );
+        // An ExternalName usually lists no port: the number is used as it is; a name
+        // cannot be resolved and is refused, naming the field.
+        let portless = target_info(
+            &m,
+            &service(json!({ "type": "ExternalName", "externalName": "api.example.com." })),
+            "cluster.local",
+        )
+        .expect("usable without ports");
+        assert_eq!(portless.upstream, "api.example.com.:80");
+        let mut by_name = m.clone();
+        by_name.spec.target.port = IntOrString::String("http".into());
+        let error = target_info(
+            &by_name,
+            &service(json!({ "type": "ExternalName", "externalName": "api.example.com" })),
+            "cluster.local",
+        )
+        .expect_err("a port name an ExternalName does not list");
+        assert!(error.starts_with("spec.target.port:"), "{error}");
         // Every one is a valid proxy endpoint.
-        for t in [headless, named, external] {
+        for t in [headless, named, external, portless] {
             crate::config::split_host_port(&t.upstream).expect("host:port");
         }
     }

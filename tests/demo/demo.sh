@@ -55,7 +55,7 @@ ip="$(k get service trips-api-routemeter -o jsonpath='{.spec.clusterIP}')"
 timeout 300 "$work/venv/bin/locust" -f "$root/tests/demo/locustfile.py" --headless \
   --users "$users" --spawn-rate 10 --run-time "$run_time" --stop-timeout 5 \
   --host "http://$ip" --csv "$work/locust" --only-summary --loglevel WARNING \
-  2>&1 | tail -n 30 || true
+  2>&1 | sed -n '/^Type /,$p' || true
 
 step "kubectl get msvc (live figures, read from the proxies)"
 # The operator reads the proxies' counters on each reconcile; the figures are a rate
@@ -71,19 +71,7 @@ step "Requests per route, status and method, as the proxies counted them"
 for pod_ip in $(k get pods -l app.kubernetes.io/name=routemeter-proxy,app.kubernetes.io/instance=trips-api \
   -o jsonpath='{.items[*].status.podIP}'); do
   curl -s --max-time 5 "http://$pod_ip:9901/metrics"
-done | python3 -c '
-import re, sys, collections
-counts = collections.Counter()
-for line in sys.stdin:
-    if not line.startswith("http_server_request_duration_seconds_count{"):
-        continue
-    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line))
-    counts[(labels.get("http_route"), labels.get("http_request_method"), labels.get("http_response_status_code"))] += float(line.rsplit(" ", 1)[1])
-print(f"{\"route\":<22} {\"method\":<7} {\"status\":<6} {\"requests\":>9}")
-for (route, method, status), n in sorted(counts.items()):
-    print(f"{route:<22} {method:<7} {status:<6} {int(n):>9}")
-print(f"{\"total\":<37} {int(sum(counts.values())):>9}")
-'
+done | python3 "$root/tests/demo/counts.py"
 
 cat <<EOF
 

@@ -66,6 +66,37 @@ pub fn kubectl(args: &[&str]) -> String {
     run(&format!("{dir}/kubectl"), &all)
 }
 
+/// Evicts a pod as `kubectl drain` does (a policy/v1 Eviction posted to the pod's
+/// `eviction` subresource); Err with the API server's answer when it refuses.
+pub fn evict(ns: &str, pod: &str) -> Result<(), String> {
+    let body = json!({ "apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": { "name": pod, "namespace": ns } });
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), body.to_string()).expect("write the Eviction");
+    let bins = run("bash", &["tests/cluster/build.sh", "--if-built"]);
+    let dir = bins
+        .lines()
+        .find_map(|l| l.strip_prefix("K8S_BIN="))
+        .expect("the cluster's binaries are built");
+    let out = Command::new(format!("{dir}/kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args([
+            "create",
+            "--raw",
+            &format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction"),
+            "-f",
+        ])
+        .arg(file.path())
+        .output()
+        .expect("run kubectl");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Deletes a test's namespace when dropped, whether the test passed or panicked, so a
 /// failure never leaves pods holding the node's CPU for the tests after it.
 pub struct DeleteOnDrop(pub String);
