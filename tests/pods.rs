@@ -580,6 +580,22 @@ mod in_pods {
                 .await
                 .expect("the sample app's health toggle");
         }
+        // Each proxy finds out at its next lookup (resolveInterval): wait for all of them.
+        let readyz = http_client(true);
+        for ip in &proxies {
+            wait_for(&format!("proxy {ip} to see no endpoint"), WAIT, || async {
+                let body = readyz
+                    .get(format!("http://{ip}:9901/readyz"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                body.contains("no upstream endpoint").then_some(())
+            })
+            .await;
+        }
         wait_for("the proxies to answer 503", WAIT, answers(503)).await;
         let started = Instant::now();
         assert_eq!(probe(&http, &url, &probes).await, Some(503));
