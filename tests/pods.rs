@@ -20,7 +20,7 @@ use cluster_support::*;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use node_support::*;
@@ -733,6 +733,89 @@ mod in_pods {
                 pdbs.get("app-routemeter").await.ok().and_then(|p| p.status),
             ),
         }
+    }
+
+    #[tokio::test]
+    async fn a_bad_configmap_edit_never_takes_a_proxy_down() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        let (_cleanup, ns, proxies, base) = monitored_app(&client, "badcfg", json!({})).await;
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+        let good = cms
+            .get("app-routemeter")
+            .await
+            .expect("the proxy ConfigMap");
+        let text = good.data.as_ref().expect("data")["config.yaml"].clone();
+        assert!(text.contains("loadBalancing: roundRobin"), "{text}");
+        // A hand edit that the operator does not notice at once (the label it watches
+        // by removed too): a load-balancing policy the proxy does not know.
+        let bad = text.replace("loadBalancing: roundRobin", "loadBalancing: fastest");
+        cms.patch(
+            "app-routemeter",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": { "labels": { "app.kubernetes.io/managed-by": null } },
+                "data": { "config.yaml": bad },
+            })),
+        )
+        .await
+        .expect("edit the ConfigMap by hand");
+
+        // The ConfigMap is the operator's: the edit is an event on an object it owns,
+        // and its forced apply puts its config (and label) back at once, before kubelet
+        // could sync the edit into the pods. Meanwhile the proxies serve as before.
+        let load = Load::start(
+            base,
+            vec!["/api/trips/1".into()],
+            2,
+            Duration::from_millis(20),
+        );
+        wait_for(
+            "the operator's config back in the ConfigMap",
+            WAIT,
+            || async {
+                let cm = cms.get("app-routemeter").await.ok()?;
+                let labelled = cm
+                    .metadata
+                    .labels
+                    .as_ref()?
+                    .get("app.kubernetes.io/managed-by")
+                    == Some(&"routemeter".to_string());
+                (cm.data?.get("config.yaml")? == &text && labelled).then_some(())
+            },
+        )
+        .await;
+        // Past kubelet's sync period: had the edit reached a proxy, its reload metric
+        // would say so (a proxy keeps its last good config when it rejects one: the
+        // proxy tests show that, and the status's ProxyConfigApplied reports it).
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let tally = load.stop().await;
+        assert_eq!(tally.with_status(200), tally.total(), "{tally:?}");
+        assert!(tally.total() > 100, "{tally:?}");
+        let http = http_client(true);
+        for ip in &proxies {
+            let text = http
+                .get(format!("http://{ip}:9901/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics text");
+            assert!(
+                text.lines()
+                    .any(|l| l == "routemeter_config_last_reload_successful 1"),
+                "proxy {ip} runs a good config"
+            );
+        }
+        let (status, reason, message) = condition(&client, &ns, "app", "ProxyConfigApplied")
+            .await
+            .expect("ProxyConfigApplied");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "Applied"),
+            "{message}"
+        );
     }
 
     #[tokio::test]
