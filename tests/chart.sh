@@ -29,13 +29,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-helm_version=v3.21.4
-# Kubernetes minor version of the client-go that helm v3.21.4 is built with: helm's own
-# release build stamps it (and its version) at link time, and `go install` must too, or
-# helm takes the cluster for Kubernetes 1.20 and refuses the chart's kubeVersion.
-helm_k8s_minor=36
-helm_dir="${ROUTEMETER_CACHE:-$HOME/.cache/routemeter}/bin/helm-$helm_version"
-helm="$helm_dir/helm"
 chart=charts/routemeter
 install_ns=routemeter-system
 bin="${ROUTEMETER_BIN:-$root/target/debug/routemeter}"
@@ -61,16 +54,7 @@ check() {
 }
 
 # --- Helm -----------------------------------------------------------------------------
-if [[ ! -x "$helm" ]]; then
-  command -v go > /dev/null || PATH="/usr/local/go/bin:$PATH"
-  echo "building helm $helm_version into $helm_dir" >&2
-  mkdir -p "$helm_dir"
-  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
-  for pkg in pkg/lint/rules pkg/chartutil; do
-    ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$helm_k8s_minor"
-  done
-  CGO_ENABLED=0 GOBIN="$helm_dir" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$helm_version"
-fi
+helm="$(bash tests/helm.sh)"
 
 # The install manifest: a Namespace, then the chart with default values. The pods meet
 # the restricted Pod Security Standard, so the namespace enforces it.

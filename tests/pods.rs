@@ -504,21 +504,7 @@ mod in_pods {
         let mut changed = msvc("app", "app", json!({}));
         changed["spec"]["monitoring"] = json!({ "slo": { "latencyThresholdSeconds": 0.4 } });
         apply_msvc(&client, &ns, changed).await;
-        wait_for("the rollout to replace both proxies", WAIT, || async {
-            let now = pods(&client, &ns, &proxy_label("app")).await;
-            let ready_new = now
-                .iter()
-                .filter(|p| !before.contains(&p.name_any()))
-                .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                })
-                .count();
-            (ready_new == 2 && now.len() == 2).then_some(())
-        })
-        .await;
+        replaced(&client, &ns, &proxy_label("app"), &before, 2).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let tally = load.stop().await;
         assert!(tally.total() > 300, "steady load was sent: {tally:?}");
@@ -678,20 +664,13 @@ mod in_pods {
         api.delete(&victim, &DeleteParams::default())
             .await
             .expect("delete a proxy pod");
-        wait_for("a replacement proxy", WAIT, || async {
-            let now = pods(&client, &ns, &proxy_label("app")).await;
-            let ready = now
-                .iter()
-                .filter(|p| p.name_any() != victim)
-                .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                })
-                .count();
-            (ready == 2 && now.len() == 2).then_some(())
-        })
+        replaced(
+            &client,
+            &ns,
+            &proxy_label("app"),
+            std::slice::from_ref(&victim),
+            2,
+        )
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let tally = load.stop().await;

@@ -298,6 +298,24 @@ pub async fn ready_pods(client: &Client, ns: &str, label: &str, n: usize) -> Vec
     .await
 }
 
+/// Waits until exactly `n` pods with `label` exist, all Ready, none of them in `gone`
+/// (a rollout or a deletion is over).
+pub async fn replaced(client: &Client, ns: &str, label: &str, gone: &[String], n: usize) {
+    wait_for(
+        &format!("{n} Ready pods {label} in {ns}, none of {gone:?}"),
+        Duration::from_secs(120),
+        || async {
+            let now = pods(client, ns, label).await;
+            let fresh = now
+                .iter()
+                .filter(|p| !gone.contains(&p.name_any()) && is_ready(p))
+                .count();
+            (fresh == n && now.len() == n).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The label selecting a MonitoredService's proxy pods.
 pub fn proxy_label(msvc: &str) -> String {
     format!("app.kubernetes.io/name=routemeter-proxy,app.kubernetes.io/instance={msvc}")
