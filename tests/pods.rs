@@ -798,6 +798,92 @@ mod in_pods {
     }
 
     #[tokio::test]
+    async fn a_client_pod_calls_a_service_by_name_and_its_counts_freeze_exactly() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        // No chart: the sample app and a client pod calling its Service by name.
+        let ns = namespace(&client, "client").await;
+        let _cleanup = DeleteOnDrop(ns.clone());
+        sample_app(&client, &ns, "trips-api", 1, json!("http")).await;
+        ready_pods(&client, &ns, "app=trips-api", 1).await;
+        // The Service answers (kube-proxy has its endpoint) before the client's first
+        // request, so every request the client ever sends should be answered.
+        let ip = cluster_ip(&client, &ns, "trips-api").await;
+        let http = http_client(false);
+        wait_for("the trips-api Service to answer", WAIT, || async {
+            let r = http.get(format!("http://{ip}/healthz")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+
+        let caller = ClientPod::start(
+            &client,
+            &ns,
+            "caller",
+            "http://trips-api/api/trips",
+            &["--interval", "10ms"],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let frozen = caller.pause().await;
+        assert!(frozen.paused && frozen.sent > 0, "{frozen:?}");
+        assert_eq!(
+            frozen.ok, frozen.sent,
+            "every request answered 2xx: {frozen:?}"
+        );
+        assert!(frozen.errors.is_empty(), "{frozen:?}");
+        assert_eq!(
+            frozen.by_status,
+            BTreeMap::from([("200".to_string(), frozen.sent)]),
+            "{frozen:?}"
+        );
+        // Paused, nothing is in flight and nothing is sent: the counts stay exact.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(caller.counts().await, frozen, "counts moved while paused");
+
+        assert!(!caller.resume().await.paused);
+        let resumed = wait_for("the client to send again", WAIT, || async {
+            let c = caller.counts().await;
+            (c.sent >= frozen.sent + 10).then_some(c)
+        })
+        .await;
+        let after = caller.pause().await;
+        assert!(resumed.sent > frozen.sent, "{resumed:?}");
+        assert_eq!((after.ok, after.errors.len()), (after.sent, 0), "{after:?}");
+        let zero = caller.reset().await;
+        assert_eq!(
+            (zero.sent, zero.ok, zero.by_status.len()),
+            (0, 0, 0),
+            "{zero:?}"
+        );
+
+        // A name outside the cluster's zone: the cluster DNS refuses it (no forwarding),
+        // so the request fails as `dns` and nothing leaves the cluster.
+        let outside = ClientPod::start(
+            &client,
+            &ns,
+            "outside",
+            "http://example.com/",
+            &["--interval", "100ms"],
+        )
+        .await;
+        wait_for("the outside client to try twice", WAIT, || async {
+            (outside.counts().await.sent >= 2).then_some(())
+        })
+        .await;
+        let failed = outside.pause().await;
+        assert_eq!(
+            failed.errors,
+            BTreeMap::from([("dns".to_string(), failed.sent)]),
+            "{failed:?}"
+        );
+        assert!(
+            failed.by_status.is_empty() && !failed.last_errors.is_empty(),
+            "{failed:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn the_service_range_stays_on_this_machine() {
         let Some(_client) = client().await else {
             return;

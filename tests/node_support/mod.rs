@@ -487,3 +487,132 @@ impl Load {
 pub fn names(pods: &[Pod]) -> Vec<String> {
     pods.iter().map(|p| p.name_any()).collect()
 }
+
+/// The control port of the sample app's client mode (`sample-api client`).
+pub const CLIENT_PORT: u16 = 8081;
+
+/// What a [`ClientPod`] counted (`GET /counts`). Every request sent ends in `by_status`
+/// (a full answer) or `errors` (none, by kind: refused, reset, timeout, dns, other), so
+/// while paused `sent` is their sum; `ok` is the 2xx answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub sent: u64,
+    pub ok: u64,
+    pub by_status: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    /// The latest few transport errors, `kind: message`.
+    pub last_errors: Vec<String>,
+    pub paused: bool,
+}
+
+/// A client inside the cluster: a bare Pod running `sample-api client --url <url>` (GET
+/// in a loop, one at a time unless `--concurrency`, a new connection per request, no
+/// retries), resolving names through the cluster DNS as any pod does. Its counts are
+/// read from this process at the pod IP (the node's bridge), on [`CLIENT_PORT`].
+/// `restartPolicy: Never`: a restart would zero the counts unseen, so it fails instead.
+pub struct ClientPod {
+    pub name: String,
+    pub ip: String,
+    http: reqwest::Client,
+}
+
+impl ClientPod {
+    /// Creates the Pod `name` (label `client: <name>`) with `extra_args` after `--url`
+    /// (e.g. `["--interval", "10ms"]`) and waits until it is Running and Ready.
+    pub async fn start(
+        client: &Client,
+        ns: &str,
+        name: &str,
+        url: &str,
+        extra_args: &[&str],
+    ) -> ClientPod {
+        let port = CLIENT_PORT.to_string();
+        let listen = format!(":{port}");
+        let mut args = vec!["client", "--url", url, "--listen", &listen];
+        args.extend_from_slice(extra_args);
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": name, "labels": { "client": name } },
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 2,
+                "containers": [{
+                    "name": "client", "image": SAMPLE_IMAGE, "imagePullPolicy": "Never",
+                    "args": args,
+                    "ports": [{ "name": "control", "containerPort": CLIENT_PORT }],
+                    "readinessProbe": { "httpGet": { "path": "/healthz", "port": "control" },
+                        "periodSeconds": 1 },
+                    "securityContext": { "runAsNonRoot": true, "allowPrivilegeEscalation": false,
+                        "readOnlyRootFilesystem": true, "capabilities": { "drop": ["ALL"] } },
+                }],
+            },
+        });
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        api.patch(name, &apply(), &Patch::Apply(&pod))
+            .await
+            .expect("apply the client Pod");
+        let ip = wait_for(
+            &format!("client pod {ns}/{name} Running and Ready"),
+            Duration::from_secs(120),
+            || async {
+                let pod = api.get(name).await.ok()?;
+                let status = pod.status.as_ref()?;
+                let phase = status.phase.as_deref().unwrap_or_default();
+                if phase == "Failed" || phase == "Succeeded" {
+                    let logs = kubectl(&["-n", ns, "logs", name]);
+                    panic!("client pod {ns}/{name} exited ({phase}):\n{logs}");
+                }
+                (phase == "Running" && is_ready(&pod))
+                    .then(|| status.pod_ip.clone())
+                    .flatten()
+            },
+        )
+        .await;
+        ClientPod {
+            name: name.to_string(),
+            ip,
+            http: http_client(true),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str) -> Counts {
+        let url = format!("http://{}:{CLIENT_PORT}{path}", self.ip);
+        let response = self
+            .http
+            .request(method, &url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("client pod {}: {url}: {e}", self.name));
+        assert!(
+            response.status().is_success(),
+            "client pod {}: {url}: {}",
+            self.name,
+            response.status()
+        );
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("client pod {}: {url}: not counts: {e}", self.name))
+    }
+
+    /// The counts so far.
+    pub async fn counts(&self) -> Counts {
+        self.call(reqwest::Method::GET, "/counts").await
+    }
+
+    /// Stops sending; returns once no request is in flight, with the counts, which then
+    /// stay as they are until [`ClientPod::resume`].
+    pub async fn pause(&self) -> Counts {
+        self.call(reqwest::Method::POST, "/pause").await
+    }
+
+    pub async fn resume(&self) -> Counts {
+        self.call(reqwest::Method::POST, "/resume").await
+    }
+
+    /// Zeroes the counts (requests in flight then count as sent in the new period).
+    pub async fn reset(&self) -> Counts {
+        self.call(reqwest::Method::POST, "/reset").await
+    }
+}

@@ -1,7 +1,8 @@
 // Command sample-api is the application the tests and the demo put routemeter in front
 // of: a small JSON API with the routes a person recognises from a real one (a paginated
 // list, item reads, a navigation POST, a websocket) plus routes that answer a chosen
-// status or delay, and a health check that tests can turn off. See README.md.
+// status or delay, and a health check that tests can turn off. `sample-api client ...`
+// is a load client instead, with a control API for its counts (client.go). See README.md.
 package main
 
 import (
@@ -21,6 +22,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "client" {
+		os.Exit(clientMain(os.Args[2:]))
+	}
 	addr := flag.String("addr", envOr("SAMPLE_API_ADDR", ":8080"), "listen address (env SAMPLE_API_ADDR)")
 	accessLog := flag.Bool("access-log", envOr("SAMPLE_API_ACCESS_LOG", "true") == "true",
 		"log one JSON line per request to stdout (env SAMPLE_API_ACCESS_LOG=false turns it off)")
