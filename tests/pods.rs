@@ -797,6 +797,129 @@ mod in_pods {
         );
     }
 
+    /// Takeover as a client in the cluster sees it: a pod calls `trips-api` by name in a
+    /// loop, on a new connection each time and with no retries, before the takeover,
+    /// while it happens, while it holds (when the proxies count exactly what the client
+    /// sent), and after the MonitoredService is deleted. Not one request fails.
+    #[tokio::test]
+    async fn a_service_taken_over_and_given_back_never_fails_a_client() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        chart_installed(&client).await;
+        let ns = namespace(&client, "takeover").await;
+        let _cleanup = DeleteOnDrop(ns.clone());
+        sample_app(&client, &ns, "trips-api", 2, json!("http")).await;
+        ready_pods(&client, &ns, "app=trips-api", 2).await;
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let original = services.get("trips-api").await.expect("the Service");
+        let ip = cluster_ip(&client, &ns, "trips-api").await;
+        let http = http_client(false);
+        wait_for("the trips-api Service to answer", WAIT, || async {
+            let r = http.get(format!("http://{ip}/healthz")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        let caller = ClientPod::start(
+            &client,
+            &ns,
+            "caller",
+            "http://trips-api/api/trips",
+            &["--interval", "5ms"],
+        )
+        .await;
+        let no_failure = |phase: &str, c: &Counts| {
+            assert!(c.sent > 0, "{phase}: {c:?}");
+            assert_eq!(
+                (c.ok, c.errors.len()),
+                (c.sent, 0),
+                "{phase}: every request 2xx: {c:?}"
+            );
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        no_failure("before", &caller.counts().await);
+
+        apply_msvc(
+            &client,
+            &ns,
+            msvc("trips-api", "trips-api", json!({ "mode": "Takeover" })),
+        )
+        .await;
+        wait_for("TakenOver=True", WAIT, || async {
+            condition(&client, &ns, "trips-api", "TakenOver")
+                .await
+                .filter(|c| c.0 == "True")
+        })
+        .await;
+        let proxies = ready_pods(&client, &ns, &proxy_label("trips-api"), 2).await;
+        no_failure("during the takeover", &caller.counts().await);
+
+        // Taken over: once kube-proxy has moved the Service to the proxies (every request
+        // counted by them), the client's and the proxies' counts grow by the same amount.
+        let measured = wait_for("the proxies to count every request", WAIT, || async {
+            let c0 = caller.pause().await;
+            let p0: u64 = proxy_counts(&proxies).await.values().sum();
+            caller.resume().await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let c1 = caller.pause().await;
+            let p1: u64 = proxy_counts(&proxies).await.values().sum();
+            caller.resume().await;
+            let sent = c1.sent - c0.sent;
+            (sent > 0 && p1 - p0 == sent).then_some(sent)
+        })
+        .await;
+        let c0 = caller.pause().await;
+        let p0 = proxy_counts(&proxies).await;
+        caller.resume().await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let c1 = caller.pause().await;
+        let p1 = proxy_counts(&proxies).await;
+        caller.resume().await;
+        let key = (
+            "/api/trips".to_string(),
+            "GET".to_string(),
+            "200".to_string(),
+        );
+        let counted = p1.get(&key).copied().unwrap_or(0) - p0.get(&key).copied().unwrap_or(0);
+        assert_eq!(
+            counted,
+            c1.sent - c0.sent,
+            "taken over, the proxies count exactly what the client sent (after {measured} in 3 s)"
+        );
+        no_failure("taken over", &c1);
+
+        // Deleted: the Service gets its selector back exactly, and nothing fails.
+        Api::<MonitoredService>::namespaced(client.clone(), &ns)
+            .delete("trips-api", &DeleteParams::default())
+            .await
+            .expect("delete the MonitoredService");
+        let restored = wait_for("the Service restored", WAIT, || async {
+            let svc = services.get("trips-api").await.ok()?;
+            let clean = !svc.annotations().contains_key("routemeter.io/takeover");
+            (clean && svc.spec.as_ref()?.selector == original.spec.as_ref()?.selector)
+                .then_some(svc)
+        })
+        .await;
+        assert_eq!(
+            restored.spec.as_ref().map(|s| &s.ports),
+            original.spec.as_ref().map(|s| &s.ports)
+        );
+        // The proxies drain and go; the client keeps calling the application.
+        wait_for("the proxies to be gone", WAIT, || async {
+            pods(&client, &ns, &proxy_label("trips-api"))
+                .await
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let end = caller.pause().await;
+        no_failure("after the delete", &end);
+        eprintln!(
+            "takeover: {} requests by name, 0 failed, {counted} counted by the proxies in 5 s taken over",
+            end.sent
+        );
+    }
+
     #[tokio::test]
     async fn a_client_pod_calls_a_service_by_name_and_its_counts_freeze_exactly() {
         let Some(client) = client().await else { return };

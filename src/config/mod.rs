@@ -52,6 +52,12 @@ pub struct ProxyConfig {
     /// Address the proxy accepts traffic on.
     #[serde(default = "defaults::listen")]
     pub listen: String,
+    /// More addresses to accept traffic on. A request accepted on one goes to the same
+    /// upstream endpoints, at the port it came in on: in takeover mode the proxies listen
+    /// on every port of the Service they stand in for, each forwarded to the same port of
+    /// the application.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_listeners: Vec<String>,
     /// Address of the admin listener: `/metrics`, `/healthz`, `/readyz`, `/config`.
     #[serde(default = "defaults::admin")]
     pub admin: String,
@@ -342,6 +348,7 @@ impl ProxyConfig {
     pub fn new(endpoints: Vec<String>, routes: Vec<Route>) -> Self {
         ProxyConfig {
             listen: defaults::listen(),
+            additional_listeners: Vec::new(),
             admin: defaults::admin(),
             upstream: UpstreamConfig::new(endpoints),
             routes,
@@ -392,6 +399,18 @@ impl ProxyConfig {
         }
         if self.listen == self.admin {
             return Err(invalid("admin", "must differ from listen"));
+        }
+        for (i, addr) in self.additional_listeners.iter().enumerate() {
+            let field = format!("additionalListeners[{i}]");
+            addr.parse::<SocketAddr>().map_err(|e| {
+                invalid(&field, format!("{addr:?} is not an ip:port address ({e})"))
+            })?;
+            if addr == &self.listen
+                || addr == &self.admin
+                || self.additional_listeners[..i].contains(addr)
+            {
+                return Err(invalid(field, format!("{addr:?} is listed twice")));
+            }
         }
         if self.upstream.endpoints.is_empty() {
             return Err(invalid(

@@ -28,6 +28,7 @@ pub const GROUP: &str = "routemeter.io";
     category = "routemeter",
     status = "MonitoredServiceStatus",
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target.service"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
     printcolumn = r#"{"name":"Available","type":"integer","jsonPath":".status.readyReplicas"}"#,
@@ -39,6 +40,12 @@ pub const GROUP: &str = "routemeter.io";
 pub struct MonitoredServiceSpec {
     /// The Service to put the proxy in front of, in the same namespace.
     pub target: Target,
+    /// How clients reach the proxy: `Parallel` (the default) adds a Service
+    /// `<name>-routemeter` that clients call to be metered; `Takeover` repoints the target
+    /// Service itself to the proxies, so clients change nothing, and restores its selector
+    /// exactly when routemeter lets go (delete, back to `Parallel`, an invalid spec).
+    #[serde(default)]
+    pub mode: Mode,
     /// Routes of the service. Each request is labelled with the most specific matching
     /// route's path template, never the raw path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -57,6 +64,17 @@ pub struct MonitoredServiceSpec {
     /// ServiceMonitor, alerts, SLOs and dashboard.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+}
+
+/// How clients reach the proxy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Mode {
+    /// The proxy has a Service of its own, `<name>-routemeter`; the target is untouched.
+    #[default]
+    Parallel,
+    /// The target Service's selector is pointed at the proxies, which forward to the
+    /// application through `<name>-routemeter-upstream` (the original selector).
+    Takeover,
 }
 
 /// The Service to monitor.
@@ -324,11 +342,12 @@ pub struct MonitoredServiceStatus {
     /// The generation last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `TargetFound`, `ProxyAvailable`, `ProxyConfigApplied`, `MonitoringConfigured`.
+    /// `Ready`, `TargetFound`, `ProxyAvailable`, `ProxyConfigApplied`, `MonitoringConfigured`,
+    /// and `TakenOver` in takeover mode.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// The Service clients should call to be metered.
+    /// The Service clients should call to be metered: the target itself once taken over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_service: Option<String>,
     /// Proxy replicas.

@@ -18,6 +18,12 @@ use crate::monitoring;
 pub const PROXY_PORT: i32 = 8080;
 /// Port of the proxy's admin listener (metrics, probes).
 pub const ADMIN_PORT: i32 = 9901;
+/// Name of the admin container port: not one an application's named `targetPort` is
+/// likely to use, since in takeover mode the target Service looks its named ports up on
+/// the proxy pods.
+pub const ADMIN_PORT_NAME: &str = "rm-admin";
+/// Label of the metrics Service, which the ServiceMonitor selects.
+pub const METRICS_LABEL: &str = "routemeter.io/metrics";
 /// Where the config ConfigMap is mounted in the proxy pod.
 pub const CONFIG_DIR: &str = "/etc/routemeter";
 /// Before the proxy gets SIGTERM, its pod sleeps this long (a `preStop` sleep action: the
@@ -59,9 +65,27 @@ pub struct TargetInfo {
     /// The port the proxy's Service exposes: the target Service's port, so clients only
     /// change the host name.
     pub service_port: i32,
-    /// The target's pod selector and container port, when a headless Service can follow
-    /// its pods directly; `None` when traffic goes through the target's ClusterIP.
-    pub headless: Option<(BTreeMap<String, String>, i32)>,
+    /// The target's pod selector and container ports (the one traffic goes to first),
+    /// when a headless Service can follow its pods directly; `None` when traffic goes
+    /// through the target's ClusterIP.
+    pub headless: Option<(BTreeMap<String, String>, Vec<i32>)>,
+    /// In takeover mode, the ports the proxies listen on in place of the application.
+    pub takeover: Option<TakeoverPorts>,
+}
+
+/// The ports the proxies listen on in takeover mode: every target port of the target
+/// Service, a named one resolved through the application's pods as kube-proxy does, so
+/// that the Service, once pointed at the proxies, finds each of its ports on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeoverPorts {
+    /// The number behind `spec.target.port`.
+    pub primary: i32,
+    /// Every listener: its container port's name (a named target port's, so the Service's
+    /// named `targetPort` finds it on the proxy pods) and number, the primary first. Each
+    /// forwards to the same port of the application.
+    pub listeners: Vec<(Option<String>, i32)>,
+    /// Named ports and the numbers they resolved to, kept in the takeover record.
+    pub named: BTreeMap<String, i32>,
 }
 
 /// Operator-wide settings that shape the children.
@@ -139,6 +163,12 @@ pub fn proxy_name(msvc: &MonitoredService) -> String {
     format!("{}-routemeter", msvc.name_any())
 }
 
+/// Name of the Service exposing the proxies' admin port to Prometheus, apart from the
+/// Service clients call.
+pub fn metrics_name(msvc: &MonitoredService) -> String {
+    format!("{}-routemeter-metrics", msvc.name_any())
+}
+
 /// Name of the headless Service that follows the target's pods.
 pub fn upstream_name(msvc: &MonitoredService) -> String {
     format!("{}-routemeter-upstream", msvc.name_any())
@@ -205,7 +235,18 @@ pub fn proxy_config(
         vec![target.upstream.clone()],
         spec.routes.iter().map(config::Route::from).collect(),
     );
-    c.listen = format!("0.0.0.0:{PROXY_PORT}");
+    match &target.takeover {
+        Some(t) => {
+            c.listen = format!("0.0.0.0:{}", t.primary);
+            c.additional_listeners = t
+                .listeners
+                .iter()
+                .filter(|(_, n)| *n != t.primary)
+                .map(|(_, n)| format!("0.0.0.0:{n}"))
+                .collect();
+        }
+        None => c.listen = format!("0.0.0.0:{PROXY_PORT}"),
+    }
     c.admin = format!("0.0.0.0:{ADMIN_PORT}");
     if let Some(auto) = &spec.auto_template {
         c.auto_template = auto.clone();
@@ -260,8 +301,12 @@ pub fn build(
         ),
         resource: cm,
     });
-    core.push(deployment(msvc, &name, &config, settings));
+    core.push(deployment(msvc, &name, &config, settings, target));
     let svc = resources::service();
+    let traffic_port = target
+        .takeover
+        .as_ref()
+        .map_or(json!("http"), |t| json!(t.primary));
     core.push(Child {
         name: name.clone(),
         manifest: manifest(
@@ -271,27 +316,54 @@ pub fn build(
                 "type": "ClusterIP",
                 "selector": selector_labels(msvc),
                 "ports": [
-                    { "name": "http", "port": target.service_port, "targetPort": "http", "protocol": "TCP" },
-                    { "name": "admin", "port": ADMIN_PORT, "targetPort": "admin", "protocol": "TCP" },
+                    { "name": "http", "port": target.service_port, "targetPort": traffic_port, "protocol": "TCP" },
+                ],
+            }}),
+        ),
+        resource: svc.clone(),
+    });
+    // The admin port (/metrics, /config, /api) is not on the Service clients call: a
+    // Service of its own, which the ServiceMonitor selects by its label.
+    let metrics_labels = BTreeMap::from([(METRICS_LABEL.to_string(), "true".to_string())]);
+    core.push(Child {
+        name: metrics_name(msvc),
+        manifest: manifest(
+            &svc,
+            metadata(msvc, &metrics_name(msvc), &metrics_labels),
+            json!({ "spec": {
+                "type": "ClusterIP",
+                "selector": selector_labels(msvc),
+                "ports": [
+                    { "name": "admin", "port": ADMIN_PORT, "targetPort": ADMIN_PORT_NAME, "protocol": "TCP" },
                 ],
             }}),
         ),
         resource: svc.clone(),
     });
     // The headless Service exists only while the target qualifies for it (a selector and a
-    // numeric target port); otherwise it is deleted and traffic goes to the target itself.
-    let upstream_manifest = target.headless.as_ref().map(|(selector, port)| {
-        manifest(
-            &svc,
-            metadata(msvc, &upstream_name(msvc), &none),
-            json!({ "spec": {
-                "clusterIP": "None",
-                "selector": selector,
-                "publishNotReadyAddresses": false,
-                "ports": [{ "name": "http", "port": port, "targetPort": port, "protocol": "TCP" }],
-            }}),
-        )
-    });
+    // numeric target port, or a takeover); otherwise it is deleted and traffic goes to the
+    // target itself.
+    let upstream_manifest =
+        target.headless.as_ref().map(|(selector, ports)| {
+            let ports: Vec<Value> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let port_name = if i == 0 { "http".to_string() } else { format!("port-{port}") };
+                json!({ "name": port_name, "port": port, "targetPort": port, "protocol": "TCP" })
+            })
+            .collect();
+            manifest(
+                &svc,
+                metadata(msvc, &upstream_name(msvc), &none),
+                json!({ "spec": {
+                    "clusterIP": "None",
+                    "selector": selector,
+                    "publishNotReadyAddresses": false,
+                    "ports": ports,
+                }}),
+            )
+        });
 
     let scaling = &spec.scaling;
     let hpa = resources::hpa();
@@ -337,12 +409,14 @@ pub fn build(
     ];
 
     let sm = resources::service_monitor();
+    let mut sm_selector = selector_labels(msvc);
+    sm_selector.extend(metrics_labels);
     let sm_manifest = spec.monitoring.service_monitor.enabled.then(|| {
         manifest(
             &sm,
             metadata(msvc, &name, &settings.monitoring_labels),
             json!({ "spec": {
-                "selector": { "matchLabels": selector_labels(msvc) },
+                "selector": { "matchLabels": sm_selector },
                 "namespaceSelector": { "matchNames": [ns] },
                 "endpoints": [{
                     "port": "admin",
@@ -382,12 +456,17 @@ fn min_replicas(msvc: &MonitoredService) -> i32 {
 /// upgrade must not roll every proxy for nothing).
 fn restart_hash(config: &ProxyConfig) -> String {
     use blake2::{Blake2s256, Digest};
-    let settings = json!({
+    let mut settings = json!({
         "listen": config.listen,
         "admin": config.admin,
         "metrics": config.metrics,
         "server": config.server,
     });
+    // Only when set, so proxies without them keep their hash across the upgrade that
+    // brought the setting.
+    if !config.additional_listeners.is_empty() {
+        settings["additionalListeners"] = json!(config.additional_listeners);
+    }
     Blake2s256::digest(settings.to_string().as_bytes())
         .iter()
         .take(8)
@@ -400,6 +479,7 @@ fn deployment(
     name: &str,
     config: &ProxyConfig,
     settings: &Settings,
+    target: &TargetInfo,
 ) -> Child {
     let spec = &msvc.spec;
     let resource = resources::deployment();
@@ -415,7 +495,36 @@ fn deployment(
         .map_or_else(default_resources, |r| {
             serde_json::to_value(r).unwrap_or_else(|_| default_resources())
         });
-    let probe = |path: &str, period: i32| json!({ "httpGet": { "path": path, "port": "admin" }, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3 });
+    let probe = |path: &str, period: i32| json!({ "httpGet": { "path": path, "port": ADMIN_PORT_NAME }, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3 });
+    // In takeover mode the proxies listen where the application did, under the names its
+    // Service's named target ports look for.
+    let mut ports: Vec<Value> = match &target.takeover {
+        Some(t) => t
+            .listeners
+            .iter()
+            .map(|(port_name, number)| match port_name {
+                Some(n) => json!({ "name": n, "containerPort": number, "protocol": "TCP" }),
+                None => json!({ "containerPort": number, "protocol": "TCP" }),
+            })
+            .collect(),
+        None => vec![json!({ "name": "http", "containerPort": PROXY_PORT, "protocol": "TCP" })],
+    };
+    ports.push(json!({ "name": ADMIN_PORT_NAME, "containerPort": ADMIN_PORT, "protocol": "TCP" }));
+    let mut pod_security = json!({
+        "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+        "seccompProfile": { "type": "RuntimeDefault" },
+    });
+    // An application on a port below 1024 (say 80): the proxy runs without privileges,
+    // and the namespaced sysctl lets it bind there (a safe sysctl, allowed by default).
+    if let Some(lowest) = target
+        .takeover
+        .as_ref()
+        .and_then(|t| t.listeners.iter().map(|(_, n)| *n).min())
+        .filter(|n| *n < 1024)
+    {
+        pod_security["sysctls"] =
+            json!([{ "name": "net.ipv4.ip_unprivileged_port_start", "value": lowest.to_string() }]);
+    }
     let mut deployment_spec = json!({
         "selector": { "matchLabels": selector_labels(msvc) },
         "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
@@ -427,10 +536,7 @@ fn deployment(
             "spec": {
                 "automountServiceAccountToken": false,
                 "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-                "securityContext": {
-                    "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
-                    "seccompProfile": { "type": "RuntimeDefault" },
-                },
+                "securityContext": pod_security,
                 "topologySpreadConstraints": [{
                     "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
                     "labelSelector": { "matchLabels": selector_labels(msvc) },
@@ -452,10 +558,7 @@ fn deployment(
                     "imagePullPolicy": "IfNotPresent",
                     "args": ["proxy", "--config", format!("{CONFIG_DIR}/config.yaml")],
                     "env": [{ "name": "ROUTEMETER_LOG_FORMAT", "value": "json" }],
-                    "ports": [
-                        { "name": "http", "containerPort": PROXY_PORT, "protocol": "TCP" },
-                        { "name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP" },
-                    ],
+                    "ports": ports,
                     "readinessProbe": probe("/readyz", 5),
                     "livenessProbe": probe("/healthz", 10),
                     "lifecycle": { "preStop": { "sleep": { "seconds": PRE_STOP_SLEEP_SECONDS } } },
@@ -554,6 +657,7 @@ pub fn target_info(
             upstream: format!("{host}.:{service_port}"),
             service_port,
             headless: None,
+            takeover: None,
         });
     }
     let entry = ports
@@ -582,7 +686,8 @@ pub fn target_info(
                 service_host(&upstream_name(msvc), &namespace, cluster_domain)
             ),
             service_port: entry.port,
-            headless: Some((selector, cport)),
+            headless: Some((selector, vec![cport])),
+            takeover: None,
         }),
         _ => Ok(TargetInfo {
             upstream: format!(
@@ -592,7 +697,41 @@ pub fn target_info(
             ),
             service_port: entry.port,
             headless: None,
+            takeover: None,
         }),
+    }
+}
+
+/// Where the proxy sends traffic in takeover mode: the headless upstream Service with the
+/// target's original `selector`, on every port the proxies listen on; the proxy's own
+/// Service keeps the target's port number.
+pub fn takeover_target_info(
+    msvc: &MonitoredService,
+    target: &k8s_openapi::api::core::v1::Service,
+    selector: BTreeMap<String, String>,
+    ports: TakeoverPorts,
+    cluster_domain: &str,
+) -> TargetInfo {
+    let namespace = msvc.namespace().unwrap_or_default();
+    let wanted = &msvc.spec.target.port;
+    let service_port = target
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .find(|p| match wanted {
+            IntOrString::Int(n) => p.port == *n,
+            IntOrString::String(s) => p.name.as_deref() == Some(s.as_str()),
+        })
+        .map_or(ports.primary, |p| p.port);
+    TargetInfo {
+        upstream: format!(
+            "{}:{}",
+            service_host(&upstream_name(msvc), &namespace, cluster_domain),
+            ports.primary
+        ),
+        service_port,
+        headless: Some((selector, ports.listeners.iter().map(|(_, n)| *n).collect())),
+        takeover: Some(ports),
     }
 }
 
@@ -617,7 +756,8 @@ mod tests {
         let target = TargetInfo {
             upstream: "shop-routemeter-upstream.apps.svc.cluster.local.:8080".into(),
             service_port: 80,
-            headless: Some((BTreeMap::from([("app".into(), "shop".into())]), 8080)),
+            headless: Some((BTreeMap::from([("app".into(), "shop".into())]), vec![8080])),
+            takeover: None,
         };
         let settings = Settings {
             proxy_image: "routemeter/routemeter:test".into(),
@@ -757,6 +897,7 @@ mod tests {
                 upstream: "a:1".into(),
                 service_port: 80,
                 headless: None,
+                takeover: None,
             },
         )
         .expect("config");
@@ -776,6 +917,108 @@ mod tests {
             !limits.contains_key("cpu"),
             "no CPU limit: it would throttle the proxy"
         );
+    }
+
+    #[test]
+    fn takeover_listens_where_the_application_did_and_keeps_admin_off_client_services() {
+        let m = msvc(Some("u"));
+        let target = service(json!({ "selector": { "app": "shop" }, "ports": [
+            { "name": "web", "port": 80, "targetPort": "http" },
+            { "name": "metrics", "port": 9090, "targetPort": 9090 },
+        ] }));
+        let ports = TakeoverPorts {
+            primary: 8080,
+            listeners: vec![(Some("http".into()), 8080), (None, 9090)],
+            named: BTreeMap::from([("http".into(), 8080)]),
+        };
+        let mut by_number = m.clone();
+        by_number.spec.target.port = IntOrString::Int(80);
+        let info = takeover_target_info(
+            &by_number,
+            &target,
+            BTreeMap::from([("app".into(), "shop".into())]),
+            ports,
+            "cluster.local",
+        );
+        assert_eq!(
+            info.upstream,
+            "shop-routemeter-upstream.apps.svc.cluster.local.:8080"
+        );
+        assert_eq!(info.service_port, 80);
+        let config = proxy_config(&by_number, &info).expect("config");
+        assert_eq!(config.listen, "0.0.0.0:8080");
+        assert_eq!(config.additional_listeners, ["0.0.0.0:9090"]);
+        let settings = Settings {
+            proxy_image: "routemeter/routemeter:test".into(),
+            monitoring_labels: BTreeMap::new(),
+        };
+        let children = build(&by_number, &info, &settings).expect("children");
+        let deployment: Deployment =
+            serde_json::from_value(children.core[1].manifest.clone()).expect("a Deployment");
+        let container = &deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod")
+            .containers[0];
+        let ports: Vec<(Option<&str>, i32)> = container
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (Some("http"), 8080),
+                (None, 9090),
+                (Some(ADMIN_PORT_NAME), ADMIN_PORT)
+            ],
+            "the Service's named targetPort finds its port on the proxy pods"
+        );
+        // The upstream Service follows the application on every port.
+        let upstream = children
+            .optional
+            .iter()
+            .find(|(_, n, _)| n == "shop-routemeter-upstream")
+            .and_then(|(_, _, m)| m.clone())
+            .expect("upstream Service");
+        assert_eq!(upstream["spec"]["selector"], json!({ "app": "shop" }));
+        let numbers: Vec<&Value> = upstream["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| &p["port"])
+            .collect();
+        assert_eq!(numbers, [&json!(8080), &json!(9090)]);
+        // No client-facing Service carries the admin port; the metrics Service does, and
+        // is the one the ServiceMonitor selects.
+        let services: Vec<&Value> = children
+            .core
+            .iter()
+            .map(|c| &c.manifest)
+            .filter(|m| m["kind"] == "Service")
+            .collect();
+        for s in &services {
+            let has_admin = s["spec"]["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .any(|p| p["port"] == ADMIN_PORT);
+            let is_metrics = s["metadata"]["name"] == metrics_name(&m);
+            assert_eq!(has_admin, is_metrics, "{}", s["metadata"]["name"]);
+        }
+        let sm = children.monitoring[0].2.clone().expect("ServiceMonitor");
+        assert_eq!(sm["spec"]["selector"]["matchLabels"][METRICS_LABEL], "true");
+        // A port below 1024 is bound through the namespaced sysctl, not a capability.
+        let mut low = info.clone();
+        if let Some(t) = low.takeover.as_mut() {
+            t.listeners.push((None, 80));
+        }
+        let children = build(&by_number, &low, &settings).expect("children");
+        let sysctls =
+            &children.core[1].manifest["spec"]["template"]["spec"]["securityContext"]["sysctls"];
+        assert_eq!(sysctls[0]["name"], "net.ipv4.ip_unprivileged_port_start");
+        assert_eq!(sysctls[0]["value"], "80");
     }
 
     #[test]

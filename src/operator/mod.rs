@@ -5,6 +5,7 @@
 //! - [`reconcile`]: the reconciler and its writes;
 //! - [`status`]: conditions and the status write;
 //! - [`selection`]: which Prometheus selects the monitoring objects;
+//! - [`takeover`]: takeover mode's steps on the target Service, and giving it back;
 //! - [`render`]: `routemeter render`, offline.
 
 pub mod children;
@@ -12,6 +13,7 @@ pub mod reconcile;
 pub mod render;
 pub mod selection;
 pub mod status;
+pub mod takeover;
 pub mod traffic;
 
 use std::collections::HashMap;

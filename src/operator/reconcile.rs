@@ -9,10 +9,13 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 
+use std::collections::BTreeMap;
+
 use super::children::{self, Settings};
 use super::status::{self, Condition};
+use super::takeover::{self, Record, Step};
 use super::{Context, Error};
-use crate::crd::MonitoredService;
+use crate::crd::{Mode, MonitoredService};
 
 /// Every write by the operator is a server-side apply under this field manager.
 pub const FIELD_MANAGER: &str = "routemeter";
@@ -37,8 +40,17 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let name = msvc.name_any();
     let client = &ctx.client;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let holds_finalizer = msvc.finalizers().iter().any(|f| f == takeover::FINALIZER);
     if msvc.metadata.deletion_timestamp.is_some() {
         ctx.readings.forget(msvc);
+        // A Service taken over is given back before the proxies go.
+        if holds_finalizer {
+            if !let_go(client, &services, msvc).await? {
+                return Ok(Action::requeue(TAKEOVER_STEP));
+            }
+            takeover::set_finalizer(client, msvc, false).await?;
+        }
         // Being deleted: the garbage collector removes the children. Applying them again
         // would race it, and hold a foreground deletion open for as long as we do.
         return Ok(Action::await_change());
@@ -47,14 +59,28 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
 
     // Input the API server could not check: route templates, durations.
     if let Err(message) = validate(msvc) {
+        let released = !holds_finalizer || let_go(client, &services, msvc).await?;
+        if holds_finalizer && released {
+            takeover::set_finalizer(client, msvc, false).await?;
+        }
+        if msvc.spec.mode == Mode::Takeover {
+            report.set(Condition::taken_over(
+                false,
+                "InvalidSpec",
+                "the target Service has its original selector back until the spec is fixed",
+            ));
+        }
         report.set(Condition::invalid_spec(&message));
         status::write(client, msvc, report.finish(None, None)).await?;
         tracing::warn!(msvc = %name, namespace = %ns, %message, "invalid spec");
         // Nothing will change until the spec does; the watch brings the next edit.
-        return Ok(Action::await_change());
+        return Ok(if released {
+            Action::await_change()
+        } else {
+            Action::requeue(TAKEOVER_STEP)
+        });
     }
 
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let target_name = &msvc.spec.target.service;
     let Some(target) = services
         .get_opt(target_name)
@@ -70,7 +96,23 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         status::write(client, msvc, report.finish(None, None)).await?;
         return Ok(Action::requeue(RETRY));
     };
-    let target = match children::target_info(msvc, &target, &ctx.cluster_domain) {
+    let target_svc = target;
+    // Takeover: what the record says, whether the Service can be served, on which ports.
+    let plan = plan_takeover(client, msvc, &target_svc, &mut report).await?;
+    if plan.is_none() && holds_finalizer && let_go(client, &services, msvc).await? {
+        takeover::set_finalizer(client, msvc, false).await?;
+    }
+    let info = match &plan {
+        Some(p) => Ok(children::takeover_target_info(
+            msvc,
+            &target_svc,
+            p.original.clone(),
+            p.ports.clone(),
+            &ctx.cluster_domain,
+        )),
+        None => children::target_info(msvc, &target_svc, &ctx.cluster_domain),
+    };
+    let target = match info {
         Ok(t) => t,
         Err(message) => {
             report.set(Condition::target_unusable(&message));
@@ -151,10 +193,17 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
             name: format!("{ns}/{}", children::proxy_name(msvc)),
             source,
         })?;
+    let rolled_out = deployment.as_ref().is_some_and(rolled_out);
     let (replicas, ready) = deployment.and_then(|d| d.status).map_or((0, 0), |s| {
         (s.replicas.unwrap_or(0), s.available_replicas.unwrap_or(0))
     });
     report.set(Condition::proxy_availability(ready, replicas));
+    let mut next = None;
+    let mut taken_over = false;
+    if let Some(plan) = &plan {
+        (taken_over, next) =
+            step_takeover(client, msvc, &target_svc, plan, rolled_out, &mut report).await?;
+    }
     let reading = if ready > 0 {
         ctx.readings.read(client, msvc, ctx.proxy_admin_port).await
     } else {
@@ -165,7 +214,11 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     }
     let mut new_status = report.finish(Some(replicas), Some(ready));
     new_status.selected_by = selection.selected_by;
-    new_status.proxy_service = Some(children::proxy_name(msvc));
+    new_status.proxy_service = Some(if taken_over {
+        target_name.clone()
+    } else {
+        children::proxy_name(msvc)
+    });
     new_status.traffic = reading.traffic;
     let ready_now = new_status
         .conditions
@@ -175,12 +228,248 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     if let Some(first) = failures.into_iter().next() {
         return Err(first);
     }
-    // Ready proxies are read again for live traffic figures; otherwise look again soon.
-    Ok(Action::requeue(if ready_now {
+    // Ready proxies are read again for live traffic figures; otherwise look again soon,
+    // and sooner while a takeover waits for its next step.
+    Ok(Action::requeue(next.unwrap_or(if ready_now {
         TRAFFIC_REFRESH
     } else {
         RETRY
+    })))
+}
+
+/// How soon to look again while a takeover or a restore waits for its next step.
+const TAKEOVER_STEP: Duration = Duration::from_secs(2);
+
+/// A takeover that can go on: the original selector and the proxies' ports.
+struct TakeoverPlan {
+    record: Option<Record>,
+    original: BTreeMap<String, String>,
+    ports: children::TakeoverPorts,
+}
+
+/// Whether the MonitoredService's takeover can go on; `None` in Parallel mode or when it
+/// cannot, with the condition saying why set in `report`. Adds the finalizer before
+/// anything is written to the Service.
+async fn plan_takeover(
+    client: &Client,
+    msvc: &MonitoredService,
+    svc: &Service,
+    report: &mut status::Report,
+) -> Result<Option<TakeoverPlan>, Error> {
+    if msvc.spec.mode != Mode::Takeover {
+        return Ok(None);
+    }
+    let name = msvc.name_any();
+    let record = match Record::of(svc) {
+        Ok(r) => r,
+        Err(message) => {
+            report.set(Condition::taken_over(false, "RecordUnreadable", message));
+            return Ok(None);
+        }
+    };
+    if let Some(message) = takeover::refusal(svc, record.as_ref(), &name) {
+        report.set(Condition::taken_over(false, "Refused", message));
+        return Ok(None);
+    }
+    let original = record.as_ref().map_or_else(
+        || {
+            svc.spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default()
+        },
+        |r| r.selector.clone(),
+    );
+    let ns = msvc.namespace().unwrap_or_default();
+    let pods = takeover::application_pods(client, &ns, &original).await?;
+    let ports = match takeover::ports(msvc, svc, &pods, record.as_ref(), children::ADMIN_PORT) {
+        Ok(p) => p,
+        Err(message) => {
+            report.set(Condition::taken_over(false, "PortsUnresolved", message));
+            return Ok(None);
+        }
+    };
+    takeover::set_finalizer(client, msvc, true).await?;
+    Ok(Some(TakeoverPlan {
+        record,
+        original,
+        ports,
     }))
+}
+
+/// Takes the next takeover step on the target Service. Returns whether it points at the
+/// proxies, and how soon to look again when a step is still to come.
+async fn step_takeover(
+    client: &Client,
+    msvc: &MonitoredService,
+    svc: &Service,
+    plan: &TakeoverPlan,
+    rolled_out: bool,
+    report: &mut status::Report,
+) -> Result<(bool, Option<Duration>), Error> {
+    let name = msvc.name_any();
+    let svc_name = svc.name_any();
+    let record = plan.record.as_ref();
+    let soon = Some(TAKEOVER_STEP);
+    let taken = |reason, message: String| Condition::taken_over(true, reason, message);
+    let waiting = |reason, message: String| Condition::taken_over(false, reason, message);
+    let phase = takeover::phase(svc, record, &name);
+    let (condition, result) = match phase {
+        takeover::Phase::Free => {
+            let new = Record {
+                monitored_service: name.clone(),
+                selector: plan.original.clone(),
+                proxy_selector: children::selector_labels(msvc),
+                ports: plan.ports.named.clone(),
+                repointed: false,
+                reasserted_at: None,
+            };
+            takeover::write(client, svc, None, &Step::Record(new)).await?;
+            (
+                waiting(
+                    "Recorded",
+                    format!(
+                        "the selector of Service {svc_name} is recorded in its annotation {}; it is pointed at the proxies once they are ready",
+                        takeover::RECORD_ANNOTATION
+                    ),
+                ),
+                (false, soon),
+            )
+        }
+        takeover::Phase::Recorded if !rolled_out => (
+            waiting(
+                "WaitingForProxy",
+                format!(
+                    "Service {svc_name} is pointed at the proxies once the proxy Deployment has rolled out a ready replica listening on its ports"
+                ),
+            ),
+            (false, soon),
+        ),
+        takeover::Phase::Recorded => {
+            let done =
+                takeover::write(client, svc, record, &Step::Repoint { reassert: false }).await?;
+            if done {
+                (
+                    taken("TakenOver", taken_message(&svc_name, plan)),
+                    (true, None),
+                )
+            } else {
+                (
+                    waiting(
+                        "WaitingForProxy",
+                        format!("Service {svc_name} changed while being repointed; trying again"),
+                    ),
+                    (false, soon),
+                )
+            }
+        }
+        takeover::Phase::TakenOver => (
+            taken("TakenOver", taken_message(&svc_name, plan)),
+            (true, None),
+        ),
+        takeover::Phase::Reapplied
+            if record.is_some_and(|r| {
+                takeover::may_reassert(r, k8s_openapi::jiff::Timestamp::now())
+            }) =>
+        {
+            let done =
+                takeover::write(client, svc, record, &Step::Repoint { reassert: true }).await?;
+            (
+                taken(
+                    "SelectorReasserted",
+                    format!(
+                        "the selector of Service {svc_name} was re-applied with its original keys next to the proxies' (what `kubectl apply` of its unchanged manifest does), which matches no pod; routemeter set the proxies' selector again{}",
+                        if done { "" } else { " (retrying)" }
+                    ),
+                ),
+                (done, (!done).then_some(TAKEOVER_STEP)),
+            )
+        }
+        takeover::Phase::Reapplied | takeover::Phase::Reverted | takeover::Phase::Changed => {
+            let current = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default();
+            (
+                waiting(
+                    "SelectorChanged",
+                    format!(
+                        "the selector of Service {svc_name} was changed by someone else to {current:?} while taken over; routemeter leaves it so. \
+                     To hand the Service to routemeter again, remove its annotation {} (the selector it has then is the one restored later); \
+                     to give it up, set spec.mode: Parallel",
+                        takeover::RECORD_ANNOTATION
+                    ),
+                ),
+                (false, None),
+            )
+        }
+        takeover::Phase::Foreign(_) => (
+            waiting("Refused", "taken over by another MonitoredService".into()),
+            (false, None),
+        ),
+    };
+    report.set(condition);
+    Ok(result)
+}
+
+fn taken_message(svc_name: &str, plan: &TakeoverPlan) -> String {
+    format!(
+        "Service {svc_name} points at the proxies on ports {:?}; its original selector {:?} is kept in its annotation {} and restored when routemeter lets go",
+        plan.ports
+            .listeners
+            .iter()
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>(),
+        plan.original,
+        takeover::RECORD_ANNOTATION
+    )
+}
+
+/// Gives the target Service back, if this MonitoredService took it over. Returns whether
+/// nothing is left to undo (`false`: a write raced an edit; look again).
+async fn let_go(
+    client: &Client,
+    services: &Api<Service>,
+    msvc: &MonitoredService,
+) -> Result<bool, Error> {
+    let target = &msvc.spec.target.service;
+    let Some(svc) = services
+        .get_opt(target)
+        .await
+        .map_err(|source| Error::Object {
+            verb: "read",
+            kind: "Service".into(),
+            name: format!("{}/{target}", msvc.namespace().unwrap_or_default()),
+            source,
+        })?
+    else {
+        return Ok(true);
+    };
+    let record = match Record::of(&svc) {
+        Ok(r) => r,
+        Err(message) => {
+            tracing::warn!(service = %target, "{message}");
+            return Ok(true);
+        }
+    };
+    let phase = takeover::phase(&svc, record.as_ref(), &msvc.name_any());
+    match takeover::restore_step(&phase) {
+        None => Ok(true),
+        Some(step) => takeover::write(client, &svc, record.as_ref(), &step).await,
+    }
+}
+
+/// Whether the proxy Deployment runs its current template only, with a ready replica.
+fn rolled_out(d: &Deployment) -> bool {
+    let (Some(spec), Some(status)) = (&d.spec, &d.status) else {
+        return false;
+    };
+    let wanted = spec.replicas.unwrap_or(1);
+    status.observed_generation >= d.metadata.generation
+        && status.updated_replicas.unwrap_or(0) >= wanted
+        && status.replicas.unwrap_or(0) == status.updated_replicas.unwrap_or(0)
+        && status.available_replicas.unwrap_or(0) >= 1
 }
 
 /// Checks what the schema cannot: the proxy config the spec implies must be valid.
@@ -189,6 +478,7 @@ fn validate(msvc: &MonitoredService) -> Result<(), String> {
         upstream: "target:80".into(),
         service_port: 80,
         headless: None,
+        takeover: None,
     };
     children::proxy_config(msvc, &placeholder)
         .map(|_| ())

@@ -3,13 +3,14 @@
 
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use serde::Deserialize;
 use thiserror::Error;
 
 use super::children::{self, Settings};
-use crate::crd::MonitoredService;
+use super::takeover;
+use crate::crd::{Mode, MonitoredService};
 
 /// Why rendering failed.
 #[derive(Debug, Error)]
@@ -37,7 +38,8 @@ pub struct Args {
     /// File with one or more MonitoredService documents.
     #[arg(long, short = 'f')]
     pub file: PathBuf,
-    /// File with the target Service(s); without it the target is assumed to have a
+    /// File with the target Service(s), and Pods of the application naming the numbers
+    /// of named target ports (takeover mode); without it the target is assumed to have a
     /// selector and a numeric port equal to spec.target.port.
     #[arg(long)]
     pub targets: Option<PathBuf>,
@@ -110,6 +112,11 @@ impl Args {
             Some(p) => read_docs(p, "Service")?,
             None => Vec::new(),
         };
+        // Pods in the same file name the numbers of named target ports, for takeover.
+        let pods: Vec<Pod> = match &self.targets {
+            Some(p) => read_docs(p, "Pod")?,
+            None => Vec::new(),
+        };
         let mut out = String::new();
         for mut msvc in msvcs {
             if msvc.namespace().is_none() {
@@ -128,13 +135,40 @@ impl Args {
                 })
                 .cloned()
                 .unwrap_or_else(|| assumed_target(&msvc));
-            let info =
-                children::target_info(&msvc, &target, &self.cluster_domain).map_err(|message| {
-                    RenderError::Invalid {
-                        name: name.clone(),
-                        message,
-                    }
-                })?;
+            let invalid = |message: String| RenderError::Invalid {
+                name: name.clone(),
+                message,
+            };
+            // Takeover: the proxies' ports, and the target Service as routemeter leaves it
+            // once taken over (its selector, and the record of the original).
+            let mut taken_over = None;
+            let info = if msvc.spec.mode == Mode::Takeover {
+                if let Some(message) = takeover::refusal(&target, None, &msvc.name_any()) {
+                    return Err(invalid(message));
+                }
+                let ports = takeover::ports(&msvc, &target, &pods, None, children::ADMIN_PORT)
+                    .map_err(invalid)?;
+                let original = target
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.clone())
+                    .unwrap_or_default();
+                taken_over = Some(takeover::taken_over(
+                    &msvc,
+                    &target,
+                    &ports,
+                    original.clone(),
+                ));
+                children::takeover_target_info(
+                    &msvc,
+                    &target,
+                    original,
+                    ports,
+                    &self.cluster_domain,
+                )
+            } else {
+                children::target_info(&msvc, &target, &self.cluster_domain).map_err(invalid)?
+            };
             let settings = Settings {
                 proxy_image: self.proxy_image.clone(),
                 monitoring_labels: msvc.spec.monitoring.labels.clone(),
@@ -148,6 +182,7 @@ impl Args {
                 built.core.into_iter().map(|c| c.manifest).collect();
             docs.extend(built.optional.into_iter().filter_map(|(_, _, m)| m));
             docs.extend(built.monitoring.into_iter().filter_map(|(_, _, m)| m));
+            docs.extend(taken_over);
             for doc in docs {
                 if self.rules_only {
                     if doc["kind"] != "PrometheusRule" {
@@ -207,8 +242,37 @@ mod tests {
     }
 
     #[test]
+    fn takeover_shows_the_target_service_as_it_is_left() {
+        let docs = render("takeover.yaml");
+        let target = docs
+            .iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "orders")
+            .expect("the target Service in the output");
+        assert_eq!(
+            target["spec"]["selector"]["routemeter.io/monitored-service"],
+            "orders"
+        );
+        let record: takeover::Record = serde_json::from_str(
+            target["metadata"]["annotations"][takeover::RECORD_ANNOTATION]
+                .as_str()
+                .expect("the record"),
+        )
+        .expect("a record");
+        assert_eq!(
+            record.selector.get("app").map(String::as_str),
+            Some("orders")
+        );
+        let config = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "orders-routemeter")
+            .expect("proxy config");
+        let text = config["data"]["config.yaml"].as_str().expect("config");
+        assert!(text.contains("listen: 0.0.0.0:80\n"), "{text}");
+    }
+
+    #[test]
     fn render_output_applies_as_printed() {
-        for example in ["trips-api.yaml", "minimal.yaml"] {
+        for example in ["trips-api.yaml", "minimal.yaml", "takeover.yaml"] {
             let docs = render(example);
             assert!(docs.len() >= 7, "{example}: {} objects", docs.len());
             for doc in &docs {

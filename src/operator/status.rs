@@ -1,6 +1,7 @@
 //! Status conditions a user can act on, and writing them back.
 //!
-//! `Ready` sums up `TargetFound` and `ProxyAvailable`; `MonitoringConfigured` says whether
+//! `Ready` sums up `TargetFound`, `ProxyAvailable` and, in takeover mode, `TakenOver`
+//! (whether the target Service points at the proxies); `MonitoringConfigured` says whether
 //! the ServiceMonitor and rules exist and a Prometheus selects them; `ProxyConfigApplied`
 //! whether the proxies read run the config in their ConfigMap. A condition keeps its
 //! `lastTransitionTime` while its status does not change, so writes are idempotent and a
@@ -107,6 +108,10 @@ impl Condition {
             )
         }
     }
+    /// Takeover mode: where the target Service stands (`TakenOver`).
+    pub fn taken_over(status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new("TakenOver", status, reason, message)
+    }
     pub fn monitoring_crds_missing() -> Self {
         Self::new(
             "MonitoringConfigured",
@@ -165,7 +170,9 @@ impl Report {
             let failing = self
                 .conditions
                 .iter()
-                .find(|c| (c.type_ == "TargetFound" || c.type_ == "ProxyAvailable") && !c.status)
+                .find(|c| {
+                    matches!(c.type_, "TargetFound" | "ProxyAvailable" | "TakenOver") && !c.status
+                })
                 .cloned();
             self.set(match failing {
                 Some(f) => Condition::new("Ready", false, f.reason, f.message),

@@ -132,7 +132,8 @@ impl Args {
         // pingora retries a busy address for 30 s, then panics in the service's thread and
         // leaves the process running without that listener, /readyz still at 200. Fail now
         // instead, so the container restarts with a clear error.
-        for addr in [&listen, &admin_addr] {
+        let additional = config.additional_listeners.clone();
+        for addr in [&listen, &admin_addr].into_iter().chain(&additional) {
             std::net::TcpListener::bind(addr.as_str()).map_err(|source| ProxyError::Listen {
                 addr: addr.clone(),
                 source,
@@ -175,7 +176,10 @@ impl Args {
             proxy.threads = threads;
             let mut options = TcpSocketOptions::default();
             options.so_reuseport = Some(services > 1);
-            proxy.add_tcp_with_settings(&shard_address(&listen, shard), options);
+            proxy.add_tcp_with_settings(&shard_address(&listen, shard), options.clone());
+            for addr in &additional {
+                proxy.add_tcp_with_settings(&shard_address(addr, shard), options.clone());
+            }
             server.add_service(proxy);
         }
 
@@ -196,7 +200,7 @@ impl Args {
             )),
         );
 
-        tracing::info!(%listen, admin = %admin_addr, workers, work_stealing = server_settings.work_stealing, "routemeter proxy starting");
+        tracing::info!(%listen, ?additional, admin = %admin_addr, workers, work_stealing = server_settings.work_stealing, "routemeter proxy starting");
         server.add_service(admin);
         server.add_service(control);
         server.run(RunArgs::default());

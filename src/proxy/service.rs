@@ -220,7 +220,7 @@ impl ProxyHttp for MeteringProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         if ctx.endpoint.is_none() && !ctx.retried {
@@ -234,7 +234,15 @@ impl ProxyHttp for MeteringProxy {
             ));
         };
         let timeouts = &ctx.snapshot.config.timeouts;
-        let mut peer = HttpPeer::new(endpoint.endpoint().addr, false, String::new());
+        let mut addr = endpoint.endpoint().addr;
+        // A request accepted on an additional listener goes to the port it came in on.
+        if ctx.snapshot.listen_port.is_some()
+            && let Some(local) = session.server_addr().and_then(|a| a.as_inet())
+            && Some(local.port()) != ctx.snapshot.listen_port
+        {
+            addr.set_port(local.port());
+        }
+        let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.read_timeout = Some(timeouts.read);
         peer.options.idle_timeout = Some(timeouts.idle);

@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub inferred: Arc<InferredRoutes>,
     /// The label of unmatched requests when inference is off.
     pub unmatched: Arc<str>,
+    /// The port of `listen` when there are additional listeners (whose requests go to the
+    /// port they came in on); `None` without them, so requests look nothing up.
+    pub listen_port: Option<u16>,
 }
 
 impl Snapshot {
@@ -68,7 +71,13 @@ impl Snapshot {
             }
             _ => Arc::new(InferredRoutes::new(config.auto_template.max_routes)),
         };
+        let listen_port = if config.additional_listeners.is_empty() {
+            None
+        } else {
+            config.listen.parse::<SocketAddr>().ok().map(|a| a.port())
+        };
         Ok(Snapshot {
+            listen_port,
             config,
             routes,
             balancer,

@@ -114,6 +114,27 @@ impl Drop for DeleteOnDrop {
                 .find_map(|l| l.strip_prefix("K8S_BIN=").map(str::to_string))
         });
         if let Some(dir) = dir {
+            // A MonitoredService in takeover mode holds a finalizer that only a running
+            // operator removes; the whole namespace goes, so nothing needs restoring.
+            let kubectl = |args: &[&str]| {
+                Command::new(format!("{dir}/kubectl"))
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args(["-n", &self.0])
+                    .args(args)
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            };
+            for msvc in kubectl(&["get", "monitoredservices", "-o", "name"]).lines() {
+                kubectl(&[
+                    "patch",
+                    msvc,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ]);
+            }
             let _ = Command::new(format!("{dir}/kubectl"))
                 .arg("--kubeconfig")
                 .arg(&kubeconfig)

@@ -99,10 +99,11 @@ Audit (src/operator), by Api<K> and the calls on it:
   Lease              create; get, patch of the named Lease (kube-lease-manager)
 */}}
 {{- define "routemeter.namespacedRules" -}}
-# MonitoredServices are watched; only their status is written.
+# MonitoredServices are watched; their status is written, and in takeover mode their
+# finalizer (patch), so a Service taken over is given back before its proxies go.
 - apiGroups: ["routemeter.io"]
   resources: ["monitoredservices"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["routemeter.io"]
   resources: ["monitoredservices/status"]
   verbs: ["patch"]
@@ -112,7 +113,8 @@ Audit (src/operator), by Api<K> and the calls on it:
 - apiGroups: ["routemeter.io"]
   resources: ["monitoredservices/finalizers"]
   verbs: ["update"]
-# The target Service is read; the proxy's Services are applied, and the headless
+# The target Service is read, and in takeover mode patched (its selector, and the
+# annotation recording the original); the proxy's Services are applied, and the headless
 # <name>-routemeter-upstream is deleted when the target cannot have one (a named
 # targetPort, no selector, an ExternalName).
 - apiGroups: [""]
@@ -123,7 +125,8 @@ Audit (src/operator), by Api<K> and the calls on it:
   resources: ["configmaps"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 # The ready proxy pods are listed to read their traffic figures and config state for the
-# status (from each pod's admin port: no pods/proxy verb).
+# status (from each pod's admin port: no pods/proxy verb); in takeover mode the
+# application's pods, for the numbers of named target ports.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
