@@ -321,6 +321,109 @@ async fn reloads_a_swapped_configmap_and_refuses_a_bad_one() {
     assert_eq!(m.sum("routemeter_config_last_reload_successful", &[]), 1.0);
 }
 
+/// The request headers the upstream received for a GET of `/headers` through `proxy`,
+/// sent with `headers`.
+async fn received(proxy: &Proxy, headers: &[(&str, &str)]) -> support::Received {
+    let mut request = client().get(proxy.url("/headers"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (status, body) = send(request).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("the upstream's JSON")
+}
+
+/// The values of `name` the upstream received, one per header line.
+fn values<'a>(received: &'a support::Received, name: &str) -> Vec<&'a str> {
+    received
+        .get(name)
+        .map_or_else(Vec::new, |v| v.iter().map(String::as_str).collect())
+}
+
+/// What a client that claims to come through other proxies sends.
+const SPOOFED: [(&str, &str); 6] = [
+    ("Host", "shop.example"),
+    ("X-Forwarded-For", "6.6.6.6, 198.51.100.1"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-Host", "admin.example"),
+    ("Forwarded", "for=198.51.100.1;proto=https"),
+    ("Via", "1.1 lb"),
+];
+
+#[tokio::test]
+async fn the_application_sees_its_client_and_nothing_a_client_made_up() {
+    let up = upstream().await;
+    let proxy = Proxy::start(&format!("upstream: {{endpoints: ['{up}']}}\n")).await;
+
+    let plain = received(&proxy, &[]).await;
+    let authority = format!("127.0.0.1:{}", proxy.listen);
+    assert_eq!(values(&plain, "host"), [authority.as_str()]);
+    assert_eq!(values(&plain, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(values(&plain, "x-forwarded-proto"), ["http"]);
+    assert_eq!(values(&plain, "x-forwarded-host"), [authority.as_str()]);
+    assert!(values(&plain, "forwarded").is_empty(), "off by default");
+    assert!(values(&plain, "via").is_empty(), "off by default");
+
+    // trustedHops 0: the client's claims are replaced by what the proxy saw.
+    let spoofed = received(&proxy, &SPOOFED).await;
+    assert_eq!(values(&spoofed, "host"), ["shop.example"], "Host as sent");
+    assert_eq!(values(&spoofed, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(values(&spoofed, "x-forwarded-proto"), ["http"]);
+    assert_eq!(values(&spoofed, "x-forwarded-host"), ["shop.example"]);
+    assert!(values(&spoofed, "forwarded").is_empty(), "{spoofed:?}");
+    assert_eq!(values(&spoofed, "via"), ["1.1 lb"], "Via passes through");
+}
+
+#[tokio::test]
+async fn trusted_hops_forwarded_and_via_change_on_reload() {
+    let up = upstream().await;
+    let config = |forwarding: &str| {
+        format!(
+            "upstream: {{endpoints: ['{up}']}}\nserver: {{reloadInterval: 100ms}}\n\
+             forwarding: {forwarding}\n"
+        )
+    };
+    let proxy = Proxy::start(&config("{trustedHops: 1, forwarded: true, via: true}")).await;
+
+    // One trusted proxy in front: its entry is kept, what is left of it dropped.
+    let trusted = received(&proxy, &SPOOFED).await;
+    assert_eq!(values(&trusted, "host"), ["shop.example"]);
+    assert_eq!(
+        values(&trusted, "x-forwarded-for"),
+        ["198.51.100.1, 127.0.0.1"]
+    );
+    assert_eq!(values(&trusted, "x-forwarded-proto"), ["https"]);
+    assert_eq!(values(&trusted, "x-forwarded-host"), ["admin.example"]);
+    assert_eq!(
+        values(&trusted, "forwarded"),
+        ["for=198.51.100.1;proto=https, for=127.0.0.1;proto=http;host=shop.example"]
+    );
+    assert_eq!(values(&trusted, "via"), ["1.1 lb, 1.1 routemeter"]);
+
+    // Back to the defaults, atomically as a ConfigMap update is: the next request follows.
+    let file = proxy.dir().join("config.yaml");
+    let next = proxy.dir().join("config.yaml.next");
+    let text = support::config_yaml(proxy.listen, proxy.admin, &config("{}"));
+    std::fs::write(&next, text).expect("write the next config");
+    std::fs::rename(&next, &file).expect("swap the config");
+    proxy
+        .wait_for_metric("routemeter_config_reloads_total", &[], 1.0)
+        .await;
+    let untrusted = received(&proxy, &SPOOFED).await;
+    assert_eq!(values(&untrusted, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(values(&untrusted, "x-forwarded-proto"), ["http"]);
+    assert_eq!(values(&untrusted, "x-forwarded-host"), ["shop.example"]);
+    assert!(values(&untrusted, "forwarded").is_empty(), "{untrusted:?}");
+    assert_eq!(values(&untrusted, "via"), ["1.1 lb"]);
+    let m = proxy.metrics_after(2.0).await;
+    assert_eq!(m.sum("routemeter_config_reload_errors_total", &[]), 0.0);
+    assert_eq!(
+        count(&m, "/headers", "GET", "200"),
+        2.0,
+        "one process throughout"
+    );
+}
+
 #[tokio::test]
 async fn upstream_down_then_back() {
     let port = free_port();

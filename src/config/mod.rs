@@ -75,6 +75,10 @@ pub struct ProxyConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The headers that tell the application who its client is: `X-Forwarded-For`,
+    /// `X-Forwarded-Proto`, `X-Forwarded-Host`, and optionally `Forwarded` and `Via`.
+    #[serde(default)]
+    pub forwarding: Forwarding,
     /// Histogram settings.
     #[serde(default)]
     pub metrics: MetricsSettings,
@@ -203,6 +207,54 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_request_header_bytes: defaults::max_request_header_bytes(),
+        }
+    }
+}
+
+/// The forwarding headers set on every request sent upstream, so the application sees its
+/// real client rather than the proxy. A header the proxy sets replaces or extends the one
+/// that came in according to `trustedHops`; see docs/forwarding.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Forwarding {
+    /// Set `X-Forwarded-For` to the trusted part of the incoming list (see `trustedHops`)
+    /// followed by the client's address (default true).
+    #[serde(default = "defaults::yes")]
+    pub x_forwarded_for: bool,
+    /// Set `X-Forwarded-Proto: http`, the scheme the proxy listens on; with `trustedHops`
+    /// above 0 an incoming value is kept (default true).
+    #[serde(default = "defaults::yes")]
+    pub x_forwarded_proto: bool,
+    /// Set `X-Forwarded-Host` to the request's `Host`; with `trustedHops` above 0 an
+    /// incoming value is kept (default true).
+    #[serde(default = "defaults::yes")]
+    pub x_forwarded_host: bool,
+    /// Add an RFC 7239 `Forwarded` element (`for=`, `proto=`, `host=`) after the trusted
+    /// part of the incoming ones (default false).
+    #[serde(default)]
+    pub forwarded: bool,
+    /// Append `<version> routemeter` (such as `1.1 routemeter`) to `Via` (default false).
+    #[serde(default)]
+    pub via: bool,
+    /// How many proxies in front of this one are trusted to set the forwarding headers
+    /// (default 0). 0: every incoming `X-Forwarded-*` and `Forwarded` header is the
+    /// client's word and is dropped or overwritten. N: the last N entries of the incoming
+    /// `X-Forwarded-For` and `Forwarded` lists are kept (they were written by those
+    /// proxies), the entries left of them dropped; incoming `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are kept; a header switched off passes through untouched.
+    #[serde(default)]
+    pub trusted_hops: u8,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding {
+            x_forwarded_for: true,
+            x_forwarded_proto: true,
+            x_forwarded_host: true,
+            forwarded: false,
+            via: false,
+            trusted_hops: 0,
         }
     }
 }
@@ -355,6 +407,7 @@ impl ProxyConfig {
             auto_template: AutoTemplate::default(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            forwarding: Forwarding::default(),
             metrics: MetricsSettings::default(),
             server: ServerSettings::default(),
         }
@@ -528,6 +581,24 @@ metrics:
         assert!(c.auto_template.enabled);
         assert_eq!(c.auto_template.max_routes, 100);
         assert_eq!(c.routes[0].name.as_deref(), Some("get-user"));
+        assert_eq!(c.forwarding, Forwarding::default());
+        assert!(c.forwarding.x_forwarded_for && !c.forwarding.forwarded);
+        assert_eq!(c.forwarding.trusted_hops, 0);
+    }
+
+    #[test]
+    fn forwarding_fields_are_camel_case_and_checked() {
+        let c = ProxyConfig::from_yaml(
+            "upstream: {endpoints: ['a:1']}\n\
+             forwarding: {xForwardedHost: false, forwarded: true, via: true, trustedHops: 2}",
+        )
+        .expect("valid");
+        assert!(c.forwarding.x_forwarded_for && !c.forwarding.x_forwarded_host);
+        assert!(c.forwarding.forwarded && c.forwarding.via);
+        assert_eq!(c.forwarding.trusted_hops, 2);
+        let err = ProxyConfig::from_yaml("upstream: {endpoints: ['a:1']}\nforwarding: {xff: true}")
+            .expect_err("typo");
+        assert!(err.to_string().contains("xff"), "{err}");
     }
 
     #[test]
@@ -586,6 +657,18 @@ metrics:
             (
                 "upstream: {endpoints: ['a:1']}\nserver: {workers: many}",
                 "server.workers:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nforwarding: {trustedHops: 256}",
+                "forwarding.trustedHops:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nforwarding: {trustedHops: -1}",
+                "forwarding.trustedHops:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nforwarding: {xForwardedFor: append}",
+                "forwarding.xForwardedFor:",
             ),
         ];
         for (yaml, field) in cases {

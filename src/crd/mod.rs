@@ -140,6 +140,10 @@ pub struct ProxySpec {
     /// How requests are spread over the target's endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing: Option<LoadBalancing>,
+    /// The forwarding headers (`X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`, `Via`)
+    /// the proxy sets for the application, and how many proxies in front of it are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<config::Forwarding>,
 }
 
 /// Upstream timeouts; each a duration such as `500ms`, `2s` or `1m`.

@@ -254,6 +254,7 @@ pub fn proxy_config(
     if let Some(lb) = spec.proxy.load_balancing {
         c.upstream.load_balancing = lb;
     }
+    c.forwarding = spec.proxy.forwarding.clone().unwrap_or_default();
     if let Some(t) = &spec.proxy.timeouts {
         for (field, value, slot) in [
             ("connect", &t.connect, &mut c.timeouts.connect),

@@ -1,6 +1,7 @@
 //! `routemeter proxy`: a pingora reverse proxy that records per-route Prometheus metrics.
 //!
 //! - [`service`]: the request path (routing, endpoint choice, metrics in `logging()`);
+//! - [`forward`]: the forwarding headers (`X-Forwarded-*`, `Forwarded`, `Via`);
 //! - [`balancer`]: endpoint choice, passive ejection;
 //! - [`metrics`]: the metric families and their buckets;
 //! - [`admin`]: the admin listener;
@@ -10,6 +11,7 @@
 pub mod admin;
 pub mod balancer;
 pub mod control;
+pub mod forward;
 pub mod metrics;
 pub mod service;
 pub mod state;

@@ -1,6 +1,6 @@
-//! The pingora `ProxyHttp` implementation: route each request once, pick an endpoint,
-//! and record the request exactly once in `logging()`, which pingora calls for every
-//! request, failed ones included.
+//! The pingora `ProxyHttp` implementation: route each request once, pick an endpoint, set
+//! the forwarding headers ([`super::forward`]), and record the request exactly once in
+//! `logging()`, which pingora calls for every request, failed ones included.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use prometheus::IntGauge;
 
 use super::balancer::InFlight;
+use super::forward;
 use super::metrics::ProxyMetrics;
 use super::state::{SharedState, Snapshot};
 use crate::route::method_label;
@@ -248,6 +249,21 @@ impl ProxyHttp for MeteringProxy {
         peer.options.idle_timeout = Some(timeouts.idle);
         ctx.endpoint = Some(endpoint);
         Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let client = session.client_addr().and_then(|a| a.as_inet());
+        forward::apply(
+            upstream_request,
+            &ctx.snapshot.config.forwarding,
+            client.map(SocketAddr::ip),
+            session.req_header().version,
+        )
     }
 
     async fn connected_to_upstream(

@@ -3,7 +3,7 @@
 //! admin listener serves. Everything listens on 127.0.0.1 with ports from the OS, and every
 //! wait is bounded. Builds on [`crate::common`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Path as UrlPath;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{any, get};
 
 use crate::common::{BIN, Process};
@@ -55,8 +55,10 @@ pub async fn upstream() -> SocketAddr {
 }
 
 /// Serves, until the test ends: `/status/{code}` answers that status, `/sleep/{ms}` sleeps
-/// then answers `slept`, `/ws` echoes websocket messages, anything else answers 200 with
-/// the upstream's port as the body, so a test sees which upstream answered.
+/// then answers `slept`, `/headers` answers the request headers it received as a JSON
+/// object of lower-case name to values (one per header line, see [`Received`]), `/ws`
+/// echoes websocket messages, anything else answers 200 with the upstream's port as the
+/// body, so a test sees which upstream answered.
 pub async fn upstream_on(listener: tokio::net::TcpListener) -> SocketAddr {
     let addr = listener.local_addr().expect("upstream address");
     let port = addr.port();
@@ -75,12 +77,28 @@ pub async fn upstream_on(listener: tokio::net::TcpListener) -> SocketAddr {
             }),
         )
         .route(
+            "/headers",
+            any(|headers: HeaderMap| async move { echo_headers(&headers) }),
+        )
+        .route(
             "/ws",
             any(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }),
         )
         .fallback(move || async move { port.to_string() });
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
+}
+
+/// The request headers an upstream's `/headers` received, by lower-case name.
+pub type Received = BTreeMap<String, Vec<String>>;
+
+fn echo_headers(headers: &HeaderMap) -> String {
+    let mut received = Received::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        received.entry(name.to_string()).or_default().push(value);
+    }
+    serde_json::to_string(&received).expect("headers as JSON")
 }
 
 async fn echo(mut socket: WebSocket) {
