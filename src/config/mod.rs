@@ -103,12 +103,21 @@ pub struct Route {
 }
 
 /// The upstream endpoints and how requests are spread over them.
+///
+/// Where the endpoints come from: with `endpointSlices`, the ready endpoints of that
+/// Service's EndpointSlices, followed through a watch on the Kubernetes API; `endpoints`
+/// is then the fallback, used until the first successful list and whenever the API cannot
+/// be reached. Without it, `endpoints` alone, re-resolved through DNS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `host:port` endpoints. A hostname is resolved to all its addresses and re-resolved
-    /// every `resolveInterval`, so a headless Service's ready pods are followed.
+    /// every `resolveInterval`, so a headless Service's ready pods are followed. With
+    /// `endpointSlices`, these are the fallback for when the API cannot be reached.
     pub endpoints: Vec<String>,
+    /// Follow the EndpointSlices of this Service instead of DNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_slices: Option<EndpointSlices>,
     /// How an endpoint is chosen for each request.
     #[serde(default)]
     pub load_balancing: LoadBalancing,
@@ -130,6 +139,27 @@ pub struct UpstreamConfig {
     /// does: a lone endpoint is never ejected, so a blip never turns into seconds of 503s.
     #[serde(default = "defaults::max_ejection_percent")]
     pub max_ejection_percent: u8,
+}
+
+/// The Service whose EndpointSlices are the upstream endpoints.
+///
+/// The proxy lists and watches the EndpointSlices labelled
+/// `kubernetes.io/service-name=<service>` in `namespace` (it needs get, list and watch on
+/// `discovery.k8s.io` `endpointslices` there). Its endpoints are the addresses, IPv4 and
+/// IPv6, of every endpoint that is ready (`conditions.ready` true or absent) and not
+/// terminating, each at `port`. A terminating endpoint gets no new request; those in
+/// flight on it finish. No ready endpoint means every request is answered 503
+/// (`no_healthy_upstream`) at once. Changes apply within a second of the slice's update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointSlices {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service (the `kubernetes.io/service-name` label of its slices).
+    pub service: String,
+    /// Port the endpoints are reached on, the same for every address: the target port as
+    /// a number (the ports listed in the slices are not used).
+    pub port: u16,
 }
 
 /// Load-balancing policy.
@@ -386,6 +416,7 @@ impl UpstreamConfig {
     pub fn new(endpoints: Vec<String>) -> Self {
         UpstreamConfig {
             endpoints,
+            endpoint_slices: None,
             load_balancing: LoadBalancing::default(),
             resolve_interval: defaults::resolve_interval(),
             ejection_base: defaults::ejection_base(),
@@ -475,6 +506,22 @@ impl ProxyConfig {
             split_host_port(endpoint)
                 .map_err(|m| invalid(format!("upstream.endpoints[{i}]"), m))?;
         }
+        if let Some(slices) = &self.upstream.endpoint_slices {
+            for (field, name) in [
+                ("upstream.endpointSlices.namespace", &slices.namespace),
+                ("upstream.endpointSlices.service", &slices.service),
+            ] {
+                if !is_dns_label(name) {
+                    return Err(invalid(
+                        field,
+                        format!("{name:?} is not a Kubernetes name (a DNS label)"),
+                    ));
+                }
+            }
+            if slices.port == 0 {
+                return Err(invalid("upstream.endpointSlices.port", "must not be 0"));
+            }
+        }
         for (field, d) in [
             ("upstream.resolveInterval", self.upstream.resolve_interval),
             ("upstream.ejectionBase", self.upstream.ejection_base),
@@ -531,6 +578,18 @@ impl ProxyConfig {
         self.route_table()?;
         Ok(())
     }
+}
+
+/// Whether `name` is a DNS label (RFC 1123): what namespace and Service names are, and a
+/// valid label value for the slices' selector.
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first() != Some(&b'-')
+        && bytes.last() != Some(&b'-')
 }
 
 /// Splits `host:port` (or `[v6]:port`), checking the port.
@@ -670,6 +729,22 @@ metrics:
                 "upstream: {endpoints: ['a:1']}\nforwarding: {xForwardedFor: append}",
                 "forwarding.xForwardedFor:",
             ),
+            (
+                "upstream: {endpoints: ['a:1'], endpointSlices: {namespace: Apps, service: api, port: 80}}",
+                "upstream.endpointSlices.namespace:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1'], endpointSlices: {namespace: apps, service: '', port: 80}}",
+                "upstream.endpointSlices.service:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1'], endpointSlices: {namespace: apps, service: api, port: 0}}",
+                "upstream.endpointSlices.port:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1'], endpointSlices: {namespace: apps, service: api}}",
+                "upstream.endpointSlices:",
+            ),
         ];
         for (yaml, field) in cases {
             let err = ProxyConfig::from_yaml(yaml).expect_err(yaml).to_string();
@@ -678,6 +753,27 @@ metrics:
                 "{yaml:?} gave {err:?}, wanted it to start with {field:?}"
             );
         }
+    }
+
+    #[test]
+    fn endpoint_slices_are_optional_and_round_trip() {
+        let c = ProxyConfig::from_yaml(
+            "upstream:\n  endpoints: ['api.apps.svc:8080']\n  endpointSlices: {namespace: apps, service: api, port: 8080}\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.upstream.endpoint_slices,
+            Some(EndpointSlices {
+                namespace: "apps".into(),
+                service: "api".into(),
+                port: 8080
+            })
+        );
+        let yaml = c.to_yaml().expect("serializes");
+        assert_eq!(ProxyConfig::from_yaml(&yaml).expect("valid"), c);
+        let without = ProxyConfig::from_yaml(FULL).expect("valid");
+        assert!(without.upstream.endpoint_slices.is_none());
+        assert!(!without.to_yaml().expect("yaml").contains("endpointSlices"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::Registry;
 
+use super::balancer::EndpointSource;
 use super::metrics::{ProxyMetrics, encode};
 use super::state::SharedState;
 
@@ -81,14 +82,19 @@ impl AdminApp {
     }
 
     fn metrics_text(&self) -> Vec<u8> {
-        let (healthy, ejected) = self.state.load().balancer.health();
+        let balancer = &self.state.load().balancer;
+        let (healthy, ejected) = balancer.health();
+        let source = balancer.source();
         let gauge = &self.metrics.upstream_endpoints;
-        gauge
-            .with_label_values(&["healthy"])
-            .set(i64::try_from(healthy).unwrap_or(i64::MAX));
-        gauge
-            .with_label_values(&["ejected"])
-            .set(i64::try_from(ejected).unwrap_or(i64::MAX));
+        for (state, count) in [("healthy", healthy), ("ejected", ejected)] {
+            for other in EndpointSource::ALL.into_iter().filter(|s| *s != source) {
+                // Absent, not 0: a sum over sources is the endpoint count.
+                let _ = gauge.remove_label_values(&[other.as_str(), state]);
+            }
+            gauge
+                .with_label_values(&[source.as_str(), state])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         encode(&self.registry)
     }
 }

@@ -22,6 +22,29 @@ use arc_swap::ArcSwap;
 
 use crate::config::LoadBalancing;
 
+/// Where a balancer's endpoints come from: the `source` label of
+/// `routemeter_upstream_endpoints`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointSource {
+    /// The configured `endpoints`: IP literals, or hostnames resolved through DNS.
+    Dns,
+    /// The ready endpoints of the Service's EndpointSlices (`endpointSlices`).
+    EndpointSlices,
+}
+
+impl EndpointSource {
+    /// Every source, for clearing the series of the one not in use.
+    pub const ALL: [EndpointSource; 2] = [EndpointSource::Dns, EndpointSource::EndpointSlices];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointSource::Dns => "dns",
+            EndpointSource::EndpointSlices => "endpointslices",
+        }
+    }
+}
+
 /// One upstream address and what the balancer knows of it.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -86,6 +109,8 @@ pub struct Balancer {
     max_ejection_percent: usize,
     /// Whether the endpoints have been looked up once (whatever DNS answered).
     looked_up: AtomicBool,
+    /// Whether the endpoints come from EndpointSlices rather than DNS.
+    from_slices: AtomicBool,
 }
 
 impl Balancer {
@@ -105,11 +130,28 @@ impl Balancer {
             ejection_max,
             max_ejection_percent: usize::from(max_ejection_percent),
             looked_up: AtomicBool::new(false),
+            from_slices: AtomicBool::new(false),
+        }
+    }
+
+    /// Records where the endpoints now come from.
+    pub fn set_source(&self, source: EndpointSource) {
+        self.from_slices
+            .store(source == EndpointSource::EndpointSlices, Ordering::Relaxed);
+    }
+
+    /// Where the endpoints come from.
+    pub fn source(&self) -> EndpointSource {
+        if self.from_slices.load(Ordering::Relaxed) {
+            EndpointSource::EndpointSlices
+        } else {
+            EndpointSource::Dns
         }
     }
 
     /// Records that the endpoints were looked up once: from then on the endpoint set,
-    /// even an empty one, is what DNS says rather than "not known yet".
+    /// even an empty one, is what DNS (or the EndpointSlices) says rather than "not known
+    /// yet".
     pub fn mark_looked_up(&self) {
         self.looked_up.store(true, Ordering::Relaxed);
     }
@@ -126,7 +168,8 @@ impl Balancer {
     }
 
     /// Replaces the endpoint set; endpoints that stay keep their in-flight count and
-    /// ejection state, so re-resolving DNS does not forget a dead pod.
+    /// ejection state, so re-resolving DNS does not forget a dead pod. An endpoint removed
+    /// gets no new request; requests in flight on it hold it ([`InFlight`]) and finish.
     pub fn set_addresses(&self, mut addrs: Vec<SocketAddr>) {
         addrs.sort();
         addrs.dedup();
@@ -399,6 +442,30 @@ mod tests {
         assert!(to_idle > 120, "idle endpoint got {to_idle} of 200");
         drop(busy);
         assert!(b.endpoints().iter().all(|e| e.in_flight() == 0));
+    }
+
+    #[test]
+    fn a_removed_endpoint_serves_its_requests_in_flight_but_gets_no_new_one() {
+        let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
+        let on_two = (0..2)
+            .filter_map(|_| b.pick(None))
+            .find(|f| f.endpoint().addr == addr(2))
+            .expect("a request on endpoint 2");
+        b.set_addresses(vec![addr(1)]);
+        assert_eq!(
+            on_two.endpoint().in_flight(),
+            1,
+            "still held by its request"
+        );
+        for _ in 0..10 {
+            assert_eq!(b.pick(None).expect("endpoint").endpoint().addr, addr(1));
+        }
+        let removed = Arc::downgrade(on_two.endpoint());
+        drop(on_two);
+        assert!(
+            removed.upgrade().is_none(),
+            "freed once its last request ends"
+        );
     }
 
     #[test]

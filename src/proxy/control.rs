@@ -1,10 +1,16 @@
-//! The proxy's control loop: reloads the config file when it changes and re-resolves
-//! upstream hostnames, off the request path.
+//! The proxy's control loop: reloads the config file when it changes and keeps the
+//! upstream endpoints current, off the request path.
 //!
 //! The file is re-read every `server.reloadInterval` and compared with what was last read,
 //! which follows both in-place edits and the symlink swap kubelet uses to update a mounted
 //! ConfigMap. A new config is validated and compiled before it replaces the old one in a
 //! single atomic swap; an invalid one is logged, counted, and the old one stays.
+//!
+//! The endpoints come from the Service's EndpointSlices when `upstream.endpointSlices` is
+//! set and the watch ([`SliceWatch`]) has a listed set; otherwise from `endpoints`,
+//! re-resolved every `upstream.resolveInterval`. The loop owns the watch: a reload that
+//! keeps the setting keeps it, one that changes it starts another, one that removes it
+//! stops it. A set the watch publishes reaches the balancer as soon as the loop sees it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,11 +20,13 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use super::balancer::EndpointSource;
+use super::discovery::{SliceWatch, describe};
 use super::metrics::ProxyMetrics;
 use super::state::{SharedState, Snapshot, resolve};
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, UpstreamConfig};
 
-/// Reloads the config and re-resolves upstreams until shutdown.
+/// Reloads the config and keeps the upstream endpoints current until shutdown.
 pub struct ControlLoop {
     state: SharedState,
     metrics: Arc<ProxyMetrics>,
@@ -43,14 +51,50 @@ impl ControlLoop {
         }
     }
 
-    /// Re-resolves the current upstream endpoints.
-    pub async fn refresh_endpoints(&self) {
+    /// Brings the current upstream endpoints up to date.
+    async fn refresh_endpoints(&self, discovery: &mut Discovery) {
         let snapshot = self.state.load_full();
-        update_endpoints(&snapshot).await;
+        self.update_endpoints(&snapshot, discovery).await;
+    }
+
+    /// Sets the endpoints of `snapshot`: the listed EndpointSlices when the watch has
+    /// them, DNS otherwise. Logs each switch from one to the other.
+    async fn update_endpoints(&self, snapshot: &Snapshot, discovery: &mut Discovery) {
+        let balancer = &snapshot.balancer;
+        match (
+            discovery.latest(),
+            &snapshot.config.upstream.endpoint_slices,
+        ) {
+            (Some(addrs), Some(slices)) => {
+                let now = addrs.len();
+                let before = std::mem::replace(&mut discovery.ready, now);
+                let target = describe(slices);
+                if !discovery.from_slices {
+                    tracing::info!(endpoint_slices = %target, ready = now, "upstream endpoints from the EndpointSlices of {target}: {now} ready");
+                    discovery.from_slices = true;
+                } else if now == 0 && before > 0 {
+                    tracing::warn!(endpoint_slices = %target, "no ready endpoint in the EndpointSlices of {target}: every request is answered 503 (no_healthy_upstream) until one is");
+                } else if now > 0 && before == 0 {
+                    tracing::info!(endpoint_slices = %target, ready = now, "upstream endpoints are back");
+                }
+                balancer.set_addresses(addrs);
+                balancer.set_source(EndpointSource::EndpointSlices);
+                balancer.mark_looked_up();
+            }
+            _ => {
+                if discovery.from_slices {
+                    let endpoints = snapshot.config.upstream.endpoints.join(", ");
+                    tracing::warn!(%endpoints, "the EndpointSlices are not known any more: upstream endpoints from DNS ({endpoints}) until they are listed again");
+                    discovery.from_slices = false;
+                }
+                balancer.set_source(EndpointSource::Dns);
+                resolve_endpoints(snapshot, &self.metrics).await;
+            }
+        }
     }
 
     /// Reloads the config file if its content changed. Returns whether a new config is in use.
-    pub async fn reload_if_changed(&self) -> bool {
+    async fn reload_if_changed(&self, discovery: &mut Discovery) -> bool {
         let Some(path) = &self.config_path else {
             return false;
         };
@@ -76,8 +120,9 @@ impl ControlLoop {
         match snapshot {
             Ok(next) => {
                 warn_on_restart_only_changes(&current.config, &next.config);
+                discovery.follow(&next.config.upstream, &self.metrics).await;
                 if !Arc::ptr_eq(&current.balancer, &next.balancer) {
-                    update_endpoints(&next).await;
+                    self.update_endpoints(&next, discovery).await;
                 }
                 self.state.store(Arc::new(next));
                 self.metrics.config_reloads.inc();
@@ -98,11 +143,88 @@ impl ControlLoop {
     }
 }
 
+/// The EndpointSlice watch of the control loop, when the config asks for one.
+#[derive(Default)]
+struct Discovery {
+    /// The API client, built the first time a config sets `endpointSlices`, and only then;
+    /// `Some(None)` when it could not be built (then the proxy stays on DNS).
+    client: Option<Option<kube::Client>>,
+    watch: Option<SliceWatch>,
+    /// Whether the endpoints in use came from the slices, to log each switch once.
+    from_slices: bool,
+    /// How many ready endpoints the slices had when last applied, to log the changes
+    /// from some to none and back.
+    ready: usize,
+}
+
+impl Discovery {
+    /// Starts, restarts or stops the watch to match `upstream.endpointSlices`; a watch of
+    /// the same Service, namespace and port is kept.
+    async fn follow(&mut self, upstream: &UpstreamConfig, metrics: &ProxyMetrics) {
+        let wanted = upstream.endpoint_slices.as_ref();
+        if self.watch.as_ref().map(SliceWatch::settings) == wanted {
+            return;
+        }
+        if let Some(old) = self.watch.take() {
+            let old = describe(old.settings());
+            match wanted {
+                Some(new) => {
+                    tracing::info!(endpoint_slices = %describe(new), "endpointSlices changed from {old}: upstream endpoints from DNS until the new ones are listed")
+                }
+                None => tracing::info!(
+                    "endpointSlices removed: upstream endpoints from DNS ({})",
+                    upstream.endpoints.join(", ")
+                ),
+            }
+            self.from_slices = false;
+        }
+        let Some(settings) = wanted else { return };
+        let errors = metrics
+            .upstream_discovery_errors
+            .with_label_values(&[EndpointSource::EndpointSlices.as_str()]);
+        if self.client.is_none() {
+            self.client = Some(match kube::Client::try_default().await {
+                Ok(client) => Some(client),
+                Err(error) => {
+                    errors.inc();
+                    tracing::error!(%error, "no Kubernetes API client ({error}): endpointSlices ignored, upstream endpoints from DNS only");
+                    None
+                }
+            });
+        }
+        let Some(Some(client)) = &self.client else {
+            return;
+        };
+        tracing::info!(endpoint_slices = %describe(settings), "watching the EndpointSlices of {}; upstream endpoints from DNS until they are listed", describe(settings));
+        self.watch = Some(SliceWatch::start(client.clone(), settings.clone(), errors));
+    }
+
+    /// The ready set the watch last published; `None` with no watch or no listed set.
+    fn latest(&self) -> Option<Vec<std::net::SocketAddr>> {
+        self.watch.as_ref().and_then(SliceWatch::latest)
+    }
+
+    /// Waits for the watch to publish a new set; never returns without a watch.
+    async fn changed(&mut self) {
+        match &mut self.watch {
+            Some(watch) => watch.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Resolves the endpoints of `snapshot` into its balancer, and says when the proxy goes
 /// from some endpoints to none (every request answered 503) and back.
-async fn update_endpoints(snapshot: &Snapshot) {
+async fn resolve_endpoints(snapshot: &Snapshot, metrics: &ProxyMetrics) {
     let balancer = &snapshot.balancer;
-    if let Some(addrs) = resolve(&snapshot.config.upstream.endpoints).await {
+    let resolved = resolve(&snapshot.config.upstream.endpoints).await;
+    if resolved.failed > 0 {
+        metrics
+            .upstream_discovery_errors
+            .with_label_values(&[EndpointSource::Dns.as_str()])
+            .inc_by(resolved.failed);
+    }
+    if let Some(addrs) = resolved.addrs {
         let (before, now) = (balancer.endpoints().len(), addrs.len());
         balancer.set_addresses(addrs);
         let endpoints = snapshot.config.upstream.endpoints.join(", ");
@@ -154,11 +276,16 @@ impl BackgroundService for ControlLoop {
         let snapshot = self.state.load_full();
         let mut reload = ticker(snapshot.config.server.reload_interval);
         let mut resolve_tick = ticker(snapshot.config.upstream.resolve_interval);
+        let mut discovery = Discovery::default();
+        discovery
+            .follow(&snapshot.config.upstream, &self.metrics)
+            .await;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
+                () = discovery.changed() => self.refresh_endpoints(&mut discovery).await,
                 _ = reload.tick() => {
-                    if self.reload_if_changed().await {
+                    if self.reload_if_changed(&mut discovery).await {
                         // A reload may change how often hostnames are re-resolved.
                         let wanted = self.state.load().config.upstream.resolve_interval;
                         if wanted != resolve_tick.period() {
@@ -170,10 +297,11 @@ impl BackgroundService for ControlLoop {
                         // each tick instead of waiting for the next re-resolution (a
                         // headless Service has no DNS records until its first pod is
                         // ready, and an application coming back should be found at once).
-                        self.refresh_endpoints().await;
+                        // From EndpointSlices, the set in use is already the latest.
+                        self.refresh_endpoints(&mut discovery).await;
                     }
                 }
-                _ = resolve_tick.tick() => self.refresh_endpoints().await,
+                _ = resolve_tick.tick() => self.refresh_endpoints(&mut discovery).await,
             }
         }
     }

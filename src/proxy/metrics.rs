@@ -4,7 +4,8 @@
 //! form (`http.server.request.duration` → `http_server_request_duration_seconds`, attribute
 //! `http.route` → label `http_route`); the proxy's own metrics are prefixed `routemeter_`.
 //! Every label is bounded: routes are templates or fixed fallbacks, methods a closed list,
-//! error types a closed enum, endpoints the configured upstream addresses.
+//! error types a closed enum, endpoints the upstream addresses in use, endpoint sources a
+//! closed enum.
 
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -63,8 +64,13 @@ pub struct ProxyMetrics {
     pub upstream_connect_errors: IntCounterVec,
     /// `routemeter_upstream_timeouts_total{endpoint, phase}`, phase `connect` or `read`.
     pub upstream_timeouts: IntCounterVec,
-    /// `routemeter_upstream_endpoints{state}`, state `healthy` or `ejected`.
+    /// `routemeter_upstream_endpoints{source, state}`: the endpoints in use, by where they
+    /// came from (`endpointslices` or `dns`, only the one in use has series) and state
+    /// (`healthy` or `ejected`).
     pub upstream_endpoints: IntGaugeVec,
+    /// `routemeter_upstream_discovery_errors_total{source}`: failed EndpointSlice lists and
+    /// watches (`endpointslices`), failed DNS lookups (`dns`).
+    pub upstream_discovery_errors: IntCounterVec,
     /// `routemeter_config_reloads_total`: successful reloads.
     pub config_reloads: IntCounter,
     /// `routemeter_config_reload_errors_total`: rejected configs.
@@ -127,8 +133,18 @@ impl ProxyMetrics {
                 &["endpoint", "phase"],
             )?,
             upstream_endpoints: IntGaugeVec::new(
-                Opts::new("routemeter_upstream_endpoints", "Upstream endpoints by state (healthy or ejected)."),
-                &["state"],
+                Opts::new(
+                    "routemeter_upstream_endpoints",
+                    "Upstream endpoints in use, by source (endpointslices: the ready endpoints of the Service's EndpointSlices; dns: the configured endpoints, resolved) and state (healthy or ejected).",
+                ),
+                &["source", "state"],
+            )?,
+            upstream_discovery_errors: IntCounterVec::new(
+                Opts::new(
+                    "routemeter_upstream_discovery_errors_total",
+                    "Failures to discover upstream endpoints, by source: EndpointSlice lists and watches that failed (endpointslices), DNS lookups that got no answer (dns).",
+                ),
+                &["source"],
             )?,
             config_reloads: IntCounter::new("routemeter_config_reloads_total", "Successful config reloads.")?,
             config_reload_errors: IntCounter::new(
@@ -169,6 +185,7 @@ impl ProxyMetrics {
         registry.register(Box::new(m.upstream_connect_errors.clone()))?;
         registry.register(Box::new(m.upstream_timeouts.clone()))?;
         registry.register(Box::new(m.upstream_endpoints.clone()))?;
+        registry.register(Box::new(m.upstream_discovery_errors.clone()))?;
         registry.register(Box::new(m.config_reloads.clone()))?;
         registry.register(Box::new(m.config_reload_errors.clone()))?;
         registry.register(Box::new(m.config_last_reload_successful.clone()))?;

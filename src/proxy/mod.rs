@@ -5,12 +5,14 @@
 //! - [`balancer`]: endpoint choice, passive ejection;
 //! - [`metrics`]: the metric families and their buckets;
 //! - [`admin`]: the admin listener;
-//! - [`control`]: config reload and DNS re-resolution;
+//! - [`control`]: config reload, and keeping the endpoints current;
+//! - [`discovery`]: the endpoints from the Service's EndpointSlices;
 //! - [`state`]: the compiled config that requests use, swapped atomically.
 
 pub mod admin;
 pub mod balancer;
 pub mod control;
+pub mod discovery;
 pub mod forward;
 pub mod metrics;
 pub mod service;

@@ -133,12 +133,22 @@ pub async fn lookup(host: &str) -> Lookup {
     }
 }
 
+/// What [`resolve`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The addresses; `None` when no endpoint got an answer at all, so the caller can keep
+    /// the addresses it had rather than drop them on a DNS hiccup.
+    pub addrs: Option<Vec<SocketAddr>>,
+    /// How many lookups got no answer.
+    pub failed: u64,
+}
+
 /// Resolves every endpoint: IP literals as they are, hostnames through DNS. A hostname
-/// that has no address contributes none; one whose lookup failed is reported and left
-/// out. `None` when no endpoint got an answer at all, so the caller can keep the
-/// addresses it had rather than drop them on a DNS hiccup.
-pub async fn resolve(endpoints: &[String]) -> Option<Vec<SocketAddr>> {
+/// that has no address contributes none; one whose lookup failed is reported, counted and
+/// left out.
+pub async fn resolve(endpoints: &[String]) -> Resolved {
     let mut addrs = Vec::new();
+    let mut failed = 0;
     let mut answered = endpoints.is_empty();
     for endpoint in endpoints {
         if let Ok(addr) = endpoint.parse::<SocketAddr>() {
@@ -156,11 +166,15 @@ pub async fn resolve(endpoints: &[String]) -> Option<Vec<SocketAddr>> {
             }
             Lookup::NoAddress => answered = true,
             Lookup::Failed(error) => {
+                failed += 1;
                 tracing::warn!(%endpoint, %error, "cannot resolve upstream endpoint {endpoint}: {error}; keeping its last addresses");
             }
         }
     }
-    answered.then_some(addrs)
+    Resolved {
+        addrs: answered.then_some(addrs),
+        failed,
+    }
 }
 
 #[cfg(test)]
@@ -201,13 +215,17 @@ mod tests {
     async fn resolves_literals_and_hostnames() {
         let addrs = resolve(&["127.0.0.1:80".into(), "localhost:81".into()])
             .await
+            .addrs
             .expect("resolved");
         assert!(addrs.contains(&"127.0.0.1:80".parse().expect("addr")));
         assert!(addrs.iter().any(|a| a.port() == 81 && a.ip().is_loopback()));
         // A name that does not exist is an answer: no address, not "keep the old ones".
         assert_eq!(
             resolve(&["no-such-host.invalid:80".into()]).await,
-            Some(Vec::new())
+            Resolved {
+                addrs: Some(Vec::new()),
+                failed: 0
+            }
         );
     }
 

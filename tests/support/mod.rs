@@ -60,8 +60,15 @@ pub async fn upstream() -> SocketAddr {
 /// echoes websocket messages, anything else answers 200 with the upstream's port as the
 /// body, so a test sees which upstream answered.
 pub async fn upstream_on(listener: tokio::net::TcpListener) -> SocketAddr {
+    let port = listener.local_addr().expect("upstream address").port();
+    named_upstream_on(listener, port.to_string()).await
+}
+
+/// [`upstream_on`] answering `name` instead of its port, for upstreams that share a port
+/// on different addresses; `/sleep/{ms}` says `name` in an `x-upstream` header.
+pub async fn named_upstream_on(listener: tokio::net::TcpListener, name: String) -> SocketAddr {
     let addr = listener.local_addr().expect("upstream address");
-    let port = addr.port();
+    let header = name.clone();
     let app = axum::Router::new()
         .route(
             "/status/{code}",
@@ -71,9 +78,9 @@ pub async fn upstream_on(listener: tokio::net::TcpListener) -> SocketAddr {
         )
         .route(
             "/sleep/{ms}",
-            get(|UrlPath(ms): UrlPath<u64>| async move {
+            get(move |UrlPath(ms): UrlPath<u64>| async move {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                "slept"
+                ([("x-upstream", header)], "slept")
             }),
         )
         .route(
@@ -84,7 +91,7 @@ pub async fn upstream_on(listener: tokio::net::TcpListener) -> SocketAddr {
             "/ws",
             any(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }),
         )
-        .fallback(move || async move { port.to_string() });
+        .fallback(move || async move { name });
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -140,7 +147,18 @@ impl Proxy {
 
     /// [`Proxy::start`] with logs in `format` (`text` or `json`, as `--log-format`).
     pub async fn start_with_logs(format: &'static str, rest: &str) -> Self {
-        Self::launch_with_logs(format, |listen, admin| {
+        Self::start_with(format, &[], rest).await
+    }
+
+    /// [`Proxy::start`] with these variables added to the proxy's environment (e.g.
+    /// `KUBECONFIG`, which it does not inherit).
+    #[allow(dead_code)] // tests/proxy.rs does not use it
+    pub async fn start_with_env(env: &[(&str, &str)], rest: &str) -> Self {
+        Self::start_with("text", env, rest).await
+    }
+
+    async fn start_with(format: &'static str, env: &[(&str, &str)], rest: &str) -> Self {
+        Self::launch_with(format, env, |listen, admin| {
             let dir = tempfile::tempdir().expect("tempdir");
             let config = dir.path().join("config.yaml");
             std::fs::write(&config, config_yaml(listen, admin, rest)).expect("write the config");
@@ -154,18 +172,19 @@ impl Proxy {
     /// are handed over by number, so another process may take one before the proxy binds
     /// it: then the proxy is started again on fresh ports.
     pub async fn launch(setup: impl FnMut(u16, u16) -> (tempfile::TempDir, Vec<String>)) -> Self {
-        Self::launch_with_logs("text", setup).await
+        Self::launch_with("text", &[], setup).await
     }
 
-    async fn launch_with_logs(
+    async fn launch_with(
         format: &'static str,
+        env: &[(&str, &str)],
         mut setup: impl FnMut(u16, u16) -> (tempfile::TempDir, Vec<String>),
     ) -> Self {
         let mut attempt = 1;
         loop {
             let (listen, admin) = (free_port(), free_port());
             let (dir, args) = setup(listen, admin);
-            let mut proxy = Self::spawn(dir, &args, listen, admin, format);
+            let mut proxy = Self::spawn(dir, &args, env, listen, admin, format);
             match proxy.ready().await {
                 Ok(()) => return proxy,
                 Err(busy) if attempt < START_ATTEMPTS => {
@@ -180,12 +199,14 @@ impl Proxy {
     fn spawn(
         dir: tempfile::TempDir,
         args: &[String],
+        env: &[(&str, &str)],
         listen: u16,
         admin: u16,
         format: &str,
     ) -> Self {
         let log = dir.path().join("proxy.log");
         let child = proxy_command(format, args, &log)
+            .envs(env.iter().copied())
             .spawn()
             .expect("start the proxy");
         Proxy {
@@ -318,7 +339,7 @@ pub fn path_arg(path: &Path) -> String {
 }
 
 /// `routemeter --log-format FORMAT proxy ARGS`, stderr to `log`, untouched by the
-/// caller's `ROUTEMETER_*` and `RUST_LOG` variables.
+/// caller's `ROUTEMETER_*`, `RUST_LOG` and Kubernetes client variables.
 fn proxy_command(format: &str, args: &[String], log: &Path) -> Command {
     let mut command = Command::new(BIN);
     command
@@ -327,6 +348,8 @@ fn proxy_command(format: &str, args: &[String], log: &Path) -> Command {
         .args(args)
         .env_remove("ROUTEMETER_CONFIG")
         .env_remove("ROUTEMETER_LOG_FORMAT")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("create the log file"));
@@ -346,7 +369,7 @@ pub async fn run_to_exit_with_logs(
     timeout: Duration,
 ) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proxy = Proxy::spawn(dir, args, 0, 0, format);
+    let mut proxy = Proxy::spawn(dir, args, &[], 0, 0, format);
     let status = proxy.exit_status(timeout).await;
     (status, proxy.log())
 }
