@@ -920,6 +920,184 @@ mod in_pods {
         );
     }
 
+    /// Which pod answered each of `n` requests to `url` (the sample app's X-Served-By).
+    async fn served_by(http: &reqwest::Client, url: &str, n: usize) -> BTreeMap<String, usize> {
+        let mut by = BTreeMap::new();
+        for _ in 0..n {
+            let r = http.get(url).send().await.expect("an answer");
+            assert!(r.status().is_success(), "{url}: {}", r.status());
+            let pod = r
+                .headers()
+                .get("x-served-by")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            *by.entry(pod).or_insert(0) += 1;
+        }
+        by
+    }
+
+    /// The proxies follow the application's ready pods from the EndpointSlices of its
+    /// upstream Service: scaling 1 → 3 → 1 under load fails no request, new pods get
+    /// traffic about as soon as they are ready, and a pod marked unready gets nothing.
+    #[tokio::test]
+    async fn proxies_follow_ready_endpoints_from_endpoint_slices() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        let (_cleanup, ns, proxies, base) = monitored_app(&client, "slices", json!({})).await;
+        let http = http_client(false);
+        let metrics = http
+            .get(format!("http://{}:9901/metrics", proxies[0]))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("routemeter_upstream_endpoints{source=\"endpointslices\""),
+            "the proxy follows EndpointSlices, not DNS"
+        );
+        let load = Load::start(
+            base.clone(),
+            vec!["/api/trips".into()],
+            4,
+            Duration::from_millis(5),
+        );
+        let whoami = format!("{base}/whoami");
+
+        scale(&client, &ns, "app", 1).await;
+        let one = wait_for("one pod serving", WAIT, || async {
+            let by = served_by(&http, &whoami, 20).await;
+            (by.len() == 1).then_some(by)
+        })
+        .await;
+
+        scale(&client, &ns, "app", 3).await;
+        let ready = ready_pods(&client, &ns, "app=app", 3).await;
+        let since = Instant::now();
+        wait_for("all three pods serving", WAIT, || async {
+            (served_by(&http, &whoami, 30).await.len() == 3).then_some(())
+        })
+        .await;
+        let followed = since.elapsed();
+        eprintln!("slices: a third ready pod served within {followed:?} of being seen ready");
+        assert!(followed < Duration::from_secs(3), "{followed:?}");
+
+        // One pod unready (its readiness probe fails within a second): it gets nothing
+        // once its endpoint is not ready.
+        let pod_ips: Vec<(String, String)> = pods(&client, &ns, "app=app")
+            .await
+            .iter()
+            .filter(|p| ready.contains(&p.name_any()))
+            .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
+            .collect();
+        let (sick, sick_ip) = pod_ips[0].clone();
+        http.post(format!("http://{sick_ip}:8080/admin/unhealthy"))
+            .send()
+            .await
+            .expect("mark unhealthy");
+        let slices: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "discovery.k8s.io",
+                "v1",
+                "EndpointSlice",
+            )),
+        );
+        wait_for("its endpoint not ready in the slice", WAIT, || async {
+            let list = slices
+                .list(
+                    &ListParams::default()
+                        .labels("kubernetes.io/service-name=app-routemeter-upstream"),
+                )
+                .await
+                .ok()?;
+            let unready = list
+                .items
+                .iter()
+                .flat_map(|s| s.data["endpoints"].as_array().cloned().unwrap_or_default())
+                .any(|e| {
+                    e["addresses"][0] == sick_ip.as_str() && e["conditions"]["ready"] == false
+                });
+            unready.then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = served_by(&http, &whoami, 60).await;
+        assert!(
+            !after.contains_key(&sick),
+            "{sick} is unready and got {after:?}"
+        );
+
+        scale(&client, &ns, "app", 1).await;
+        wait_for("one pod serving again", WAIT, || async {
+            (served_by(&http, &whoami, 20).await.len() == 1).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let tally = load.stop().await;
+        assert!(tally.total() > 100, "{tally:?}");
+        assert_eq!(
+            tally.failed(),
+            0,
+            "no request failed through 1 → 3 → 1: {tally:?}"
+        );
+        eprintln!(
+            "slices: {} requests through 1 → 3 → 1 (from {one:?}), 0 failed",
+            tally.total()
+        );
+    }
+
+    /// The application sees its client's address in X-Forwarded-For, not the proxy's; a
+    /// client's own X-Forwarded-For is not trusted (the default, `trustedHops: 0`).
+    #[tokio::test]
+    async fn the_application_sees_its_client_through_the_proxy() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        let (_cleanup, ns, proxies, base) = monitored_app(&client, "forwarded", json!({})).await;
+        let http = http_client(false);
+        // The host's address as the application sees it when called directly.
+        let app_ip = pods(&client, &ns, "app=app").await[0]
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .expect("a pod IP");
+        let direct: serde_json::Value = http
+            .get(format!("http://{app_ip}:8080/whoami"))
+            .send()
+            .await
+            .expect("direct")
+            .json()
+            .await
+            .expect("json");
+        let me = direct["peer"].as_str().expect("peer").to_string();
+        let proxied: serde_json::Value = http
+            .get(format!("{base}/whoami"))
+            .header("X-Forwarded-For", "6.6.6.6")
+            .header("Host", "trips.example")
+            .send()
+            .await
+            .expect("through the proxy")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(proxied["client"], me.as_str(), "{proxied}");
+        assert_eq!(
+            proxied["xForwardedFor"],
+            me.as_str(),
+            "the spoofed entry is dropped: {proxied}"
+        );
+        assert!(
+            proxies.iter().any(|p| proxied["peer"] == p.as_str()),
+            "the connection comes from a proxy: {proxied}"
+        );
+        assert_eq!(proxied["host"], "trips.example", "Host preserved");
+        assert_eq!(proxied["xForwardedHost"], "trips.example");
+        assert_eq!(proxied["xForwardedProto"], "http");
+    }
+
     #[tokio::test]
     async fn a_client_pod_calls_a_service_by_name_and_its_counts_freeze_exactly() {
         let Some(client) = client().await else { return };

@@ -141,6 +141,15 @@ pub mod resources {
     pub fn pdb() -> ApiResource {
         ApiResource::erase::<PodDisruptionBudget>(&())
     }
+    pub fn service_account() -> ApiResource {
+        ApiResource::erase::<v1::ServiceAccount>(&())
+    }
+    pub fn role() -> ApiResource {
+        ApiResource::erase::<k8s_openapi::api::rbac::v1::Role>(&())
+    }
+    pub fn role_binding() -> ApiResource {
+        ApiResource::erase::<k8s_openapi::api::rbac::v1::RoleBinding>(&())
+    }
     fn monitoring(kind: &str, plural: &str) -> ApiResource {
         ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind),
@@ -251,6 +260,17 @@ pub fn proxy_config(
     if let Some(auto) = &spec.auto_template {
         c.auto_template = auto.clone();
     }
+    // The proxies follow the ready endpoints of the headless upstream Service from its
+    // EndpointSlices; its DNS name stays the fallback.
+    if let Some((_, ports)) = &target.headless
+        && let Some(port) = ports.first().and_then(|p| u16::try_from(*p).ok())
+    {
+        c.upstream.endpoint_slices = Some(config::EndpointSlices {
+            namespace: msvc.namespace().unwrap_or_default(),
+            service: upstream_name(msvc),
+            port,
+        });
+    }
     if let Some(lb) = spec.proxy.load_balancing {
         c.upstream.load_balancing = lb;
     }
@@ -301,6 +321,46 @@ pub fn build(
             json!({ "data": { "config.yaml": config_yaml } }),
         ),
         resource: cm,
+    });
+    // The proxies' identity: read-only on EndpointSlices in this namespace, the only API
+    // they call. RBAC cannot narrow that to the upstream Service's slices (their names are
+    // generated); the proxy's label selector does.
+    let sa = resources::service_account();
+    core.push(Child {
+        name: name.clone(),
+        manifest: manifest(
+            &sa,
+            metadata(msvc, &name, &none),
+            json!({ "automountServiceAccountToken": false }),
+        ),
+        resource: sa,
+    });
+    let role = resources::role();
+    core.push(Child {
+        name: name.clone(),
+        manifest: manifest(
+            &role,
+            metadata(msvc, &name, &none),
+            json!({ "rules": [{
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["get", "list", "watch"],
+            }] }),
+        ),
+        resource: role,
+    });
+    let binding = resources::role_binding();
+    core.push(Child {
+        name: name.clone(),
+        manifest: manifest(
+            &binding,
+            metadata(msvc, &name, &none),
+            json!({
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+                "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns }],
+            }),
+        ),
+        resource: binding,
     });
     core.push(deployment(msvc, &name, &config, settings, target));
     let svc = resources::service();
@@ -535,7 +595,9 @@ fn deployment(
                 "annotations": { RESTART_HASH_ANNOTATION: restart_hash(config) },
             },
             "spec": {
-                "automountServiceAccountToken": false,
+                "serviceAccountName": name,
+                // The token only where it is used: the proxies watch EndpointSlices.
+                "automountServiceAccountToken": config.upstream.endpoint_slices.is_some(),
                 "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                 "securityContext": pod_security,
                 "topologySpreadConstraints": [{
@@ -767,6 +829,14 @@ mod tests {
         build(msvc, &target, &settings).expect("children")
     }
 
+    fn deployment_of(c: &Children) -> &Value {
+        &c.core
+            .iter()
+            .find(|c| c.manifest["kind"] == "Deployment")
+            .expect("a Deployment")
+            .manifest
+    }
+
     fn every_manifest(c: &Children) -> Vec<&Value> {
         c.core
             .iter()
@@ -867,7 +937,7 @@ mod tests {
     #[test]
     fn the_proxy_drains_before_it_stops() {
         let children = built(&msvc(Some("u")));
-        let manifest = &children.core[1].manifest;
+        let manifest = deployment_of(&children);
         assert_eq!(manifest["kind"], "Deployment");
         let deployment: Deployment =
             serde_json::from_value(manifest.clone()).expect("a valid Deployment");
@@ -949,13 +1019,22 @@ mod tests {
         let config = proxy_config(&by_number, &info).expect("config");
         assert_eq!(config.listen, "0.0.0.0:8080");
         assert_eq!(config.additional_listeners, ["0.0.0.0:9090"]);
+        assert_eq!(
+            config.upstream.endpoint_slices,
+            Some(config::EndpointSlices {
+                namespace: "apps".into(),
+                service: "shop-routemeter-upstream".into(),
+                port: 8080,
+            }),
+            "the proxies follow the upstream Service's EndpointSlices"
+        );
         let settings = Settings {
             proxy_image: "routemeter/routemeter:test".into(),
             monitoring_labels: BTreeMap::new(),
         };
         let children = build(&by_number, &info, &settings).expect("children");
         let deployment: Deployment =
-            serde_json::from_value(children.core[1].manifest.clone()).expect("a Deployment");
+            serde_json::from_value(deployment_of(&children).clone()).expect("a Deployment");
         let container = &deployment
             .spec
             .and_then(|s| s.template.spec)
@@ -967,6 +1046,22 @@ mod tests {
             .flatten()
             .map(|p| (p.name.as_deref(), p.container_port))
             .collect();
+        let pod = deployment_of(&children)["spec"]["template"]["spec"].clone();
+        assert_eq!(pod["serviceAccountName"], "shop-routemeter");
+        assert_eq!(
+            pod["automountServiceAccountToken"], true,
+            "the watch needs the token"
+        );
+        let role = children
+            .core
+            .iter()
+            .find(|c| c.manifest["kind"] == "Role")
+            .expect("a Role");
+        assert_eq!(
+            role.manifest["rules"],
+            json!([{ "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"] }]),
+            "read-only, EndpointSlices only"
+        );
         assert_eq!(
             ports,
             [
@@ -1017,7 +1112,7 @@ mod tests {
         }
         let children = build(&by_number, &low, &settings).expect("children");
         let sysctls =
-            &children.core[1].manifest["spec"]["template"]["spec"]["securityContext"]["sysctls"];
+            &deployment_of(&children)["spec"]["template"]["spec"]["securityContext"]["sysctls"];
         assert_eq!(sysctls[0]["name"], "net.ipv4.ip_unprivileged_port_start");
         assert_eq!(sysctls[0]["value"], "80");
     }

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +67,44 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", a.health)
 	mux.HandleFunc("POST /admin/unhealthy", a.setHealth(false))
 	mux.HandleFunc("POST /admin/healthy", a.setHealth(true))
-	return mux
+	mux.HandleFunc("GET /whoami", a.whoami)
+	return servedBy(mux)
+}
+
+// servedBy names the pod that answered in an X-Served-By header, so a client can see how
+// requests are spread over the pods.
+func servedBy(next http.Handler) http.Handler {
+	host, _ := os.Hostname()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Served-By", host)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// whoami says who the application thinks its client is, as an application behind a
+// proxy reads it: the first address of X-Forwarded-For, else the connection's peer; and
+// the forwarding headers it received.
+func (a *app) whoami(w http.ResponseWriter, r *http.Request) {
+	host, _ := os.Hostname()
+	peer, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		peer = r.RemoteAddr
+	}
+	client := peer
+	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+		client = strings.TrimSpace(strings.Split(xff, ",")[0])
+	}
+	writeJSON(w, http.StatusOK, map[string]string{
+		"pod":             host,
+		"peer":            peer,
+		"client":          client,
+		"host":            r.Host,
+		"xForwardedFor":   strings.Join(r.Header.Values("X-Forwarded-For"), ", "),
+		"xForwardedProto": r.Header.Get("X-Forwarded-Proto"),
+		"xForwardedHost":  r.Header.Get("X-Forwarded-Host"),
+		"forwarded":       r.Header.Get("Forwarded"),
+		"via":             r.Header.Get("Via"),
+	})
 }
 
 type Money struct {

@@ -130,6 +130,18 @@ Audit (src/operator), by Api<K> and the calls on it:
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+# Each proxy's identity: a ServiceAccount, and a Role (bound to it) reading EndpointSlices,
+# which the proxies watch to follow the application's ready pods. RBAC lets the operator
+# grant only what it holds itself, hence its own read on EndpointSlices.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create", "patch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create", "patch"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch"]
 # The proxy Deployment is applied, and read for its available replicas.
 - apiGroups: ["apps"]
   resources: ["deployments"]
