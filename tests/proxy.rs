@@ -936,3 +936,43 @@ async fn a_busy_listen_address_fails_at_once() {
         "the error names the address: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_draining_proxy_tells_keep_alive_clients_to_close() {
+    let up = upstream().await;
+    let mut proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{up}']}}\nserver: {{gracePeriod: 3s}}\n"
+    ))
+    .await;
+    let http = client();
+    let before = http.get(proxy.url("/a")).send().await.expect("an answer");
+    assert_ne!(
+        before
+            .headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "keep-alive while serving"
+    );
+    before.text().await.expect("body");
+    // A request in flight when SIGTERM comes: its answer says the connection closes.
+    let slow = tokio::spawn({
+        let http = http.clone();
+        let url = proxy.url("/sleep/1000");
+        async move { http.get(url).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.sigterm();
+    let answer = slow.await.expect("join").expect("answered while draining");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer
+            .headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "{:?}",
+        answer.headers()
+    );
+    assert!(proxy.exit_status(Duration::from_secs(10)).await.success());
+}

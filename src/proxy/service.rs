@@ -371,12 +371,19 @@ impl ProxyHttp for MeteringProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(head_at) = ctx.upstream_head_at {
             ctx.overhead += head_at.elapsed();
+        }
+        // Draining: pingora closes each keep-alive connection after its response. Saying
+        // so in the response keeps a client from sending its next request on a connection
+        // about to close (which it would see as a reset), and it reconnects elsewhere.
+        if session.is_process_shutting_down() && !ctx.websocket {
+            upstream_response.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
         }
         Ok(())
     }
