@@ -887,6 +887,23 @@ mod in_pods {
         );
         no_failure("taken over", &c1);
 
+        // A proxy rollout while taken over: the Service's endpoints move from the old
+        // proxy pods to the new ones, and nothing fails.
+        Api::<MonitoredService>::namespaced(client.clone(), &ns)
+            .patch(
+                "trips-api",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "proxy": { "resources": {
+                    "requests": { "cpu": "60m", "memory": "64Mi" },
+                    "limits": { "memory": "256Mi" },
+                } } } })),
+            )
+            .await
+            .expect("change the proxy's resources");
+        replaced(&client, &ns, &proxy_label("trips-api"), &proxies, 2).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        no_failure("during a proxy rollout", &caller.counts().await);
+
         // Deleted: the Service gets its selector back exactly, and nothing fails.
         Api::<MonitoredService>::namespaced(client.clone(), &ns)
             .delete("trips-api", &DeleteParams::default())

@@ -378,3 +378,59 @@ async fn services_the_proxies_cannot_serve_are_refused_with_a_condition() {
     }
     delete_namespace(&client, &ns).await;
 }
+
+/// The two states no single test can stop the operator in reliably are made by hand,
+/// exactly as the operator leaves them: its finalizer on the MonitoredService and nothing
+/// on the Service yet (killed before the record), and a Service already given back while
+/// the deleted MonitoredService still holds the finalizer (killed between the restore and
+/// the finalizer's removal).
+#[tokio::test]
+async fn killed_before_the_record_or_after_the_restore_it_carries_on() {
+    let Some(client) = client().await else { return };
+    let _shared = CLUSTER_WIDE.read().await;
+    let (ns, _guard) = setup(&client, "takeover-edges").await;
+    let msvcs: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
+    // Before the record: the finalizer only.
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }
+    ]))
+    .expect("patch");
+    msvcs
+        .patch(
+            "trips-api",
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .expect("the finalizer");
+    let operator = Operator::start(&client, &ns);
+    taken_over(&client, &ns).await;
+    drop(operator);
+
+    // After the restore: the Service given back by hand as the operator does it, then
+    // the MonitoredService deleted while no operator runs.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let restore: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "replace", "path": "/spec/selector", "value": original() },
+        { "op": "remove", "path": format!("/metadata/annotations/{}", RECORD_ANNOTATION.replace('/', "~1")) },
+    ]))
+    .expect("patch");
+    services
+        .patch(
+            "trips-api",
+            &PatchParams::default(),
+            &Patch::Json::<()>(restore),
+        )
+        .await
+        .expect("restore by hand");
+    msvcs
+        .delete("trips-api", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let _operator = Operator::start(&client, &ns);
+    msvc_gone(&client, &ns).await;
+    let svc = service(&client, &ns).await;
+    assert_eq!(selector(&svc), original());
+    assert!(!svc.annotations().contains_key(RECORD_ANNOTATION));
+    delete_namespace(&client, &ns).await;
+}
