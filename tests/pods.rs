@@ -94,7 +94,19 @@ async fn monitored_app(
         )
         .await;
     }
+    // And kube-proxy has the proxy Service's endpoints: a new Service answers only once
+    // it has synced them, which takes longer while other tests churn Services too.
     let ip = cluster_ip(client, &ns, "app-routemeter").await;
+    let fresh = http_client(false);
+    wait_for("the proxy Service to answer", WAIT, || async {
+        let r = fresh
+            .get(format!("http://{ip}/healthz"))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
     (guard, ns, proxies, format!("http://{ip}"))
 }
 
@@ -1003,11 +1015,12 @@ mod in_pods {
 
         // One pod unready (its readiness probe fails within a second): it gets nothing
         // once its endpoint is not ready.
+        // `ready` holds the ready pods' IPs.
         let pod_ips: Vec<(String, String)> = pods(&client, &ns, "app=app")
             .await
             .iter()
-            .filter(|p| ready.contains(&p.name_any()))
             .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
+            .filter(|(_, ip)| ready.contains(ip))
             .collect();
         let (sick, sick_ip) = pod_ips[0].clone();
         http.post(format!("http://{sick_ip}:8080/admin/unhealthy"))
