@@ -241,7 +241,12 @@ cannot sa deletecollection services -n $app
 cannot sa create events -n $app
 cannot sa get pods --subresource=proxy -n $app
 cannot sa update monitoredservices.routemeter.io --subresource=status -n $app
-cannot sa patch monitoredservices.routemeter.io -n $app
+can sa patch monitoredservices.routemeter.io -n $app
+can sa create rolebindings.rbac.authorization.k8s.io -n $app
+can sa watch endpointslices.discovery.k8s.io -n $app
+cannot sa delete monitoredservices.routemeter.io -n $app
+cannot sa create clusterrolebindings.rbac.authorization.k8s.io
+cannot sa delete rolebindings.rbac.authorization.k8s.io -n $app
 cannot sa list customresourcedefinitions.apiextensions.k8s.io
 cannot sa patch leases.coordination.k8s.io/other -n $ns
 cannot sa create leases.coordination.k8s.io -n $app

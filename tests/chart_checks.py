@@ -21,13 +21,20 @@ CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "charts",
 # chart's rules shows up here, on purpose. Server-side apply of a child that does not
 # exist yet is authorized as a create, hence create beside patch.
 NAMESPACED = {
-    ("routemeter.io", "monitoredservices"): {"list", "watch"},
+    # patch: the takeover finalizer.
+    ("routemeter.io", "monitoredservices"): {"list", "watch", "patch"},
     ("routemeter.io", "monitoredservices/status"): {"patch"},
     ("routemeter.io", "monitoredservices/finalizers"): {"update"},
     # delete: the headless upstream Service, when the target cannot have one.
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list"},
+    # The proxies' identity, and what their Role grants (RBAC lets one grant only what
+    # one holds).
+    ("", "serviceaccounts"): {"create", "patch"},
+    ("rbac.authorization.k8s.io", "roles"): {"create", "patch"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"create", "patch"},
+    ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
     ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch", "delete"},
