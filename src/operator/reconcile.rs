@@ -46,8 +46,20 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         ctx.readings.forget(msvc);
         // A Service taken over is given back before the proxies go.
         if holds_finalizer {
-            if !let_go(client, &services, msvc).await? {
-                return Ok(Action::requeue(TAKEOVER_STEP));
+            match let_go(client, &services, msvc).await? {
+                Release::Retry => return Ok(Action::requeue(TAKEOVER_STEP)),
+                // Given back just now: the proxies (and the upstream Service they read)
+                // stay a little longer, until every kube-proxy sends the Service's new
+                // connections to the application again.
+                Release::Done => {
+                    takeover::mark_released(client, msvc).await?;
+                    return Ok(Action::requeue(takeover::HANDBACK));
+                }
+                Release::Nothing => {
+                    if let Some(wait) = takeover::handback_left(msvc) {
+                        return Ok(Action::requeue(wait));
+                    }
+                }
             }
             takeover::set_finalizer(client, msvc, false).await?;
         }
@@ -59,7 +71,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
 
     // Input the API server could not check: route templates, durations.
     if let Err(message) = validate(msvc) {
-        let released = !holds_finalizer || let_go(client, &services, msvc).await?;
+        let released = !holds_finalizer || let_go(client, &services, msvc).await? != Release::Retry;
         if holds_finalizer && released {
             takeover::set_finalizer(client, msvc, false).await?;
         }
@@ -99,7 +111,8 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     let target_svc = target;
     // Takeover: what the record says, whether the Service can be served, on which ports.
     let plan = plan_takeover(client, msvc, &target_svc, &mut report).await?;
-    if plan.is_none() && holds_finalizer && let_go(client, &services, msvc).await? {
+    if plan.is_none() && holds_finalizer && let_go(client, &services, msvc).await? != Release::Retry
+    {
         takeover::set_finalizer(client, msvc, false).await?;
     }
     let info = match &plan {
@@ -426,13 +439,23 @@ fn taken_message(svc_name: &str, plan: &TakeoverPlan) -> String {
     )
 }
 
-/// Gives the target Service back, if this MonitoredService took it over. Returns whether
-/// nothing is left to undo (`false`: a write raced an edit; look again).
+/// What giving the target Service back did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Nothing was left to undo.
+    Nothing,
+    /// The Service was given back now.
+    Done,
+    /// A write raced an edit: look again.
+    Retry,
+}
+
+/// Gives the target Service back, if this MonitoredService took it over.
 async fn let_go(
     client: &Client,
     services: &Api<Service>,
     msvc: &MonitoredService,
-) -> Result<bool, Error> {
+) -> Result<Release, Error> {
     let target = &msvc.spec.target.service;
     let Some(svc) = services
         .get_opt(target)
@@ -444,19 +467,25 @@ async fn let_go(
             source,
         })?
     else {
-        return Ok(true);
+        return Ok(Release::Nothing);
     };
     let record = match Record::of(&svc) {
         Ok(r) => r,
         Err(message) => {
             tracing::warn!(service = %target, "{message}");
-            return Ok(true);
+            return Ok(Release::Nothing);
         }
     };
     let phase = takeover::phase(&svc, record.as_ref(), &msvc.name_any());
     match takeover::restore_step(&phase) {
-        None => Ok(true),
-        Some(step) => takeover::write(client, &svc, record.as_ref(), &step).await,
+        None => Ok(Release::Nothing),
+        Some(step) => Ok(
+            if takeover::write(client, &svc, record.as_ref(), &step).await? {
+                Release::Done
+            } else {
+                Release::Retry
+            },
+        ),
     }
 }
 

@@ -46,6 +46,55 @@ use crate::crd::MonitoredService;
 pub const RECORD_ANNOTATION: &str = "routemeter.io/takeover";
 /// Finalizer on a MonitoredService in takeover mode, removed once the target is restored.
 pub const FINALIZER: &str = "routemeter.io/takeover";
+/// After a deleted MonitoredService's Service is given back, its proxies (and the upstream
+/// Service they read) stay this long before the finalizer goes and the garbage collector
+/// removes them: every kube-proxy must first send the Service's new connections to the
+/// application again (the same reasoning as the proxies' `preStop` sleep).
+pub const HANDBACK: Duration = Duration::from_secs(5);
+/// Annotation on a deleted MonitoredService: when its Service was given back (RFC 3339).
+pub const RELEASED_ANNOTATION: &str = "routemeter.io/released-at";
+
+/// Records on the MonitoredService when its Service was given back.
+pub async fn mark_released(client: &Client, msvc: &MonitoredService) -> Result<(), Error> {
+    let ns = msvc.namespace().unwrap_or_default();
+    let name = msvc.name_any();
+    let patch = json!({ "metadata": { "annotations": { RELEASED_ANNOTATION: jiff_now() } } });
+    let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
+    match api
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::Object {
+            verb: "patch",
+            kind: "MonitoredService".into(),
+            name: format!("{ns}/{name}"),
+            source,
+        }),
+    }
+}
+
+/// How much longer the proxies of a MonitoredService whose Service was given back must
+/// stay; `None` when they may go.
+pub fn handback_left(msvc: &MonitoredService) -> Option<Duration> {
+    let at = msvc
+        .annotations()
+        .get(RELEASED_ANNOTATION)?
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()?;
+    let since = k8s_openapi::jiff::Timestamp::now().duration_since(at);
+    let since = Duration::try_from(since).unwrap_or(Duration::ZERO);
+    HANDBACK.checked_sub(since).filter(|d| !d.is_zero())
+}
+
 /// A selector re-applied with its original keys is set back at most this often.
 pub const REASSERT_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -819,6 +868,28 @@ mod tests {
             patch(&bare, None, &Step::Record(r), "t")[1]["path"],
             "/metadata/annotations"
         );
+    }
+
+    #[test]
+    fn the_proxies_outlive_the_handback_by_its_delay() {
+        let mut m = msvc(json!(80));
+        assert_eq!(
+            handback_left(&m),
+            None,
+            "never given back: nothing to wait for"
+        );
+        let now = k8s_openapi::jiff::Timestamp::now();
+        m.annotations_mut()
+            .insert(RELEASED_ANNOTATION.into(), now.to_string());
+        let left = handback_left(&m).expect("just given back");
+        assert!(
+            left <= HANDBACK && left > Duration::from_secs(4),
+            "{left:?}"
+        );
+        let earlier = now - k8s_openapi::jiff::SignedDuration::from_secs(6);
+        m.annotations_mut()
+            .insert(RELEASED_ANNOTATION.into(), earlier.to_string());
+        assert_eq!(handback_left(&m), None);
     }
 
     #[test]
