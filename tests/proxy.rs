@@ -18,6 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 const BUCKET: &str = "http_server_request_duration_seconds_bucket";
 const CONNECT_ERRORS: &str = "routemeter_upstream_connect_errors_total";
+const ENDPOINT_REQUESTS: &str = "routemeter_upstream_endpoint_requests_total";
+const ENDPOINT_ERRORS: &str = "routemeter_upstream_endpoint_errors_total";
+const ENDPOINT_LATENCY: &str = "routemeter_upstream_endpoint_latency_ewma_seconds";
 
 /// The request count of one (route, method, status) series.
 fn count(m: &Metrics, route: &str, method: &str, status: &str) -> f64 {
@@ -69,6 +72,12 @@ async fn counts_every_request_once_per_route_method_and_status() {
         m.sum(COUNT, &[("error_type", "")]),
         21.0,
         "an upstream's 4xx and 5xx are its answers, not proxy errors"
+    );
+    assert_eq!(m.sum(ENDPOINT_REQUESTS, &[]), 21.0);
+    assert_eq!(
+        m.sum(ENDPOINT_ERRORS, &[]),
+        5.0,
+        "but its 5xx are errors of the endpoint"
     );
     assert_eq!(m.sum("http_server_active_requests", &[]), 0.0);
     assert_eq!(m.sum("routemeter_proxy_overhead_seconds_count", &[]), 21.0);
@@ -628,6 +637,86 @@ async fn round_robin_spreads_evenly_over_upstreams() {
     );
 }
 
+/// Requests, and clients sending them at once, of each run of [`slow_share`].
+const LOAD: (u64, usize) = (400, 8);
+
+/// How long the slow upstream of [`slow_share`] takes to answer.
+const SLOW: Duration = Duration::from_millis(50);
+
+/// Sends [`LOAD`] through a proxy balancing with `policy` over a slow upstream ([`SLOW`])
+/// and a fast one; returns the share of the requests the slow one served, as it counted
+/// them. Checks the proxy's per-endpoint figures against what each upstream served.
+async fn slow_share(policy: &str) -> f64 {
+    let (requests, concurrency) = LOAD;
+    let slow = support::delayed_upstream(SLOW).await;
+    let fast = support::delayed_upstream(Duration::ZERO).await;
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{}', '{}'], loadBalancing: {policy}}}\n",
+        slow.addr, fast.addr
+    ))
+    .await;
+    let started = Instant::now();
+    let paths = (0..requests).map(|_| "/".to_string());
+    tokio::time::timeout(Duration::from_secs(60), get_all(&proxy, paths, concurrency))
+        .await
+        .expect("the load served within a minute");
+    let took = started.elapsed();
+
+    let m = proxy.metrics_after(requests as f64).await;
+    let since_start = started.elapsed().as_secs_f64();
+    let (to_slow, to_fast) = (slow.served(), fast.served());
+    assert_eq!(to_slow + to_fast, requests, "every request served once");
+    for (upstream, served) in [(&slow, to_slow), (&fast, to_fast)] {
+        let endpoint = [("endpoint", &*upstream.addr.to_string())];
+        assert_eq!(
+            m.sum(ENDPOINT_REQUESTS, &endpoint),
+            served as f64,
+            "the proxy counts on {} what it served",
+            upstream.addr
+        );
+        assert_eq!(m.sum(ENDPOINT_ERRORS, &endpoint), 0.0);
+    }
+    let latency = |upstream: &support::DelayedUpstream| {
+        m.sum(
+            ENDPOINT_LATENCY,
+            &[("endpoint", &upstream.addr.to_string())],
+        )
+    };
+    // Each slow sample is over 50 ms; since the last one, the estimate decayed for less
+    // than the whole run, with its 10 s time constant.
+    let floor = SLOW.as_secs_f64() * (-since_start / 10.0).exp();
+    assert!(
+        latency(&slow) >= floor,
+        "slow estimate {} s, at least {floor} s",
+        latency(&slow)
+    );
+    assert!(latency(&fast) > 0.0, "the fast one has an estimate");
+
+    let share = to_slow as f64 / requests as f64;
+    println!(
+        "{policy}: {to_slow} of {requests} requests to the {SLOW:?} endpoint ({:.1} %), \
+         {concurrency} clients, {took:.2?}; latency estimates: slow {:.1} ms, fast {:.2} ms",
+        share * 100.0,
+        latency(&slow) * 1e3,
+        latency(&fast) * 1e3,
+    );
+    share
+}
+
+#[tokio::test]
+async fn peak_ewma_sends_less_to_a_slow_endpoint_than_round_robin() {
+    let round_robin = slow_share("roundRobin").await;
+    assert!(
+        (0.4..=0.6).contains(&round_robin),
+        "round robin sends about half to the slow endpoint: {round_robin}"
+    );
+    let peak_ewma = slow_share("peakEwma").await;
+    assert!(
+        peak_ewma < 0.25,
+        "peak-EWMA sends the slow endpoint less than a quarter: {peak_ewma}"
+    );
+}
+
 #[tokio::test]
 async fn a_dead_upstream_is_retried_around_and_ejected() {
     let (a, b) = (upstream().await, upstream().await);
@@ -660,6 +749,15 @@ async fn a_dead_upstream_is_retried_around_and_ejected() {
         "tried once, then left out"
     );
     assert_eq!(m.sum(CONNECT_ERRORS, &[]), 1.0);
+    let on_dead = [("endpoint", dead.as_str())];
+    assert_eq!(m.sum(ENDPOINT_REQUESTS, &on_dead), 1.0, "one attempt...");
+    assert_eq!(m.sum(ENDPOINT_ERRORS, &on_dead), 1.0, "...which failed");
+    assert_eq!(
+        m.sum(ENDPOINT_REQUESTS, &[]),
+        61.0,
+        "the retries count where they went"
+    );
+    assert_eq!(m.sum(ENDPOINT_ERRORS, &[]), 1.0);
     assert_eq!(count(&m, "/", "GET", "200"), 60.0);
     assert_eq!(m.sum(COUNT, &[]), 60.0);
     let endpoints = "routemeter_upstream_endpoints";

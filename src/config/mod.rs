@@ -162,7 +162,9 @@ pub struct EndpointSlices {
     pub port: u16,
 }
 
-/// Load-balancing policy.
+/// Load-balancing policy: `roundRobin` (each endpoint in turn), `leastRequest` (the
+/// fewer requests in flight of two random endpoints) or `peakEwma` (the lower latency
+/// estimate × (requests in flight + 1) of two random endpoints).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum LoadBalancing {
@@ -171,6 +173,13 @@ pub enum LoadBalancing {
     RoundRobin,
     /// The less loaded of two random endpoints (power of two choices on in-flight requests).
     LeastRequest,
+    /// The cheaper of two random endpoints, the cost being the endpoint's latency estimate
+    /// × (its requests in flight + 1). The estimate is a peak-EWMA of the time from choosing
+    /// the endpoint to its response head: a slower answer raises it at once, and it decays
+    /// with a time constant of 10 s, so an endpoint that turned slow gets little traffic
+    /// within one request and is tried again as it decays. An endpoint that has not
+    /// answered yet is tried at once, then gets one request at a time until it answers.
+    PeakEwma,
 }
 
 /// Labelling of requests that match no declared route.
@@ -643,6 +652,25 @@ metrics:
         assert_eq!(c.forwarding, Forwarding::default());
         assert!(c.forwarding.x_forwarded_for && !c.forwarding.forwarded);
         assert_eq!(c.forwarding.trusted_hops, 0);
+    }
+
+    #[test]
+    fn load_balancing_policies_are_camel_case() {
+        for (yaml, policy) in [
+            ("roundRobin", LoadBalancing::RoundRobin),
+            ("leastRequest", LoadBalancing::LeastRequest),
+            ("peakEwma", LoadBalancing::PeakEwma),
+        ] {
+            let c = ProxyConfig::from_yaml(&format!(
+                "upstream: {{endpoints: ['127.0.0.1:1'], loadBalancing: {yaml}}}\n"
+            ))
+            .expect("valid");
+            assert_eq!(c.upstream.load_balancing, policy);
+        }
+        assert!(
+            ProxyConfig::from_yaml("upstream: {endpoints: ['127.0.0.1:1'], loadBalancing: ewma}\n")
+                .is_err()
+        );
     }
 
     #[test]

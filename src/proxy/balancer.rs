@@ -1,8 +1,13 @@
-//! Choosing an upstream endpoint for each request.
+//! Choosing an upstream endpoint for each request, and what is known of each endpoint.
 //!
-//! Two policies: round robin, and the less loaded of two random endpoints (power of two
+//! Three policies: round robin; the less loaded of two random endpoints (power of two
 //! choices on in-flight requests), which steers traffic away from a slow endpoint without
-//! any shared state beyond one counter per endpoint.
+//! any shared state beyond one counter per endpoint; and peak-EWMA, the same two choices on
+//! a cost that also weighs each endpoint's latency ([`Endpoint::peak_ewma_cost`]).
+//!
+//! Every endpoint keeps its own figures whatever the policy: requests, errors and a
+//! latency estimate ([`super::ewma`]), updated through the [`InFlight`] guard of each
+//! request with atomics only, and read by the metrics at scrape time.
 //!
 //! Ejection is passive: an endpoint that fails to connect is left out for a backoff period
 //! (`ejectionBase`, doubled on each further failure up to `ejectionMax`); when it ends the
@@ -20,7 +25,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use super::ewma::PeakEwma;
 use crate::config::LoadBalancing;
+
+/// The latency, in seconds, that peak-EWMA assumes of an endpoint that has not answered
+/// yet while a request is in flight on it: an hour, longer than any timeout, so that such
+/// an endpoint gets one request at a time until its first answer. Idle, it costs nothing,
+/// so a new endpoint is tried at once.
+pub const UNTRIED_BUSY_LATENCY_SECONDS: f64 = 3600.0;
 
 /// Where a balancer's endpoints come from: the `source` label of
 /// `routemeter_upstream_endpoints`.
@@ -56,6 +68,9 @@ pub struct Endpoint {
     failures: AtomicU32,
     /// Milliseconds since the balancer's epoch until which the endpoint is left out.
     ejected_until: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    latency: PeakEwma,
 }
 
 impl Endpoint {
@@ -66,6 +81,9 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: PeakEwma::new(Instant::now()),
         }
     }
 
@@ -73,27 +91,103 @@ impl Endpoint {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
+
+    /// Requests that went to this endpoint and have ended, answered or failed (a failed
+    /// connection included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Of [`Self::requests`], those that failed on the endpoint: a 5xx answer, or a failure
+    /// to connect, a reset, a timeout or an invalid response.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The endpoint's latency estimate at `now`, in seconds: the peak-EWMA of the time from
+    /// choosing it to its response head (or to the failure, when none came). `None` before
+    /// its first answer.
+    pub fn latency(&self, now: Instant) -> Option<f64> {
+        self.latency.estimate(now)
+    }
+
+    /// What peak-EWMA minimises: the latency estimate × (requests in flight + 1), the
+    /// expected wait of one more request. An endpoint that has not answered yet costs 0
+    /// while idle and [`UNTRIED_BUSY_LATENCY_SECONDS`] per request while busy.
+    pub fn peak_ewma_cost(&self, now: Instant) -> f64 {
+        let in_flight = self.in_flight();
+        let load = in_flight as f64 + 1.0;
+        match self.latency(now) {
+            Some(latency) => latency * load,
+            None if in_flight == 0 => 0.0,
+            None => UNTRIED_BUSY_LATENCY_SECONDS * load,
+        }
+    }
 }
 
-/// Holds an endpoint's in-flight count up while a request uses it.
+/// One request's use of an endpoint, from the choice to its end: holds the endpoint's
+/// in-flight count up meanwhile, takes its latency sample, and when dropped counts the
+/// request (and its error) on the endpoint, so every choice is counted once however the
+/// request ends.
 #[derive(Debug)]
-pub struct InFlight(Arc<Endpoint>);
+pub struct InFlight {
+    endpoint: Arc<Endpoint>,
+    chosen_at: Instant,
+    sampled: bool,
+    failed: bool,
+}
 
 impl InFlight {
     fn new(endpoint: Arc<Endpoint>) -> Self {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(endpoint)
+        InFlight {
+            endpoint,
+            chosen_at: Instant::now(),
+            sampled: false,
+            failed: false,
+        }
     }
 
     /// The endpoint in use.
     pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.0
+        &self.endpoint
+    }
+
+    /// The upstream's response head arrived with `status`: the time since the endpoint was
+    /// chosen is a latency sample (the first head only), and a 5xx is an error.
+    pub fn record_head(&mut self, status: u16) {
+        self.sample();
+        self.failed |= status >= 500;
+    }
+
+    /// The request failed on the endpoint (connect, reset, timeout, invalid response): an
+    /// error, and, when no head came, the time until the failure is the latency sample. A
+    /// sample never lowers an estimate ([`super::ewma`]), so a quick failure cannot make an
+    /// endpoint that answered before look faster, while a timeout says it is at least that
+    /// slow.
+    pub fn record_failure(&mut self) {
+        self.sample();
+        self.failed = true;
+    }
+
+    fn sample(&mut self) {
+        if !self.sampled {
+            self.sampled = true;
+            let now = Instant::now();
+            let latency = now.saturating_duration_since(self.chosen_at);
+            self.endpoint.latency.observe(latency, now);
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let endpoint = &self.endpoint;
+        endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        endpoint.requests.fetch_add(1, Ordering::Relaxed);
+        if self.failed {
+            endpoint.errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -230,7 +324,13 @@ impl Balancer {
             |e: &&Arc<Endpoint>| (panic || self.available(e, now)) && Some(e.addr) != avoid;
         let chosen = match self.policy {
             LoadBalancing::RoundRobin => self.round_robin(&endpoints, usable),
-            LoadBalancing::LeastRequest => self.two_choices(&endpoints, usable),
+            LoadBalancing::LeastRequest => {
+                two_choices(&endpoints, usable, |e| e.in_flight() as f64)
+            }
+            LoadBalancing::PeakEwma => {
+                let now = Instant::now();
+                two_choices(&endpoints, usable, |e| e.peak_ewma_cost(now))
+            }
         };
         chosen
             .or_else(|| {
@@ -259,29 +359,6 @@ impl Balancer {
             .find(|e| usable(e))
     }
 
-    fn two_choices<'e>(
-        &self,
-        endpoints: &'e [Arc<Endpoint>],
-        usable: impl Fn(&&'e Arc<Endpoint>) -> bool,
-    ) -> Option<&'e Arc<Endpoint>> {
-        let n = endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        let a = &endpoints[fastrand::usize(..n)];
-        let b = &endpoints[fastrand::usize(..n)];
-        match (usable(&a), usable(&b)) {
-            (true, true) => Some(if b.in_flight() < a.in_flight() { b } else { a }),
-            (true, false) => Some(a),
-            (false, true) => Some(b),
-            // Both samples out: fall back to the least loaded usable endpoint.
-            (false, false) => endpoints
-                .iter()
-                .filter(|e| usable(e))
-                .min_by_key(|e| e.in_flight()),
-        }
-    }
-
     /// Records a failed connection: the endpoint is ejected for its backoff period.
     /// Returns how long.
     pub fn report_connect_failure(&self, endpoint: &Endpoint) -> Duration {
@@ -303,6 +380,33 @@ impl Balancer {
             endpoint.failures.store(0, Ordering::Relaxed);
             endpoint.ejected_until.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+/// Power of two choices: the cheaper of two distinct random endpoints (ties to the first
+/// drawn). Drawing them distinct matters with few endpoints: with two, drawing the same one
+/// twice would send it a quarter of the traffic whatever its cost.
+fn two_choices<'e>(
+    endpoints: &'e [Arc<Endpoint>],
+    usable: impl Fn(&&'e Arc<Endpoint>) -> bool,
+    cost: impl Fn(&Endpoint) -> f64,
+) -> Option<&'e Arc<Endpoint>> {
+    let n = endpoints.len();
+    if n == 0 {
+        return None;
+    }
+    let first = fastrand::usize(..n);
+    let second = (first + 1 + fastrand::usize(..n.max(2) - 1)) % n;
+    let (a, b) = (&endpoints[first], &endpoints[second]);
+    match (usable(&a), usable(&b)) {
+        (true, true) => Some(if cost(b) < cost(a) { b } else { a }),
+        (true, false) => Some(a),
+        (false, true) => Some(b),
+        // Both draws out: fall back to the cheapest usable endpoint.
+        (false, false) => endpoints
+            .iter()
+            .filter(|e| usable(e))
+            .min_by(|x, y| cost(x).total_cmp(&cost(y))),
     }
 }
 
@@ -438,10 +542,104 @@ mod tests {
         let to_idle = (0..200)
             .filter(|_| b.pick(None).expect("endpoint").endpoint().addr == addr(2))
             .count();
-        // With two choices, the busy endpoint wins only when both samples land on it (~1/4).
-        assert!(to_idle > 120, "idle endpoint got {to_idle} of 200");
+        // The two draws are distinct: with two endpoints, the busy one never wins.
+        assert_eq!(to_idle, 200);
         drop(busy);
         assert!(b.endpoints().iter().all(|e| e.in_flight() == 0));
+    }
+
+    fn endpoint(b: &Balancer, port: u16) -> Arc<Endpoint> {
+        b.endpoints()
+            .iter()
+            .find(|e| e.addr == addr(port))
+            .expect("ep")
+            .clone()
+    }
+
+    fn hold(e: &Arc<Endpoint>, n: usize) -> Vec<InFlight> {
+        (0..n).map(|_| InFlight::new(e.clone())).collect()
+    }
+
+    #[test]
+    fn peak_ewma_cost_is_latency_times_load() {
+        let now = Instant::now();
+        let slow = Arc::new(Endpoint::new(addr(1)));
+        let fast = Arc::new(Endpoint::new(addr(2)));
+        slow.latency.observe(Duration::from_millis(10), now);
+        fast.latency.observe(Duration::from_millis(2), now);
+        assert!((slow.peak_ewma_cost(now) - 0.010).abs() < 1e-9);
+        assert!(fast.peak_ewma_cost(now) < slow.peak_ewma_cost(now));
+        // Four requests waiting on the fast one: 2 ms × 5 equals 10 ms × 1.
+        let waiting = hold(&fast, 4);
+        assert!((fast.peak_ewma_cost(now) - 0.010).abs() < 1e-9);
+        let more = hold(&fast, 1);
+        assert!(fast.peak_ewma_cost(now) > slow.peak_ewma_cost(now));
+        drop((waiting, more));
+        // Untried: free while idle, an hour per request while busy.
+        let new = Arc::new(Endpoint::new(addr(3)));
+        assert_eq!(new.peak_ewma_cost(now), 0.0);
+        let first = hold(&new, 1);
+        assert_eq!(new.peak_ewma_cost(now), 2.0 * UNTRIED_BUSY_LATENCY_SECONDS);
+        drop(first);
+    }
+
+    #[test]
+    fn peak_ewma_avoids_the_slow_endpoint_until_the_fast_one_queues() {
+        let b = balancer(LoadBalancing::PeakEwma, &[1, 2]);
+        let now = Instant::now();
+        let (slow, fast) = (endpoint(&b, 1), endpoint(&b, 2));
+        slow.latency.observe(Duration::from_millis(50), now);
+        fast.latency.observe(Duration::from_millis(1), now);
+        for _ in 0..100 {
+            assert_eq!(b.pick(None).expect("endpoint").endpoint().addr, addr(2));
+        }
+        // 60 requests in flight on the fast one: 61 ms expected against 50 ms.
+        let queued = hold(&fast, 60);
+        assert_eq!(b.pick(None).expect("endpoint").endpoint().addr, addr(1));
+        drop(queued);
+    }
+
+    #[test]
+    fn a_new_endpoint_is_tried_at_once_then_one_request_at_a_time() {
+        let b = balancer(LoadBalancing::PeakEwma, &[1, 2]);
+        endpoint(&b, 1)
+            .latency
+            .observe(Duration::from_millis(1), Instant::now());
+        let first = b.pick(None).expect("endpoint");
+        assert_eq!(first.endpoint().addr, addr(2), "untried and idle: free");
+        for _ in 0..20 {
+            assert_eq!(
+                b.pick(None).expect("endpoint").endpoint().addr,
+                addr(1),
+                "until its first answer, one request at a time"
+            );
+        }
+        drop(first);
+    }
+
+    #[test]
+    fn every_request_is_counted_once_with_its_errors_and_latency() {
+        let b = balancer(LoadBalancing::RoundRobin, &[1]);
+        let e = endpoint(&b, 1);
+        assert_eq!(
+            (e.requests(), e.errors(), e.latency(Instant::now())),
+            (0, 0, None)
+        );
+        let mut ok = b.pick(None).expect("endpoint");
+        ok.record_head(200);
+        assert_eq!(e.requests(), 0, "counted when it ends");
+        drop(ok);
+        let mut server_error = b.pick(None).expect("endpoint");
+        server_error.record_head(503);
+        // A failure after the head (a reset mid-body) is the same request's error.
+        server_error.record_failure();
+        drop(server_error);
+        let mut reset = b.pick(None).expect("endpoint");
+        reset.record_failure();
+        drop(reset);
+        drop(b.pick(None).expect("endpoint")); // e.g. the client went away
+        assert_eq!((e.requests(), e.errors(), e.in_flight()), (4, 2, 0));
+        assert!(e.latency(Instant::now()).is_some());
     }
 
     #[test]

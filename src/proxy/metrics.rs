@@ -7,10 +7,16 @@
 //! error types a closed enum, endpoints the upstream addresses in use, endpoint sources a
 //! closed enum.
 
+use std::time::Instant;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
+
+use super::state::SharedState;
 
 /// Boundaries of `routemeter_proxy_overhead_seconds`: 10 µs to 50 ms, where a proxy's own
 /// cost lives; anything above is a problem worth seeing whole.
@@ -198,6 +204,107 @@ impl ProxyMetrics {
     }
 }
 
+/// The per-endpoint families, read from the endpoints of the snapshot in use at each
+/// scrape ([`EndpointCollector`]).
+#[derive(Debug, Clone)]
+struct EndpointFamilies {
+    /// `routemeter_upstream_endpoint_requests_total{endpoint}`.
+    requests: IntCounterVec,
+    /// `routemeter_upstream_endpoint_errors_total{endpoint}`.
+    errors: IntCounterVec,
+    /// `routemeter_upstream_endpoint_latency_ewma_seconds{endpoint}`.
+    latency: GaugeVec,
+}
+
+impl EndpointFamilies {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(EndpointFamilies {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "routemeter_upstream_endpoint_requests_total",
+                    "Requests sent to each upstream endpoint in use, counted when they end, answered or failed; a request retried on another endpoint counts on both. An endpoint that leaves takes its series with it, and one that comes back, or any endpoint after a change of the upstream settings, starts again from 0.",
+                ),
+                &["endpoint"],
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "routemeter_upstream_endpoint_errors_total",
+                    "Of routemeter_upstream_endpoint_requests_total, the requests that failed on the endpoint: a 5xx answer, or a failure to connect, a reset, a timeout or an invalid response (a client that went away is not the endpoint's error).",
+                ),
+                &["endpoint"],
+            )?,
+            latency: GaugeVec::new(
+                Opts::new(
+                    "routemeter_upstream_endpoint_latency_ewma_seconds",
+                    "Peak-EWMA of the time from choosing the endpoint to its response head (to the failure, when none came), as the peakEwma policy weighs it now: raised at once by a slower answer, decaying by e every 10 s, held up by the recent answers. Absent until the endpoint's first answer.",
+                ),
+                &["endpoint"],
+            )?,
+        })
+    }
+}
+
+/// The per-endpoint figures (requests, errors, latency estimate), read at each scrape from
+/// the endpoints of the snapshot in use. Their counts live in the endpoints themselves,
+/// where requests update them with atomics only; here they become series, so there is a
+/// series for each endpoint in use and for no other: the label is bounded by the endpoint
+/// set, and an endpoint that leaves takes its series with it.
+pub struct EndpointCollector {
+    state: SharedState,
+    /// The families' descriptions, for [`Collector::desc`]; each scrape fills new ones.
+    template: EndpointFamilies,
+}
+
+impl EndpointCollector {
+    /// A collector over the endpoints of `state`'s current snapshot.
+    pub fn new(state: SharedState) -> Result<Self, prometheus::Error> {
+        Ok(EndpointCollector {
+            state,
+            template: EndpointFamilies::new()?,
+        })
+    }
+}
+
+impl Collector for EndpointCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let t = &self.template;
+        [t.requests.desc(), t.errors.desc(), t.latency.desc()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // The options were checked when the collector was made.
+        let Ok(families) = EndpointFamilies::new() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        for endpoint in self.state.load().balancer.endpoints().iter() {
+            let label = [endpoint.label.as_str()];
+            families
+                .requests
+                .with_label_values(&label)
+                .inc_by(endpoint.requests());
+            families
+                .errors
+                .with_label_values(&label)
+                .inc_by(endpoint.errors());
+            if let Some(latency) = endpoint.latency(now) {
+                families.latency.with_label_values(&label).set(latency);
+            }
+        }
+        [
+            families.requests.collect(),
+            families.errors.collect(),
+            families.latency.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 /// Registers the process collector (CPU, RSS, open fds) and `routemeter_build_info`.
 pub fn register_process_metrics(registry: &Registry) -> Result<(), prometheus::Error> {
     #[cfg(target_os = "linux")]
@@ -243,5 +350,50 @@ mod tests {
             assert!(text.contains(r#"http_server_request_duration_seconds_bucket{error_type="",http_request_method="GET",http_response_status_code="200",http_route="/a",le="0.1"} 1"#), "{text}");
             assert!(text.contains("routemeter_build_info"));
         }
+    }
+
+    #[test]
+    fn endpoint_series_follow_the_endpoints_in_use() {
+        use super::super::state::Snapshot;
+        use crate::config::ProxyConfig;
+        use std::sync::Arc;
+
+        let config = ProxyConfig::new(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()], vec![]);
+        let snapshot = Snapshot::build(config, None).expect("valid");
+        let balancer = snapshot.balancer.clone();
+        let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
+        let registry = Registry::new();
+        registry
+            .register(Box::new(EndpointCollector::new(state).expect("collector")))
+            .expect("register");
+        let text = || String::from_utf8(encode(&registry)).expect("utf8");
+        assert!(
+            !text().contains("routemeter_upstream_endpoint_latency_ewma_seconds{"),
+            "no latency before an answer: {}",
+            text()
+        );
+
+        for status in [200, 502, 200] {
+            let mut attempt = balancer.pick(None).expect("endpoint");
+            attempt.record_head(status);
+        }
+        let text = text();
+        for line in [
+            r#"routemeter_upstream_endpoint_requests_total{endpoint="127.0.0.1:1"} 2"#,
+            r#"routemeter_upstream_endpoint_requests_total{endpoint="127.0.0.1:2"} 1"#,
+            r#"routemeter_upstream_endpoint_errors_total{endpoint="127.0.0.1:1"} 0"#,
+            r#"routemeter_upstream_endpoint_errors_total{endpoint="127.0.0.1:2"} 1"#,
+            "# TYPE routemeter_upstream_endpoint_requests_total counter",
+            "# TYPE routemeter_upstream_endpoint_latency_ewma_seconds gauge",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert_eq!(text.matches("_latency_ewma_seconds{endpoint=").count(), 2);
+
+        // An endpoint that leaves takes its series with it.
+        balancer.set_addresses(vec!["127.0.0.1:2".parse().expect("addr")]);
+        let text = String::from_utf8(encode(&registry)).expect("utf8");
+        assert!(!text.contains("127.0.0.1:1"), "{text}");
+        assert!(text.contains(r#"requests_total{endpoint="127.0.0.1:2"} 1"#));
     }
 }

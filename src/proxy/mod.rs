@@ -2,7 +2,8 @@
 //!
 //! - [`service`]: the request path (routing, endpoint choice, metrics in `logging()`);
 //! - [`forward`]: the forwarding headers (`X-Forwarded-*`, `Forwarded`, `Via`);
-//! - [`balancer`]: endpoint choice, passive ejection;
+//! - [`balancer`]: endpoint choice, passive ejection, per-endpoint figures;
+//! - [`ewma`]: the endpoints' latency estimate (peak-EWMA);
 //! - [`metrics`]: the metric families and their buckets;
 //! - [`admin`]: the admin listener;
 //! - [`control`]: config reload, and keeping the endpoints current;
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod balancer;
 pub mod control;
 pub mod discovery;
+pub mod ewma;
 pub mod forward;
 pub mod metrics;
 pub mod service;
@@ -144,6 +146,7 @@ impl Args {
             })?;
         }
         let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, None)?));
+        registry.register(Box::new(metrics::EndpointCollector::new(state.clone())?))?;
 
         let workers = match server_settings.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),

@@ -81,6 +81,19 @@ impl Failure {
         }
     }
 
+    /// Whether the failure is the endpoint's: an error in its per-endpoint figures.
+    pub fn on_endpoint(self) -> bool {
+        matches!(
+            self,
+            Failure::ConnectRefused
+                | Failure::ConnectTimeout
+                | Failure::ConnectError
+                | Failure::UpstreamTimeout
+                | Failure::UpstreamReset
+                | Failure::UpstreamProtocol
+        )
+    }
+
     fn message(self) -> &'static str {
         match self {
             Failure::ConnectRefused => "the upstream refused the connection",
@@ -129,6 +142,7 @@ pub struct RequestCtx {
     route: Option<Arc<str>>,
     method: &'static str,
     active: Option<IntGauge>,
+    /// The attempt on the endpoint chosen, counted on the endpoint when dropped.
     endpoint: Option<InFlight>,
     failed_endpoint: Option<SocketAddr>,
     retried: bool,
@@ -291,7 +305,8 @@ impl ProxyHttp for MeteringProxy {
     ) -> Box<Error> {
         let failure = Failure::classify(&e);
         let mut retry = false;
-        if let Some(in_flight) = ctx.endpoint.take() {
+        if let Some(mut in_flight) = ctx.endpoint.take() {
+            in_flight.record_failure();
             let endpoint = in_flight.endpoint();
             self.metrics
                 .upstream_connect_errors
@@ -326,6 +341,11 @@ impl ProxyHttp for MeteringProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        if let Some(attempt) = &mut ctx.endpoint
+            && Failure::classify(&e).on_endpoint()
+        {
+            attempt.record_failure();
+        }
         if matches!(e.etype(), ErrorType::ReadTimedout)
             && e.esource() == &ErrorSource::Upstream
             && let Some(endpoint) = &ctx.endpoint
@@ -354,6 +374,9 @@ impl ProxyHttp for MeteringProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_head_at = Some(Instant::now());
+        if let Some(attempt) = &mut ctx.endpoint {
+            attempt.record_head(upstream_response.status.as_u16());
+        }
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket {
             ctx.websocket = true;
             let route = ctx.route.as_deref().unwrap_or_default();
@@ -420,9 +443,14 @@ impl ProxyHttp for MeteringProxy {
         if let Some(active) = ctx.active.take() {
             active.dec();
         }
-        ctx.endpoint = None;
         if ctx.failure.is_none() {
             ctx.failure = e.map(Failure::classify);
+        }
+        // The attempt ends here, and is counted on its endpoint as it is dropped.
+        if let Some(mut attempt) = ctx.endpoint.take()
+            && ctx.failure.is_some_and(Failure::on_endpoint)
+        {
+            attempt.record_failure();
         }
         let route = ctx
             .route

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::Path as UrlPath;
@@ -94,6 +96,44 @@ pub async fn named_upstream_on(listener: tokio::net::TcpListener, name: String) 
         .fallback(move || async move { name });
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
+}
+
+/// An upstream that answers every request after the same delay, and counts what it served.
+#[allow(dead_code)] // only tests/proxy.rs uses it
+pub struct DelayedUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    served: Arc<AtomicU64>,
+}
+
+#[allow(dead_code)] // only tests/proxy.rs uses it
+impl DelayedUpstream {
+    /// Requests it received so far (counted on arrival, so every answered one is in).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts an upstream that answers every path, after `delay`, with 200 and its port as
+/// the body: two of them with different delays stand for a slow and a fast endpoint of
+/// the same application.
+#[allow(dead_code)] // only tests/proxy.rs uses it
+pub async fn delayed_upstream(delay: Duration) -> DelayedUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    let served = Arc::new(AtomicU64::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async move {
+            tokio::time::sleep(delay).await;
+            addr.port().to_string()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    DelayedUpstream { addr, served }
 }
 
 /// The request headers an upstream's `/headers` received, by lower-case name.
