@@ -837,11 +837,13 @@ mod in_pods {
             &["--interval", "5ms"],
         )
         .await;
+        // Every request answered 2xx; read while the client runs, one request (its
+        // concurrency) may still be in flight.
         let no_failure = |phase: &str, c: &Counts| {
             assert!(c.sent > 0, "{phase}: {c:?}");
-            assert_eq!(
-                (c.ok, c.errors.len()),
-                (c.sent, 0),
+            let answered: u64 = c.by_status.values().sum();
+            assert!(
+                c.errors.is_empty() && c.ok == answered && c.sent - answered <= 1,
                 "{phase}: every request 2xx: {c:?}"
             );
         };
