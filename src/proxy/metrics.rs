@@ -7,10 +7,14 @@
 //! error types a closed enum, endpoints the upstream addresses in use, endpoint sources a
 //! closed enum.
 
+use std::sync::Arc;
+
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
+
+use super::recorder::Recorder;
 
 /// Boundaries of `routemeter_proxy_overhead_seconds`: 10 µs to 50 ms, where a proxy's own
 /// cost lives; anything above is a problem worth seeing whole.
@@ -87,6 +91,8 @@ pub struct ProxyMetrics {
     pub websocket_total: IntCounterVec,
     /// `routemeter_websocket_connection_duration_seconds{http_route}`.
     pub websocket_duration: HistogramVec,
+    /// The windows of `/api/summary`, on the same duration boundaries (not Prometheus).
+    pub summary: Arc<Recorder>,
 }
 
 impl ProxyMetrics {
@@ -97,7 +103,9 @@ impl ProxyMetrics {
         duration_buckets: Vec<f64>,
     ) -> Result<Self, prometheus::Error> {
         let route_method = ["http_route", "http_request_method"];
+        let summary = Arc::new(Recorder::new(duration_buckets.clone()));
         let m = ProxyMetrics {
+            summary,
             request_duration: HistogramVec::new(
                 HistogramOpts::new("http_server_request_duration_seconds", "Duration of HTTP server requests.")
                     .buckets(duration_buckets),
