@@ -36,6 +36,9 @@ pub enum Command {
     Crd,
     /// Print every object the operator would create for the MonitoredServices in a file.
     Render(crate::operator::render::Args),
+    /// Compare two /api/summary snapshots: exit 1 when the current one regressed past the
+    /// thresholds, 2 when either cannot be read.
+    Compare(crate::summary::compare::Args),
 }
 
 impl Cli {
@@ -46,6 +49,16 @@ impl Cli {
         let result = match self.command {
             Command::Crd => print(crate::crd::crd_yaml().map_err(anyhow::Error::from)),
             Command::Render(args) => print(args.render().map_err(anyhow::Error::from)),
+            Command::Compare(args) => {
+                return match args.run() {
+                    Ok(false) => ExitCode::SUCCESS,
+                    Ok(true) => ExitCode::from(1),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
             Command::Proxy(args) => {
                 crate::telemetry::init(self.log_format);
                 // pingora builds its own runtimes: the proxy must not run inside one.

@@ -5,7 +5,8 @@
 //! - [`operator`]: reconciliation of a `MonitoredService` into a proxy and its monitoring;
 //! - [`proxy`]: the metering reverse proxy;
 //! - shared: [`config`] (the proxy config the operator writes), [`route`] (templates and
-//!   matching), [`cli`] and [`telemetry`].
+//!   matching), [`summary`] (the live summary's JSON, windows, score and `compare`),
+//!   [`cli`] and [`telemetry`].
 
 pub mod cli;
 pub mod config;
@@ -14,4 +15,5 @@ pub mod monitoring;
 pub mod operator;
 pub mod proxy;
 pub mod route;
+pub mod summary;
 pub mod telemetry;

@@ -1074,3 +1074,218 @@ async fn a_draining_proxy_tells_keep_alive_clients_to_close() {
     );
     assert!(proxy.exit_status(Duration::from_secs(10)).await.success());
 }
+
+/// The entry of `route` and `method` in a summary's `routes`.
+fn summary_route<'a>(
+    summary: &'a serde_json::Value,
+    route: &str,
+    method: &str,
+) -> &'a serde_json::Value {
+    summary["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|e| e["route"] == route && e["method"] == method)
+        .unwrap_or_else(|| panic!("no {method} {route} in {summary:#}"))
+}
+
+#[tokio::test]
+async fn the_summary_reports_known_traffic() {
+    let up = upstream().await;
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{up}']}}\n\
+         routes: [{{path: /fast}}, {{path: '/sleep/{{ms}}'}}, {{path: '/status/{{code}}'}}]\n"
+    ))
+    .await;
+    get_all(&proxy, (0..100).map(|_| "/fast".to_string()), 8).await;
+    get_all(&proxy, (0..20).map(|_| "/sleep/300".to_string()), 20).await;
+    let http = client();
+    for _ in 0..10 {
+        assert_eq!(send(http.get(proxy.url("/status/500"))).await.0, 500);
+    }
+
+    let s = proxy.summary_after("1m", 130).await;
+    assert_eq!(s["window"], "1m");
+    let overall = &s["overall"];
+    assert_eq!(overall["errorRatio"], 10.0 / 130.0);
+    assert_eq!(overall["clientErrorRatio"], 0.0);
+    assert_eq!(overall["inFlight"], 0);
+    assert!(overall["rps"].as_f64().expect("rps") > 0.0);
+    assert_eq!(s["routes"].as_array().expect("routes").len(), 3, "{s:#}");
+
+    let fast = summary_route(&s, "/fast", "GET");
+    assert_eq!(
+        (fast["requests"].as_u64(), fast["errorRatio"].as_f64()),
+        (Some(100), Some(0.0))
+    );
+    assert_eq!(fast["status"], "excellent");
+
+    // The buckets are the Prometheus histogram's, request for request.
+    let m = proxy.metrics_after(130.0).await;
+    let slow = summary_route(&s, "/sleep/{ms}", "GET");
+    assert_eq!(slow["requests"], 20);
+    let bounds: Vec<f64> = serde_json::from_value(s["bounds"].clone()).expect("bounds");
+    let buckets: Vec<u64> = serde_json::from_value(slow["buckets"].clone()).expect("buckets");
+    let route = ("http_route", "/sleep/{ms}");
+    let mut below = 0.0;
+    for (bound, count) in bounds.iter().zip(&buckets) {
+        let cumulative = m.sum(BUCKET, &[route, ("le", &bound.to_string())]);
+        assert_eq!(cumulative - below, *count as f64, "bucket le={bound}");
+        below = cumulative;
+    }
+    // Slept 300 ms: p95 is in the bucket of the 19th slowest, within its bounds.
+    let p95 = slow["p95"].as_f64().expect("p95");
+    let rank_bucket = buckets
+        .iter()
+        .scan(0, |sum, c| {
+            *sum += c;
+            Some(*sum)
+        })
+        .position(|cumulative| cumulative >= 19)
+        .expect("a bucket holds rank 19");
+    let upper = bounds.get(rank_bucket).copied().unwrap_or(f64::INFINITY);
+    let lower = if rank_bucket == 0 {
+        0.0
+    } else {
+        bounds[rank_bucket - 1]
+    };
+    assert!(lower >= 0.25, "300 ms is above 250 ms: {buckets:?}");
+    assert!(
+        (lower..=upper).contains(&p95),
+        "p95 {p95} in ({lower}, {upper}]"
+    );
+    assert!(slow["mean"].as_f64().expect("mean") >= 0.3);
+
+    let failing = summary_route(&s, "/status/{code}", "GET");
+    assert_eq!(failing["requests"], 10);
+    assert_eq!(failing["errorRatio"], 1.0);
+    assert!(
+        failing["score"].as_u64().expect("score") < 60,
+        "{failing:#}"
+    );
+    assert_eq!(failing["status"], "poor");
+    assert_eq!(s["topByErrors"][0]["route"], "/status/{code}");
+    let recommendations = s["recommendations"].as_array().expect("recommendations");
+    let about_failing: Vec<&str> = recommendations
+        .iter()
+        .filter(|r| r["route"] == "/status/{code}" && r["method"] == "GET")
+        .filter_map(|r| r["message"].as_str())
+        .collect();
+    assert_eq!(
+        about_failing,
+        [
+            "GET /status/{code}: 100.0 % of its requests answered 5xx in the last 1m, over the 1.0 % target; see the application's logs for this route"
+        ]
+    );
+
+    // The longer windows hold the same requests; an unknown window is refused.
+    for window in ["5m", "15m", "1h"] {
+        let longer = proxy.summary_after(window, 130).await;
+        assert_eq!(
+            summary_route(&longer, "/status/{code}", "GET")["requests"],
+            10
+        );
+    }
+    let (status, body) = proxy.admin("/api/summary?window=2m").await.expect("answer");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("1m, 5m, 15m, 1h"), "{body}");
+}
+
+/// Runs `routemeter ARGS`: exit code, stdout, stderr.
+fn routemeter(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::BIN)
+        .args(args)
+        .output()
+        .expect("run routemeter");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("UTF-8");
+    (
+        out.status.code().expect("exited"),
+        text(out.stdout),
+        text(out.stderr),
+    )
+}
+
+/// A summary of 25 requests to `/sleep/{ms}` sleeping `ms`, from a proxy of its own.
+async fn summary_of_sleeps(up: std::net::SocketAddr, ms: u64) -> serde_json::Value {
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{up}']}}\nroutes: [{{path: '/sleep/{{ms}}'}}]\n"
+    ))
+    .await;
+    get_all(&proxy, (0..25).map(|_| format!("/sleep/{ms}")), 5).await;
+    proxy.summary_after("5m", 25).await
+}
+
+#[tokio::test]
+async fn compare_finds_a_planted_regression_and_passes_an_unchanged_run() {
+    let up = upstream().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let save = |name: &str, value: &serde_json::Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, serde_json::to_vec(value).expect("JSON")).expect("save");
+        support::path_arg(&path)
+    };
+    let base = save("base.json", &summary_of_sleeps(up, 2).await);
+    let slower = save("slower.json", &summary_of_sleeps(up, 60).await);
+
+    let (code, out, err) = routemeter(&["compare", "--baseline", &base, "--current", &base]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 regressed of 2 compared"), "{out}");
+
+    let (code, out, err) = routemeter(&["compare", "--baseline", &base, "--current", &slower]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("/sleep/{ms}"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("REGRESSION: mean, p95"), "{out}");
+
+    let (code, out, _) = routemeter(&[
+        "compare",
+        "--baseline",
+        &base,
+        "--current",
+        &slower,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(report["regressed"], true);
+    assert_eq!(
+        report["routes"][1]["regressions"],
+        serde_json::json!(["mean", "p95"])
+    );
+
+    // Thresholds loose enough let it pass.
+    let (code, out, err) = routemeter(&[
+        "compare",
+        "--baseline",
+        &base,
+        "--current",
+        &slower,
+        "--mean-ratio",
+        "1000",
+        "--p95-ratio",
+        "1000",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Bad input: exit 2, naming the file and the field.
+    let mut broken: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&base).expect("read")).expect("JSON");
+    broken["routes"][0]["p95"] = "slow".into();
+    let broken = save("broken.json", &broken);
+    let (code, _, err) = routemeter(&["compare", "--baseline", &base, "--current", &broken]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("broken.json: routes[0].p95: expected a number"),
+        "{err}"
+    );
+    let missing = support::path_arg(&dir.path().join("missing.json"));
+    let (code, _, err) = routemeter(&["compare", "--baseline", &missing, "--current", &base]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("missing.json"),
+        "{err}"
+    );
+}

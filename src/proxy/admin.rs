@@ -1,5 +1,7 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` and `/config`, on a port of its
-//! own so scraping and probing never compete with, or get routed like, user traffic.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/config` and `/api/summary`
+//! (`?window=1m|5m|15m|1h`, default `1m`: the live summary of [`crate::summary`]), on a
+//! port of its own so scraping and probing never compete with, or get routed like, user
+//! traffic.
 //!
 //! `/readyz` says whether this proxy can take traffic, not whether the application behind
 //! it is healthy: it answers 200 once the config is loaded, its endpoints were looked up
@@ -21,6 +23,7 @@ use prometheus::Registry;
 use super::balancer::EndpointSource;
 use super::metrics::{ProxyMetrics, encode};
 use super::state::SharedState;
+use crate::summary::{Objectives, Window};
 
 /// How long `/readyz` waits for the traffic listener to accept a connection.
 const LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -126,6 +129,20 @@ impl ServeHttp for AdminApp {
                 let (status, line) = self.readiness().await;
                 respond(status, TEXT, line.into_bytes())
             }
+            "/api/summary" => match window_param(session.req_header().uri.query()) {
+                Ok(window) => {
+                    let summary = self.metrics.summary.summary(window, &Objectives::default());
+                    match serde_json::to_vec(&summary) {
+                        Ok(json) => respond(StatusCode::OK, "application/json", json),
+                        Err(e) => respond(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            TEXT,
+                            e.to_string().into_bytes(),
+                        ),
+                    }
+                }
+                Err(message) => respond(StatusCode::BAD_REQUEST, TEXT, message.into_bytes()),
+            },
             "/config" => match serde_json::to_vec_pretty(&self.state.load().config) {
                 Ok(json) => respond(StatusCode::OK, "application/json", json),
                 Err(e) => respond(
@@ -137,9 +154,23 @@ impl ServeHttp for AdminApp {
             _ => respond(
                 StatusCode::NOT_FOUND,
                 TEXT,
-                b"not found: try /metrics, /healthz, /readyz or /config\n".to_vec(),
+                b"not found: try /metrics, /healthz, /readyz, /config or /api/summary\n".to_vec(),
             ),
         }
+    }
+}
+
+/// The `window` of a query string: `1m` when absent, an error naming the choices when
+/// it is none of them.
+fn window_param(query: Option<&str>) -> Result<Window, String> {
+    let value = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("window="));
+    match value {
+        None => Ok(Window::OneMinute),
+        Some(text) => Window::parse(text)
+            .ok_or_else(|| format!("window {text:?}: expected one of 1m, 5m, 15m, 1h\n")),
     }
 }
 
@@ -175,6 +206,22 @@ mod tests {
         assert_eq!(reachable(v6), "[::1]:8080".parse().expect("addr"));
         let own: SocketAddr = "10.0.0.1:80".parse().expect("addr");
         assert_eq!(reachable(own), own);
+    }
+
+    #[test]
+    fn summary_windows_come_from_the_query() {
+        assert_eq!(window_param(None), Ok(Window::OneMinute));
+        assert_eq!(window_param(Some("a=b")), Ok(Window::OneMinute));
+        assert_eq!(
+            window_param(Some("a=b&window=15m")),
+            Ok(Window::FifteenMinutes)
+        );
+        assert_eq!(window_param(Some("window=1h")), Ok(Window::OneHour));
+        let bad = window_param(Some("window=2m")).expect_err("no such window");
+        assert!(
+            bad.contains("\"2m\"") && bad.contains("1m, 5m, 15m, 1h"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! error types a closed enum, endpoints the upstream addresses in use, endpoint sources a
 //! closed enum.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
@@ -16,6 +17,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+use super::recorder::Recorder;
 use super::state::SharedState;
 
 /// Boundaries of `routemeter_proxy_overhead_seconds`: 10 µs to 50 ms, where a proxy's own
@@ -93,6 +95,8 @@ pub struct ProxyMetrics {
     pub websocket_total: IntCounterVec,
     /// `routemeter_websocket_connection_duration_seconds{http_route}`.
     pub websocket_duration: HistogramVec,
+    /// The windows of `/api/summary`, on the same duration boundaries (not Prometheus).
+    pub summary: Arc<Recorder>,
 }
 
 impl ProxyMetrics {
@@ -103,7 +107,9 @@ impl ProxyMetrics {
         duration_buckets: Vec<f64>,
     ) -> Result<Self, prometheus::Error> {
         let route_method = ["http_route", "http_request_method"];
+        let summary = Arc::new(Recorder::new(duration_buckets.clone()));
         let m = ProxyMetrics {
+            summary,
             request_duration: HistogramVec::new(
                 HistogramOpts::new("http_server_request_duration_seconds", "Duration of HTTP server requests.")
                     .buckets(duration_buckets),

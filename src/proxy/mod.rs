@@ -5,6 +5,7 @@
 //! - [`balancer`]: endpoint choice, passive ejection, per-endpoint figures;
 //! - [`ewma`]: the endpoints' latency estimate (peak-EWMA);
 //! - [`metrics`]: the metric families and their buckets;
+//! - [`recorder`]: the sliding windows behind `/api/summary`;
 //! - [`admin`]: the admin listener;
 //! - [`control`]: config reload, and keeping the endpoints current;
 //! - [`discovery`]: the endpoints from the Service's EndpointSlices;
@@ -17,6 +18,7 @@ pub mod discovery;
 pub mod ewma;
 pub mod forward;
 pub mod metrics;
+pub mod recorder;
 pub mod service;
 pub mod state;
 
@@ -81,7 +83,8 @@ pub struct Args {
     /// Address to accept traffic on (quick form, without --config).
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: String,
-    /// Address of the admin listener: /metrics, /healthz, /readyz, /config (quick form).
+    /// Address of the admin listener: /metrics, /healthz, /readyz, /config, /api/summary
+    /// (quick form).
     #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin: String,
     /// Upstream endpoint host:port; repeat for several (quick form).

@@ -17,6 +17,7 @@ use prometheus::IntGauge;
 use super::balancer::InFlight;
 use super::forward;
 use super::metrics::ProxyMetrics;
+use super::recorder::{Observation, Pending};
 use super::state::{SharedState, Snapshot};
 use crate::route::method_label;
 
@@ -151,6 +152,8 @@ pub struct RequestCtx {
     upstream_head_at: Option<Instant>,
     failure: Option<Failure>,
     websocket: bool,
+    /// In flight on the route's `/api/summary` windows, recorded there in `logging()`.
+    summary: Option<Pending>,
 }
 
 /// The metering reverse proxy.
@@ -210,13 +213,16 @@ impl ProxyHttp for MeteringProxy {
             upstream_head_at: None,
             failure: None,
             websocket: false,
+            summary: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.method = method_label(&req.method);
-        ctx.route = Some(self.resolve_route(&ctx.snapshot, &req.method, req.uri.path()));
+        let route = self.resolve_route(&ctx.snapshot, &req.method, req.uri.path());
+        ctx.summary = Some(self.metrics.summary.start(&route, ctx.method));
+        ctx.route = Some(route);
         let active = self
             .metrics
             .active_requests
@@ -497,6 +503,16 @@ impl ProxyHttp for MeteringProxy {
             .response_body_size
             .with_label_values(&sizes)
             .observe(downstream.body_bytes_sent() as f64);
+
+        let summary = ctx.summary.take();
+        summary
+            .unwrap_or_else(|| self.metrics.summary.start(&route, ctx.method))
+            .record(&Observation {
+                latency: elapsed,
+                status,
+                request_bytes: downstream.body_bytes_read() as u64,
+                response_bytes: downstream.body_bytes_sent() as u64,
+            });
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {

@@ -328,6 +328,20 @@ impl Proxy {
         .await
     }
 
+    /// `/api/summary?window=WINDOW` once its `overall.requests` is `requests`: the proxy
+    /// records a request in `logging()`, just after the client got its answer.
+    #[allow(dead_code)] // only tests/proxy.rs reads summaries
+    pub async fn summary_after(&self, window: &str, requests: u64) -> serde_json::Value {
+        let what = format!("/api/summary?window={window} to count {requests} requests");
+        wait_for(&what, Duration::from_secs(10), || async {
+            let (status, body) = self.admin(&format!("/api/summary?window={window}")).await?;
+            assert_eq!(status, 200, "/api/summary answered {status}: {body}");
+            let summary: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            (summary["overall"]["requests"] == requests).then_some(summary)
+        })
+        .await
+    }
+
     /// Waits until the sum of the samples of `name` matching `labels` is `value`.
     pub async fn wait_for_metric(&self, name: &str, labels: &[(&str, &str)], value: f64) {
         let what = format!("{name}{labels:?} to be {value}");
