@@ -226,10 +226,12 @@ async fn an_invalid_spec_and_parallel_mode_give_the_service_back() {
     // A route template the schema cannot check: the spec is invalid, the Service restored.
     merge(json!({ "routes": [{ "path": "/a/*/b" }] })).await;
     service_becomes(&client, &ns, &original(), false).await;
-    let (status, reason, _) = condition(&client, &ns, "trips-api", "TakenOver")
-        .await
-        .expect("condition");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    // The status is written just after the Service.
+    wait_for("TakenOver=False, InvalidSpec", WAIT, || async {
+        let (status, reason, _) = condition(&client, &ns, "trips-api", "TakenOver").await?;
+        (status == "False" && reason == "InvalidSpec").then_some(())
+    })
+    .await;
     // Fixed: taken over again.
     merge(json!({ "routes": [{ "path": "/api/trips" }] })).await;
     taken_over(&client, &ns).await;
