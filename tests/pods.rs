@@ -264,10 +264,32 @@ mod in_pods {
             "kubectl get msvc shows the live figures {figures:?}:\n{printed}"
         );
         let header = printed.lines().next().unwrap_or_default();
+        for column in ["MODE", "READY", "RPS", "P95", "ERRORS", "SCORE"] {
+            assert!(header.contains(column), "column {column}: {printed}");
+        }
+        // Merged from both proxies' /api/summary: a p95, a score, the failing route the worst.
         assert!(
-            header.contains("READY") && header.contains("RPS"),
-            "columns: {printed}"
+            figures.p95.is_some() && figures.score.is_some(),
+            "{figures:?}"
         );
+        assert!(
+            figures
+                .worst_route
+                .as_deref()
+                .is_some_and(|w| w.starts_with("GET /status/{code}")),
+            "{figures:?}"
+        );
+        let observed = api
+            .get("app")
+            .await
+            .expect("msvc")
+            .status
+            .expect("status")
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "TrafficObserved")
+            .expect("TrafficObserved");
+        assert_eq!(observed.status, "True", "{observed:?}");
 
         // Logs, as a person reads them: JSON lines, with no build-machine paths.
         let proxy_pod = pods(&client, &ns, &proxy_label("app")).await;

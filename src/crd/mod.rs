@@ -33,7 +33,9 @@ pub const GROUP: &str = "routemeter.io";
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
     printcolumn = r#"{"name":"Available","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"RPS","type":"string","jsonPath":".status.traffic.requestsPerSecond"}"#,
+    printcolumn = r#"{"name":"P95","type":"string","jsonPath":".status.traffic.p95"}"#,
     printcolumn = r#"{"name":"Errors","type":"string","jsonPath":".status.traffic.errorRatio"}"#,
+    printcolumn = r#"{"name":"Score","type":"integer","jsonPath":".status.traffic.score"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -347,7 +349,7 @@ pub struct MonitoredServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `TargetFound`, `ProxyAvailable`, `ProxyConfigApplied`, `MonitoringConfigured`,
-    /// and `TakenOver` in takeover mode.
+    /// `TrafficObserved`, and `TakenOver` in takeover mode.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -368,14 +370,29 @@ pub struct MonitoredServiceStatus {
     pub traffic: Option<TrafficStatus>,
 }
 
-/// Live traffic through the proxy.
+/// Live traffic through the proxies over the last minute, from their `/api/summary`
+/// merged (rates add; percentiles from the added buckets). Refreshed every 30 s and written
+/// when a figure changes meaningfully (or every 5 minutes); cleared when no proxy could be
+/// read for a minute, which the `TrafficObserved` condition says.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficStatus {
-    /// Requests per second, averaged since the previous reading.
+    /// Requests per second.
     pub requests_per_second: String,
-    /// Share of 5xx responses since the previous reading.
+    /// Share of 5xx responses.
     pub error_ratio: String,
+    /// 95th percentile latency (`123ms`, `1.2s`); absent without requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<String>,
+    /// Performance score 0–100 (docs/score.md); absent without requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<u8>,
+    /// `excellent` (≥ 80), `good` (≥ 60), `fair` (≥ 40) or `poor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<String>,
+    /// The route with the lowest score, and its score (`GET /api/trips/{id}: 41`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_route: Option<String>,
     /// When the figures were read.
     pub observed_at: String,
 }

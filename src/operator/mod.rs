@@ -6,7 +6,9 @@
 //! - [`status`]: conditions and the status write;
 //! - [`selection`]: which Prometheus selects the monitoring objects;
 //! - [`takeover`]: takeover mode's steps on the target Service, and giving it back;
-//! - [`render`]: `routemeter render`, offline.
+//! - [`render`]: `routemeter render`, offline;
+//! - [`traffic`]: what is read from the proxies: their config state, and the live traffic
+//!   figures (a loop of its own).
 
 pub mod children;
 pub mod reconcile;
@@ -385,6 +387,12 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     );
     let store = controller.store();
     let crd_store = store.clone();
+    // Live traffic figures, in a loop of their own: never a reconcile.
+    let traffic = tokio::spawn(traffic::refresh_loop(
+        client.clone(),
+        store.clone(),
+        ctx.proxy_admin_port,
+    ));
     ctx.phase.set(Phase::Syncing);
     let (synced, phase) = (store.clone(), ctx.phase.clone());
     // The controller waits on the same store: kube-runtime's readiness signal wakes one
@@ -450,6 +458,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
         })
         .await;
     sync.abort();
+    traffic.abort();
 }
 
 async fn serve_admin(listener: tokio::net::TcpListener, registry: Registry, phase: PhaseCell) {

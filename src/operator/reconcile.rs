@@ -20,7 +20,7 @@ use crate::crd::{Mode, MonitoredService};
 /// Every write by the operator is a server-side apply under this field manager.
 pub const FIELD_MANAGER: &str = "routemeter";
 
-/// How often a ready object is looked at again, refreshing its traffic figures.
+/// How often a ready object is looked at again (its proxies' config state).
 const TRAFFIC_REFRESH: Duration = Duration::from_secs(30);
 /// How soon to look again while the proxy is not available yet or the target is missing.
 const RETRY: Duration = Duration::from_secs(30);
@@ -217,12 +217,13 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         (taken_over, next) =
             step_takeover(client, msvc, &target_svc, plan, rolled_out, &mut report).await?;
     }
-    let reading = if ready > 0 {
+    // The config state; the traffic figures are the traffic loop's (operator::traffic).
+    let config = if ready > 0 {
         ctx.readings.read(client, msvc, ctx.proxy_admin_port).await
     } else {
-        Default::default()
+        None
     };
-    if let Some(health) = reading.config {
+    if let Some(health) = config {
         report.set(Condition::proxy_config(health, &children::proxy_name(msvc)));
     }
     let mut new_status = report.finish(Some(replicas), Some(ready));
@@ -232,7 +233,6 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     } else {
         children::proxy_name(msvc)
     });
-    new_status.traffic = reading.traffic;
     let ready_now = new_status
         .conditions
         .iter()

@@ -222,11 +222,19 @@ pub async fn write(
     mut status: MonitoredServiceStatus,
 ) -> Result<(), Error> {
     status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    // The traffic figures and their condition belong to the traffic loop, under a field
+    // manager of its own: never written here, and left out of the comparison.
+    status.traffic = None;
+    status
+        .conditions
+        .retain(|c| c.type_ != super::traffic::TRAFFIC_CONDITION);
     if let Some(old) = &msvc.status {
-        if status.traffic.is_none() {
-            status.traffic = old.traffic.clone();
-        }
-        if *old == status {
+        let mut old = old.clone();
+        old.traffic = None;
+        old.conditions
+            .retain(|c| c.type_ != super::traffic::TRAFFIC_CONDITION);
+        old.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        if old == status {
             return Ok(());
         }
     }

@@ -1,59 +1,45 @@
-//! Live traffic figures for `kubectl get msvc`: the operator reads the ready proxy pods'
-//! `/metrics` and turns the growth of their request counters between two readings into
-//! requests per second and a 5xx ratio. The same pages say whether each proxy runs the
-//! config now in its ConfigMap (`routemeter_config_last_reload_successful`): a proxy that
-//! rejected an edit keeps its last good config, and the status says how many do.
+//! What the operator reads from the proxies.
 //!
-//! Readings are at least [`MIN_INTERVAL`] apart, so the status write they cause (and the
-//! reconcile it triggers) never turns into a loop.
+//! - **Config state**, for `ProxyConfigApplied`, read by the reconciler from the ready
+//!   proxy pods' `/metrics` (`routemeter_config_last_reload_successful`): a proxy that
+//!   rejected an edit keeps its last good config, and the status says how many do.
+//!   Readings are at least [`MIN_INTERVAL`] apart, so the status write they cause (and the
+//!   reconcile it triggers) never turns into a loop.
+//! - **Live traffic**, for `status.traffic` and `kubectl get msvc`, in a loop of its own
+//!   ([`refresh_loop`]), apart from the reconciler: every [`REFRESH`] it reads each ready
+//!   proxy's `/api/summary?window=1m`, merges them (rates add, percentiles from the added
+//!   buckets) and writes the figures, under a field manager of its own, only when one
+//!   changed meaningfully (or every [`HEARTBEAT`]). Figures no proxy has confirmed for
+//!   [`STALE_AFTER`] are cleared, and the `TrafficObserved` condition says why.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
-use kube::runtime::reflector::ObjectRef;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as K8sCondition, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
+use serde_json::json;
 
 use super::children::selector_labels;
 use crate::crd::{MonitoredService, TrafficStatus};
+use crate::summary::{self, Summary};
 
-/// Shortest time between two readings of the same MonitoredService.
+/// Shortest time between two config readings of the same MonitoredService.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(15);
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Request and 5xx totals of one reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Totals {
-    pub requests: f64,
-    pub errors: f64,
-}
-
-/// Sums `http_server_request_duration_seconds_count` over a `/metrics` page, and the part
-/// of it with a 5xx status.
-pub fn totals(text: &str) -> Totals {
-    let mut t = Totals {
-        requests: 0.0,
-        errors: 0.0,
-    };
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("http_server_request_duration_seconds_count{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        t.requests += value;
-        if labels.contains("http_response_status_code=\"5") {
-            t.errors += value;
-        }
-    }
-    t
-}
+/// How often the traffic figures are read.
+pub const REFRESH: Duration = Duration::from_secs(30);
+/// Figures no reading has confirmed for this long are cleared.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+/// Unchanged figures are written again this often, so `observedAt` stays recent.
+pub const HEARTBEAT: Duration = Duration::from_secs(300);
+/// The field manager of the traffic figures and the `TrafficObserved` condition.
+pub const TRAFFIC_MANAGER: &str = "routemeter-traffic";
+/// The condition the traffic loop owns.
+pub const TRAFFIC_CONDITION: &str = "TrafficObserved";
 
 /// Whether the proxy of a `/metrics` page runs the config its file holds now; `None` when
 /// the page has no such sample.
@@ -73,40 +59,10 @@ pub struct ConfigHealth {
     pub stale: u32,
 }
 
-/// What one reading of the proxies gives the status.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Reading {
-    /// Traffic figures, when there is a previous reading to compare with.
-    pub traffic: Option<TrafficStatus>,
-    /// The proxies' config state, from this reading or the last one.
-    pub config: Option<ConfigHealth>,
-}
-
-/// The figures between two readings, or `None` if the counters went back (a pod restarted).
-pub fn figures(previous: (Instant, Totals), now: (Instant, Totals)) -> Option<TrafficStatus> {
-    let seconds = now.0.duration_since(previous.0).as_secs_f64();
-    let requests = now.1.requests - previous.1.requests;
-    let errors = now.1.errors - previous.1.errors;
-    if seconds <= 0.0 || requests < 0.0 || errors < 0.0 {
-        return None;
-    }
-    let ratio = if requests > 0.0 {
-        errors / requests
-    } else {
-        0.0
-    };
-    Some(TrafficStatus {
-        requests_per_second: format!("{:.1}", requests / seconds),
-        error_ratio: format!("{:.2}%", ratio * 100.0),
-        observed_at: k8s_openapi::jiff::Timestamp::now().to_string(),
-    })
-}
-
-/// The last reading of one MonitoredService's proxies.
+/// The last config reading of one MonitoredService's proxies.
 #[derive(Debug, Clone, Copy)]
 struct Last {
     at: Instant,
-    totals: Totals,
     config: ConfigHealth,
 }
 
@@ -115,10 +71,14 @@ struct Last {
 pub struct Readings(Mutex<HashMap<ObjectRef<MonitoredService>, Last>>);
 
 impl Readings {
-    /// Reads the proxies of `msvc` if the last reading is old enough: traffic figures when
-    /// there is a previous reading to compare with, and the config state (the last one
-    /// known when it is too early to read again).
-    pub async fn read(&self, client: &Client, msvc: &MonitoredService, admin_port: u16) -> Reading {
+    /// The config state of the proxies of `msvc`: read again when the last reading is
+    /// old enough, else the last one; `None` when no proxy could be read.
+    pub async fn read(
+        &self,
+        client: &Client,
+        msvc: &MonitoredService,
+        admin_port: u16,
+    ) -> Option<ConfigHealth> {
         let key = ObjectRef::from_obj(msvc);
         let previous = self
             .0
@@ -127,27 +87,18 @@ impl Readings {
             .get(&key)
             .copied();
         if let Some(p) = previous.filter(|p| p.at.elapsed() < MIN_INTERVAL) {
-            return Reading {
-                traffic: None,
-                config: Some(p.config),
-            };
+            return Some(p.config);
         }
-        let Some((totals, config)) = scrape(client, msvc, admin_port).await else {
-            return Reading::default();
-        };
+        let config = scrape_config(client, msvc, admin_port).await?;
         let now = Last {
             at: Instant::now(),
-            totals,
             config,
         };
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, now);
-        Reading {
-            traffic: previous.and_then(|p| figures((p.at, p.totals), (now.at, now.totals))),
-            config: Some(config),
-        }
+        Some(config)
     }
 
     /// Forgets a MonitoredService.
@@ -159,13 +110,8 @@ impl Readings {
     }
 }
 
-/// Sums the totals of every ready proxy pod and counts those running an older config than
-/// their file's; `None` if none could be read.
-async fn scrape(
-    client: &Client,
-    msvc: &MonitoredService,
-    admin_port: u16,
-) -> Option<(Totals, ConfigHealth)> {
+/// The IPs of the ready proxy pods of `msvc`, as URL hosts.
+async fn ready_proxies(client: &Client, msvc: &MonitoredService) -> Option<Vec<String>> {
     let ns = msvc.namespace()?;
     let selector: Vec<String> = selector_labels(msvc)
         .iter()
@@ -176,27 +122,44 @@ async fn scrape(
         .list(&ListParams::default().labels(&selector.join(",")))
         .await
         .ok()?;
-    let http = reqwest::Client::builder()
+    Some(
+        pods.items
+            .into_iter()
+            .filter_map(|pod| {
+                let status = pod.status?;
+                let ready = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let ip = status.pod_ip.filter(|_| ready)?;
+                Some(if ip.contains(':') {
+                    format!("[{ip}]")
+                } else {
+                    ip
+                })
+            })
+            .collect(),
+    )
+}
+
+fn http_client() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
         .timeout(SCRAPE_TIMEOUT)
         .build()
-        .ok()?;
-    let mut sum: Option<Totals> = None;
+        .ok()
+}
+
+/// How many ready proxies were read, and how many run an older config than their file's;
+/// `None` if none could be read.
+async fn scrape_config(
+    client: &Client,
+    msvc: &MonitoredService,
+    admin_port: u16,
+) -> Option<ConfigHealth> {
+    let http = http_client()?;
     let mut config = ConfigHealth::default();
-    for pod in pods.items {
-        let status = pod.status.unwrap_or_default();
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        let Some(ip) = status.pod_ip.filter(|_| ready) else {
-            continue;
-        };
-        let host = if ip.contains(':') {
-            format!("[{ip}]")
-        } else {
-            ip
-        };
+    for host in ready_proxies(client, msvc).await? {
         let url = format!("http://{host}:{admin_port}/metrics");
         let text = match http.get(&url).send().await {
             Ok(r) => r.text().await.unwrap_or_default(),
@@ -205,19 +168,233 @@ async fn scrape(
                 continue;
             }
         };
-        let t = totals(&text);
-        let s = sum.get_or_insert(Totals {
-            requests: 0.0,
-            errors: 0.0,
-        });
-        s.requests += t.requests;
-        s.errors += t.errors;
         config.proxies += 1;
         if config_applied(&text) == Some(false) {
             config.stale += 1;
         }
     }
-    sum.map(|s| (s, config))
+    (config.proxies > 0).then_some(config)
+}
+
+/// The ready proxies' summaries of the last minute.
+async fn scrape_summaries(
+    client: &Client,
+    msvc: &MonitoredService,
+    admin_port: u16,
+) -> Vec<Summary> {
+    let (Some(http), Some(hosts)) = (http_client(), ready_proxies(client, msvc).await) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for host in hosts {
+        let url = format!("http://{host}:{admin_port}/api/summary?window=1m");
+        match http.get(&url).send().await {
+            Ok(r) => {
+                let body = r.bytes().await.unwrap_or_default();
+                match serde_json::from_slice::<Summary>(&body) {
+                    Ok(s) => out.push(s),
+                    Err(error) => tracing::debug!(%url, %error, "unreadable proxy summary"),
+                }
+            }
+            Err(error) => tracing::debug!(%url, %error, "cannot read proxy summary"),
+        }
+    }
+    out
+}
+
+/// The status figures of a merged summary.
+pub fn traffic_status(s: &Summary, observed_at: String) -> TrafficStatus {
+    let o = &s.overall;
+    let worst = s
+        .routes
+        .iter()
+        .filter(|e| e.requests >= summary::score::RECOMMENDATION_MIN_REQUESTS)
+        .filter_map(|e| Some((e.score?, e)))
+        .min_by_key(|(score, _)| *score);
+    TrafficStatus {
+        requests_per_second: format!("{:.1}", o.rps),
+        error_ratio: format!("{:.2}%", o.error_ratio.unwrap_or(0.0) * 100.0),
+        p95: o.p95.map(|p| {
+            if p < 1.0 {
+                format!("{}ms", (p * 1000.0).round())
+            } else {
+                format!("{p:.2}s")
+            }
+        }),
+        score: o.score,
+        performance: o.status.and_then(|st| {
+            serde_json::to_value(st)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+        }),
+        worst_route: worst.map(|(score, e)| format!("{} {}: {score}", e.method, e.route)),
+        observed_at,
+    }
+}
+
+/// Whether `new` differs from `old` enough to be written: a figure appearing or going, the
+/// rate or p95 by more than 10 %, the error ratio by 0.1 point, the score by 3, the
+/// performance word or the worst route.
+pub fn changed_meaningfully(old: &TrafficStatus, new: &TrafficStatus) -> bool {
+    let number = |s: &str| {
+        s.trim_end_matches(['%', 's'])
+            .trim_end_matches('m')
+            .parse::<f64>()
+            .ok()
+    };
+    let seconds = |s: &Option<String>| {
+        s.as_deref().and_then(|p| {
+            if let Some(ms) = p.strip_suffix("ms") {
+                ms.parse::<f64>().ok().map(|v| v / 1000.0)
+            } else {
+                p.strip_suffix('s').and_then(|v| v.parse::<f64>().ok())
+            }
+        })
+    };
+    let relative = |a: Option<f64>, b: Option<f64>, floor: f64| match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() > floor.max(0.1 * a.abs().max(b.abs())),
+        (None, None) => false,
+        _ => true,
+    };
+    relative(
+        number(&old.requests_per_second),
+        number(&new.requests_per_second),
+        0.1,
+    ) || match (number(&old.error_ratio), number(&new.error_ratio)) {
+        (Some(a), Some(b)) => (a - b).abs() >= 0.1,
+        _ => old.error_ratio != new.error_ratio,
+    } || relative(seconds(&old.p95), seconds(&new.p95), 0.001)
+        || match (old.score, new.score) {
+            (Some(a), Some(b)) => a.abs_diff(b) >= 3,
+            (a, b) => a != b,
+        }
+        || old.performance != new.performance
+        || old.worst_route != new.worst_route
+}
+
+/// What the loop last wrote and read, per MonitoredService.
+#[derive(Debug, Clone, Default)]
+struct Observed {
+    /// When a proxy last answered.
+    read_at: Option<Instant>,
+    /// When the figures were last written.
+    written_at: Option<Instant>,
+}
+
+/// Refreshes the traffic figures of every MonitoredService in `store` until the task is
+/// stopped. One MonitoredService's failure never stops the others'.
+pub async fn refresh_loop(client: Client, store: Store<MonitoredService>, admin_port: u16) {
+    let mut observed: HashMap<ObjectRef<MonitoredService>, Observed> = HashMap::new();
+    let mut tick = tokio::time::interval(REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let msvcs = store.state();
+        observed.retain(|k, _| msvcs.iter().any(|m| ObjectRef::from_obj(m.as_ref()) == *k));
+        for msvc in msvcs {
+            if msvc.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let key = ObjectRef::from_obj(msvc.as_ref());
+            let seen = observed.entry(key).or_default();
+            if let Err(error) = refresh(&client, &msvc, admin_port, seen).await {
+                tracing::warn!(msvc = %format!("{}/{}", msvc.namespace().unwrap_or_default(), msvc.name_any()), %error, "cannot write the traffic figures: {error}");
+            }
+        }
+    }
+}
+
+async fn refresh(
+    client: &Client,
+    msvc: &MonitoredService,
+    admin_port: u16,
+    seen: &mut Observed,
+) -> Result<(), kube::Error> {
+    let now = Instant::now();
+    let summaries = scrape_summaries(client, msvc, admin_port).await;
+    let current = msvc.status.as_ref().and_then(|s| s.traffic.clone());
+    let condition = msvc.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == TRAFFIC_CONDITION)
+            .cloned()
+    });
+    let (traffic, ok, reason, message) = match summary::merge(&summaries) {
+        Some(merged) => {
+            seen.read_at = Some(now);
+            let fresh = traffic_status(&merged, k8s_openapi::jiff::Timestamp::now().to_string());
+            let due = seen
+                .written_at
+                .is_none_or(|t| now.duration_since(t) >= HEARTBEAT);
+            let keep = current
+                .as_ref()
+                .filter(|c| !due && !changed_meaningfully(c, &fresh))
+                .cloned();
+            (
+                Some(keep.unwrap_or(fresh)),
+                true,
+                "Read",
+                format!(
+                    "figures of the last minute, from the /api/summary of {} ready proxies",
+                    summaries.len()
+                ),
+            )
+        }
+        None => {
+            let stale = seen
+                .read_at
+                .is_none_or(|t| now.duration_since(t) >= STALE_AFTER);
+            if !stale {
+                return Ok(());
+            }
+            (
+                None,
+                false,
+                "NoReading",
+                format!(
+                    "no ready proxy answered /api/summary for {} s; the traffic figures are cleared until one does",
+                    STALE_AFTER.as_secs()
+                ),
+            )
+        }
+    };
+    let status_word = if ok { "True" } else { "False" };
+    let unchanged = traffic == current
+        && condition
+            .as_ref()
+            .is_some_and(|c| c.status == status_word && c.message == message);
+    if unchanged {
+        return Ok(());
+    }
+    let since = condition.filter(|c| c.status == status_word).map_or_else(
+        || Time(k8s_openapi::jiff::Timestamp::now()),
+        |c| c.last_transition_time,
+    );
+    let condition = K8sCondition {
+        type_: TRAFFIC_CONDITION.into(),
+        status: status_word.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: msvc.metadata.generation,
+        last_transition_time: since,
+    };
+    let mut status = json!({ "conditions": [condition] });
+    if let Some(t) = &traffic {
+        status["traffic"] = json!(t);
+    }
+    let patch = json!({ "apiVersion": "routemeter.io/v1alpha1", "kind": "MonitoredService", "status": status });
+    let api: Api<MonitoredService> =
+        Api::namespaced(client.clone(), &msvc.namespace().unwrap_or_default());
+    api.patch_status(
+        &msvc.name_any(),
+        &PatchParams::apply(TRAFFIC_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    if traffic != current {
+        seen.written_at = Some(now);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -247,58 +424,50 @@ routemeter_config_last_reload_successful 1
         );
     }
 
-    #[test]
-    fn sums_requests_and_errors() {
-        assert_eq!(
-            totals(PAGE),
-            Totals {
-                requests: 100.0,
-                errors: 10.0
-            }
-        );
+    fn traffic(rps: &str, errors: &str, p95: Option<&str>, score: Option<u8>) -> TrafficStatus {
+        TrafficStatus {
+            requests_per_second: rps.into(),
+            error_ratio: errors.into(),
+            p95: p95.map(String::from),
+            score,
+            performance: None,
+            worst_route: None,
+            observed_at: "t".into(),
+        }
     }
 
     #[test]
-    fn figures_between_readings() {
-        let t0 = Instant::now();
-        let f = figures(
-            (
-                t0,
-                Totals {
-                    requests: 100.0,
-                    errors: 10.0,
-                },
-            ),
-            (
-                t0 + Duration::from_secs(10),
-                Totals {
-                    requests: 300.0,
-                    errors: 14.0,
-                },
-            ),
-        )
-        .expect("figures");
-        assert_eq!(f.requests_per_second, "20.0");
-        assert_eq!(f.error_ratio, "2.00%");
-        // A restarted pod resets its counters: no figures rather than negative ones.
+    fn only_meaningful_changes_are_written() {
+        let base = traffic("20.0", "1.00%", Some("120ms"), Some(85));
+        assert!(!changed_meaningfully(
+            &base,
+            &traffic("21.0", "1.05%", Some("125ms"), Some(84))
+        ));
         assert!(
-            figures(
-                (
-                    t0,
-                    Totals {
-                        requests: 100.0,
-                        errors: 0.0
-                    }
-                ),
-                (
-                    t0 + Duration::from_secs(10),
-                    Totals {
-                        requests: 5.0,
-                        errors: 0.0
-                    }
-                )
-            )
-            .is_none()
+            changed_meaningfully(&base, &traffic("23.0", "1.00%", Some("120ms"), Some(85))),
+            "rate +15 %"
         );
+        assert!(
+            changed_meaningfully(&base, &traffic("20.0", "1.20%", Some("120ms"), Some(85))),
+            "errors +0.2 point"
+        );
+        assert!(
+            changed_meaningfully(&base, &traffic("20.0", "1.00%", Some("1.20s"), Some(85))),
+            "p95 10×"
+        );
+        assert!(
+            changed_meaningfully(&base, &traffic("20.0", "1.00%", Some("120ms"), Some(82))),
+            "score -3"
+        );
+        assert!(
+            changed_meaningfully(&base, &traffic("20.0", "1.00%", None, None)),
+            "figures gone"
+        );
+        // Near zero, small absolute changes are noise.
+        let idle = traffic("0.0", "0.00%", None, None);
+        assert!(!changed_meaningfully(
+            &idle,
+            &traffic("0.1", "0.00%", None, None)
+        ));
     }
 }

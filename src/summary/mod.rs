@@ -209,6 +209,80 @@ pub fn build(
     }
 }
 
+/// Merges the summaries of several proxies of one service, over the same window and
+/// bucket boundaries: per (route, method) the buckets and counters add, so percentiles are
+/// those of every request (never an average of the proxies'), and rates add. The previous
+/// window does not merge (a summary carries its figures, not its counts), so the merged
+/// score has no trend. `None` when there is nothing to merge, or the parts disagree on the
+/// window or the boundaries.
+pub fn merge(parts: &[Summary]) -> Option<Summary> {
+    let first = parts.first()?;
+    if parts
+        .iter()
+        .any(|p| p.window != first.window || p.bounds != first.bounds)
+    {
+        return None;
+    }
+    let n = first.bounds.len();
+    let mut series: BTreeMap<(String, String), SeriesWindow> = BTreeMap::new();
+    let mut objectives = Objectives {
+        default: first.overall.latency_objective,
+        routes: BTreeMap::new(),
+    };
+    for part in parts {
+        for e in &part.routes {
+            if e.buckets.len() != n + 1 {
+                return None;
+            }
+            objectives
+                .routes
+                .insert(e.route.clone(), e.latency_objective);
+            let s = series
+                .entry((e.route.clone(), e.method.clone()))
+                .or_insert_with(|| SeriesWindow {
+                    route: e.route.clone(),
+                    method: e.method.clone(),
+                    current: Counts::empty(n),
+                    previous: None,
+                    in_flight: 0,
+                });
+            s.current.add(&counts_of(e));
+            s.in_flight += e.in_flight;
+        }
+    }
+    let seconds = parts.iter().map(|p| p.seconds).fold(0.0, f64::max);
+    let series: Vec<SeriesWindow> = series.into_values().collect();
+    Some(build(
+        first.window,
+        seconds,
+        &first.bounds,
+        &series,
+        &objectives,
+    ))
+}
+
+/// The counts behind an entry: its buckets exactly; errors and the latency sum from its
+/// ratios and mean (exact up to rounding).
+fn counts_of(e: &Entry) -> Counts {
+    let requests = e.requests as f64;
+    let count = |x: f64| {
+        let x = x.round();
+        if x.is_finite() && x > 0.0 {
+            x as u64
+        } else {
+            0
+        }
+    };
+    Counts {
+        buckets: e.buckets.clone(),
+        server_errors: count(e.error_ratio.unwrap_or(0.0) * requests),
+        client_errors: count(e.client_error_ratio.unwrap_or(0.0) * requests),
+        latency_micros: count(e.mean.unwrap_or(0.0) * requests * 1e6),
+        request_bytes: e.request_bytes,
+        response_bytes: e.response_bytes,
+    }
+}
+
 /// Every route's recommendations, the lowest score first, capped.
 fn recommendations(
     window: Window,
@@ -337,6 +411,45 @@ mod tests {
             &s,
             &Objectives::default(),
         )
+    }
+
+    #[test]
+    fn proxies_merge_by_their_buckets_not_by_averaging() {
+        let build_one = |s: &[SeriesWindow]| {
+            build(
+                Window::OneMinute,
+                10.0,
+                &DEFAULT_DURATION_BUCKETS,
+                s,
+                &Objectives::default(),
+            )
+        };
+        // One proxy saw the fast requests, the other the slow ones and the failures.
+        let a = build_one(&[series("/api", "GET", &[(3, 200, 90)])]);
+        let b = build_one(&[series("/api", "GET", &[(300, 200, 8), (3, 500, 2)])]);
+        let all = build_one(&[series(
+            "/api",
+            "GET",
+            &[(3, 200, 90), (300, 200, 8), (3, 500, 2)],
+        )]);
+        let merged = merge(&[a.clone(), b]).expect("merged");
+        assert_eq!(merged.overall.requests, 100);
+        assert_eq!(merged.overall.rps, 10.0, "rates add");
+        assert_eq!(merged.routes[0].error_ratio, Some(0.02));
+        assert_eq!(
+            merged.routes[0].p95, all.routes[0].p95,
+            "the p95 of every request, as one proxy seeing them all would say"
+        );
+        assert_eq!(merged.routes[0].buckets, all.routes[0].buckets);
+        assert!(
+            (merged.routes[0].mean.expect("mean") - all.routes[0].mean.expect("mean")).abs() < 1e-6
+        );
+        assert_eq!(merged.routes[0].score, all.routes[0].score);
+        // Other windows or boundaries do not merge.
+        let mut other = a.clone();
+        other.window = Window::FiveMinutes;
+        assert!(merge(&[a, other]).is_none());
+        assert!(merge(&[]).is_none());
     }
 
     #[test]
