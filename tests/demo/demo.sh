@@ -80,6 +80,7 @@ Where to look next:
   kubectl get prometheusrule trips-api-routemeter -o yaml   recording rules, 5xx/latency/SLO alerts
   kubectl get configmap trips-api-routemeter-dashboard -o yaml   the Grafana dashboard
   curl http://<proxy pod IP>:9901/metrics            the proxies' own metrics (per route)
+  curl http://<proxy pod IP>:9901/api/summary?window=5m   live summary: percentiles, score, recommendations
   target/demo/locust_stats.csv                      what Locust measured, per request name
   make cluster-down                                 removes the cluster, its node and everything it made
 EOF
