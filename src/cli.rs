@@ -39,16 +39,21 @@ pub enum Command {
     /// Compare two /api/summary snapshots: exit 1 when the current one regressed past the
     /// thresholds, 2 when either cannot be read.
     Compare(crate::summary::compare::Args),
+    /// Show a proxy's live summary in the terminal, like `kubectl top`: its routes by
+    /// requests, the overall figures and the recommendations, refreshed in place.
+    Top(crate::summary::top::Args),
 }
 
 impl Cli {
     /// Runs the chosen subcommand. The long-running ones (`operator`, `proxy`) start
     /// logging first, so that a failure, reading the config included, is one log line in
-    /// the chosen format (JSON in a pod); the one-shot commands print errors as text.
+    /// the chosen format (JSON in a pod); the others (the one-shot commands and `top`, a
+    /// terminal's) print errors as text.
     pub fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Crd => print(crate::crd::crd_yaml().map_err(anyhow::Error::from)),
             Command::Render(args) => print(args.render().map_err(anyhow::Error::from)),
+            Command::Top(args) => args.run().map_err(anyhow::Error::from),
             Command::Compare(args) => {
                 return match args.run() {
                     Ok(false) => ExitCode::SUCCESS,

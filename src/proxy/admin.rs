@@ -1,7 +1,11 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/config` and `/api/summary`
-//! (`?window=1m|5m|15m|1h`, default `1m`: the live summary of [`crate::summary`]), on a
-//! port of its own so scraping and probing never compete with, or get routed like, user
-//! traffic.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/config`, `/api/summary`
+//! (`?window=1m|5m|15m|1h`, default `1m`: the live summary of [`crate::summary`]) and `/`
+//! (a page charting that summary, `page.html`), on a port of its own so scraping and
+//! probing never compete with, or get routed like, user traffic.
+//!
+//! The page is one file built into the binary, its script and style inline; it reads
+//! `api/summary` of its own origin every 2 s and nothing else, which [`PAGE_CSP`] enforces
+//! in the browser.
 //!
 //! `/readyz` says whether this proxy can take traffic, not whether the application behind
 //! it is healthy: it answers 200 once the config is loaded, its endpoints were looked up
@@ -24,6 +28,17 @@ use super::balancer::EndpointSource;
 use super::metrics::{ProxyMetrics, encode};
 use super::state::SharedState;
 use crate::summary::{Objectives, Window};
+
+/// The live page served at `/`.
+const PAGE: &str = include_str!("page.html");
+
+/// The page's Content-Security-Policy: its inline script and style, reads from its own
+/// origin, nothing else (no other script, style, font, frame or form target). Inline is
+/// needed because the page is one file; it writes every figure as text, never as HTML,
+/// so no route name or message from the summary can become markup.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
 
 /// How long `/readyz` waits for the traffic listener to accept a connection.
 const LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -114,11 +129,34 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
     response
 }
 
+/// `/`: the page, under its policy; never cached, so an upgraded proxy serves its own.
+fn page() -> Response<Vec<u8>> {
+    let mut response = respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        PAGE.as_bytes().to_vec(),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(PAGE_CSP),
+    );
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ] {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
+    response
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         const TEXT: &str = "text/plain; charset=utf-8";
         match session.req_header().uri.path() {
+            "/" => page(),
             "/metrics" => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -154,7 +192,8 @@ impl ServeHttp for AdminApp {
             _ => respond(
                 StatusCode::NOT_FOUND,
                 TEXT,
-                b"not found: try /metrics, /healthz, /readyz, /config or /api/summary\n".to_vec(),
+                b"not found: try /, /metrics, /healthz, /readyz, /config or /api/summary\n"
+                    .to_vec(),
             ),
         }
     }
@@ -221,6 +260,33 @@ mod tests {
         assert!(
             bad.contains("\"2m\"") && bad.contains("1m, 5m, 15m, 1h"),
             "{bad}"
+        );
+    }
+
+    #[test]
+    fn the_page_is_one_small_file_that_reads_its_own_origin_only() {
+        assert!(PAGE.len() < 32 * 1024, "{} bytes", PAGE.len());
+        for external in [
+            "http://",
+            "https://",
+            "//cdn",
+            "<script src",
+            "<link rel=\"stylesheet",
+        ] {
+            let found = PAGE.replace("http://www.w3.org/2000/svg", "");
+            assert!(!found.contains(external), "the page refers to {external}");
+        }
+        assert!(PAGE.contains("fetch(\"api/summary?window="));
+        let response = page();
+        let csp = &response.headers()[header::CONTENT_SECURITY_POLICY];
+        assert!(
+            csp.to_str()
+                .expect("ASCII")
+                .starts_with("default-src 'none'")
+        );
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
         );
     }
 

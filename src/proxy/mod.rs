@@ -6,7 +6,7 @@
 //! - [`ewma`]: the endpoints' latency estimate (peak-EWMA);
 //! - [`metrics`]: the metric families and their buckets;
 //! - [`recorder`]: the sliding windows behind `/api/summary`;
-//! - [`admin`]: the admin listener;
+//! - [`admin`]: the admin listener, and the live page it serves at `/` (`page.html`);
 //! - [`control`]: config reload, and keeping the endpoints current;
 //! - [`discovery`]: the endpoints from the Service's EndpointSlices;
 //! - [`state`]: the compiled config that requests use, swapped atomically.

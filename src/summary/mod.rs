@@ -5,7 +5,8 @@
 //!
 //! - [`window`]: windows, their slots, what a window adds up to, quantiles;
 //! - [`score`]: the score, its status and the recommendations (docs/score.md);
-//! - [`compare`]: `routemeter compare`, regressions between two summaries.
+//! - [`compare`]: `routemeter compare`, regressions between two summaries;
+//! - [`top`]: `routemeter top`, one proxy's summary live in a terminal.
 //!
 //! Latencies are in seconds. Percentiles come from the counts per bucket of the same
 //! boundaries as `http_server_request_duration_seconds`, interpolated inside the bucket as
@@ -15,6 +16,7 @@
 
 pub mod compare;
 pub mod score;
+pub mod top;
 pub mod window;
 
 use std::collections::BTreeMap;
