@@ -935,7 +935,12 @@ mod in_pods {
             .await
             .expect("change the proxy's resources");
         replaced(&client, &ns, &proxy_label("trips-api"), &proxies, 2).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Until the old proxies have drained and gone.
+        wait_for("the old proxies to be gone", WAIT, || async {
+            let left = pods(&client, &ns, &proxy_label("trips-api")).await;
+            (left.len() == 2).then_some(())
+        })
+        .await;
         no_failure("during a proxy rollout", &caller.counts().await);
 
         // Deleted: the Service gets its selector back exactly, and nothing fails.
