@@ -501,20 +501,8 @@ pub async fn write(
     let name = svc.name_any();
     let now = jiff_now();
     let ops = patch(svc, record, step, &now);
-    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))
-        .map_err(|_| Error::MissingObjectKey("a valid JSON Patch"))?;
     let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-    match api
-        .patch(
-            &name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            },
-            &Patch::Json::<()>(patch),
-        )
-        .await
-    {
+    match guarded_patch(&api, &name, Value::Array(ops)).await {
         Ok(_) => {
             tracing::info!(service = %format!("{ns}/{name}"), step = ?step_name(step), "takeover of Service {ns}/{name}: {}", step_name(step));
             Ok(true)
@@ -544,6 +532,22 @@ fn step_name(step: &Step) -> &'static str {
 
 fn jiff_now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+/// Patches `name` with the JSON Patch `ops` as the operator: an update, whose `test`
+/// operations are its guard (a 422 when the object changed since it was read).
+async fn guarded_patch<K>(api: &Api<K>, name: &str, ops: Value) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(name, &params, &Patch::Json::<()>(patch))
+        .await
+        .map(drop)
 }
 
 /// Whether a re-applied selector may be set back now (the last time was long enough ago).
@@ -598,33 +602,22 @@ pub async fn set_finalizer(
     let ops = if present && msvc.metadata.finalizers.is_none() {
         json!([{ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }])
     } else {
-        let next: Vec<&String> = current.iter().filter(|f| *f != FINALIZER).collect();
-        let next = if present {
-            let mut v = current.clone();
-            v.push(FINALIZER.to_string());
-            json!(v)
+        let others = current
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != FINALIZER);
+        let next: Vec<&str> = if present {
+            others.chain([FINALIZER]).collect()
         } else {
-            json!(next)
+            others.collect()
         };
         json!([
             { "op": "test", "path": "/metadata/finalizers", "value": current },
             { "op": "replace", "path": "/metadata/finalizers", "value": next },
         ])
     };
-    let patch: json_patch::Patch =
-        serde_json::from_value(ops).map_err(|_| Error::MissingObjectKey("a valid JSON Patch"))?;
     let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
-    match api
-        .patch(
-            &name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            },
-            &Patch::Json::<()>(patch),
-        )
-        .await
-    {
+    match guarded_patch(&api, &name, ops).await {
         Ok(_) => Ok(()),
         // Gone already, or changed since read: nothing to do, or the next reconcile does it.
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 || s.code == 409 => Ok(()),
