@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use cluster_support::{CLUSTER_WIDE, client, delete_namespace, kubeconfig_path, namespace};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use support::{Proxy, config_yaml, free_port, named_upstream_on, upstream, wait_for};
 
@@ -376,6 +376,31 @@ async fn follows_ready_endpoints_of_the_slices() {
     .await;
     eprintln!("endpoints ready again: served {back:?} after the patch was sent");
     assert_eq!(spread(&proxy, 30).await.len(), ips.len());
+
+    // Every slice deleted (the Service is gone): the proxy keeps its last endpoints rather
+    // than answering 503, as the proxies of a deleted MonitoredService must for the few
+    // seconds they outlive their upstream Service.
+    slices
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("kubernetes.io/service-name=api"),
+        )
+        .await
+        .expect("delete the slices");
+    let deadline = Instant::now() + APPLY_BOUND;
+    while !proxy.log().contains("has no EndpointSlice left") {
+        assert!(
+            Instant::now() < deadline,
+            "the deletion of the last slice was not seen within {APPLY_BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kept = spread(&proxy, 30).await;
+    assert_eq!(
+        kept.keys().cloned().collect::<BTreeSet<_>>(),
+        everyone,
+        "the last endpoints kept: {kept:?}"
+    );
 
     // A reload naming another Service watches its slices instead.
     apply_slices(&slices, "other", port, &[(ips[0], Condition::Ready)]).await;

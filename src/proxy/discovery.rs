@@ -35,9 +35,10 @@ const RETRY_FIRST: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts to watch again.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// What the watch says of the endpoints: `Some` ready set (possibly empty) once the
-/// slices were listed, `None` while they are not known (not listed yet, or the API has
-/// not answered for [`FALLBACK_AFTER`]): use DNS.
+/// What the watch says of the endpoints: `Some` ready set (possibly empty) once slices
+/// were listed, `None` while they are not known (not listed yet, no slice yet, or the API
+/// has not answered for [`FALLBACK_AFTER`]): use DNS. Once some slice was seen, the set
+/// stays when the last slice goes (see `Follow::publish`).
 pub type Discovered = Option<Vec<SocketAddr>>;
 
 /// The addresses of every endpoint of `slices` that is ready (`conditions.ready` true or
@@ -205,8 +206,19 @@ impl Follow {
         }
     }
 
-    /// Publishes the ready set of `slices` if it changed.
+    /// Publishes the ready set of `slices` if it changed. No slice at all is no answer:
+    /// the EndpointSlice controller keeps a placeholder slice for a Service with a selector
+    /// and no endpoints, so zero slices means the Service itself is gone (or is being
+    /// replaced). What was published stays: the proxies of a MonitoredService being
+    /// deleted lose their upstream Service while clients still reach them, and the
+    /// application's pods behind it still serve.
     fn publish(&self, slices: &BTreeMap<String, EndpointSlice>) {
+        if slices.is_empty() {
+            if let Some(kept) = self.tx.borrow().as_ref() {
+                tracing::info!(endpoint_slices = %self.target, kept = kept.len(), "{} has no EndpointSlice left: keeping its last {} endpoints", self.target, kept.len());
+            }
+            return;
+        }
         let next = ready_addresses(slices.values(), self.port);
         self.tx.send_if_modified(|current| {
             let changed = current.as_ref() != Some(&next);
