@@ -1094,7 +1094,8 @@ async fn the_summary_reports_known_traffic() {
     let up = upstream().await;
     let proxy = Proxy::start(&format!(
         "upstream: {{endpoints: ['{up}']}}\n\
-         routes: [{{path: /fast}}, {{path: '/sleep/{{ms}}'}}, {{path: '/status/{{code}}'}}]\n"
+         routes: [{{path: /fast}}, {{path: '/sleep/{{ms}}', latencyObjective: 200ms}}, {{path: '/status/{{code}}'}}]\n\
+         summary: {{latencyObjective: 1s}}\n"
     ))
     .await;
     get_all(&proxy, (0..100).map(|_| "/fast".to_string()), 8).await;
@@ -1155,6 +1156,21 @@ async fn the_summary_reports_known_traffic() {
         "p95 {p95} in ({lower}, {upper}]"
     );
     assert!(slow["mean"].as_f64().expect("mean") >= 0.3);
+    // Each route is held to its own objective, the others and overall to the default.
+    assert_eq!(slow["latencyObjective"], 0.2);
+    assert_eq!(fast["latencyObjective"], 1.0);
+    assert_eq!(overall["latencyObjective"], 1.0);
+    let about_slow: Vec<&str> = s["recommendations"]
+        .as_array()
+        .expect("recommendations")
+        .iter()
+        .filter(|r| r["route"] == "/sleep/{ms}")
+        .filter_map(|r| r["message"].as_str())
+        .collect();
+    assert!(
+        about_slow.len() == 1 && about_slow[0].contains("over its 200 ms objective"),
+        "{about_slow:?}"
+    );
 
     let failing = summary_route(&s, "/status/{code}", "GET");
     assert_eq!(failing["requests"], 10);

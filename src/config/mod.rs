@@ -82,6 +82,9 @@ pub struct ProxyConfig {
     /// Histogram settings.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// How `/api/summary` scores the traffic; applied on reload.
+    #[serde(default)]
+    pub summary: SummarySettings,
     /// Process settings; these take effect at start, not on reload.
     #[serde(default)]
     pub server: ServerSettings,
@@ -100,6 +103,34 @@ pub struct Route {
     /// A short name for the route, used in rule and dashboard names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The p95 latency this route is held to by the score of `/api/summary` (`300ms`);
+    /// `summary.latencyObjective` when absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub latency_objective: Option<Duration>,
+}
+
+/// How `/api/summary` scores the traffic (docs/score.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SummarySettings {
+    /// The p95 latency a route without its own `latencyObjective`, and the overall
+    /// traffic, is held to (default 500ms).
+    #[serde(default = "defaults::latency_objective", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub latency_objective: Duration,
+}
+
+impl Default for SummarySettings {
+    fn default() -> Self {
+        SummarySettings {
+            latency_objective: defaults::latency_objective(),
+        }
+    }
 }
 
 /// The upstream endpoints and how requests are spread over them.
@@ -373,6 +404,10 @@ impl Default for ServerSettings {
 pub mod defaults {
     use std::time::Duration;
 
+    pub fn latency_objective() -> Duration {
+        Duration::from_millis(500)
+    }
+
     pub fn listen() -> String {
         "0.0.0.0:8080".into()
     }
@@ -449,6 +484,7 @@ impl ProxyConfig {
             limits: Limits::default(),
             forwarding: Forwarding::default(),
             metrics: MetricsSettings::default(),
+            summary: SummarySettings::default(),
             server: ServerSettings::default(),
         }
     }

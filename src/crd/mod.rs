@@ -116,6 +116,10 @@ impl From<&RouteSpec> for config::Route {
             path: r.path.clone(),
             methods: r.methods.clone(),
             name: r.name.clone(),
+            latency_objective: r
+                .slo
+                .as_ref()
+                .and_then(|s| seconds(s.latency_threshold_seconds)),
         }
     }
 }
@@ -395,6 +399,14 @@ pub struct TrafficStatus {
     pub worst_route: Option<String>,
     /// When the figures were read.
     pub observed_at: String,
+}
+
+/// A positive, finite number of seconds as a duration; `None` otherwise (the schema's
+/// `minimum: 0` lets 0 through, and no objective of 0 is meant).
+pub fn seconds(value: f64) -> Option<std::time::Duration> {
+    (value.is_finite() && value > 0.0)
+        .then(|| std::time::Duration::try_from_secs_f64(value).ok())
+        .flatten()
 }
 
 fn yes() -> bool {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::config::{self, ProxyConfig};
-use crate::crd::MonitoredService;
+use crate::crd::{self, MonitoredService};
 use crate::monitoring;
 
 /// Port the proxy accepts traffic on inside its pod.
@@ -291,6 +291,9 @@ pub fn proxy_config(
     }
     c.server.grace_period = PROXY_GRACE_PERIOD;
     c.metrics.latency_thresholds = monitoring::latency_thresholds(&spec.monitoring, &spec.routes);
+    if let Some(objective) = crd::seconds(spec.monitoring.slo.latency_threshold_seconds) {
+        c.summary.latency_objective = objective;
+    }
     c.validate()
         .map_err(|e| BuildError::InvalidConfig(e.to_string()))?;
     Ok(c)
@@ -913,6 +916,48 @@ mod tests {
     }
 
     #[test]
+    fn the_score_holds_routes_to_their_slo_thresholds() {
+        let m: MonitoredService = serde_json::from_value(json!({
+            "apiVersion": "routemeter.io/v1alpha1", "kind": "MonitoredService",
+            "metadata": { "name": "shop", "namespace": "apps" },
+            "spec": {
+                "target": { "service": "shop", "port": 80 },
+                "routes": [
+                    { "path": "/search", "slo": { "latencyThresholdSeconds": 2 } },
+                    { "path": "/users/{id}" },
+                ],
+                "monitoring": { "slo": { "latencyThresholdSeconds": 0.3 } },
+            },
+        }))
+        .expect("a MonitoredService");
+        let target = TargetInfo {
+            upstream: "shop:80".into(),
+            service_port: 80,
+            headless: None,
+            takeover: None,
+        };
+        let c = proxy_config(&m, &target).expect("valid");
+        assert_eq!(
+            c.summary.latency_objective,
+            std::time::Duration::from_millis(300)
+        );
+        let objectives: Vec<_> = c.routes.iter().map(|r| r.latency_objective).collect();
+        assert_eq!(
+            objectives,
+            [Some(std::time::Duration::from_secs(2)), None],
+            "a route's own threshold, else the service's"
+        );
+        assert_eq!(
+            proxy_config(&msvc(None), &target)
+                .expect("valid")
+                .summary
+                .latency_objective,
+            std::time::Duration::from_millis(500),
+            "the SLO's default threshold"
+        );
+    }
+
+    #[test]
     fn owner_references_only_with_the_owner_uid() {
         let with = built(&msvc(Some("0b9f6c8e-1")));
         for m in every_manifest(&with) {
@@ -1129,6 +1174,7 @@ mod tests {
             path: "/users/{id}".into(),
             methods: Vec::new(),
             name: None,
+            latency_objective: None,
         });
         assert_eq!(
             restart_hash(&routes),

@@ -27,6 +27,7 @@ use prometheus::Registry;
 use super::balancer::EndpointSource;
 use super::metrics::{ProxyMetrics, encode};
 use super::state::SharedState;
+use crate::config::ProxyConfig;
 use crate::summary::{Objectives, Window};
 
 /// The live page served at `/`.
@@ -151,6 +152,19 @@ fn page() -> Response<Vec<u8>> {
     response
 }
 
+/// The latency objectives the config holds routes to: each route's own, else
+/// `summary.latencyObjective`.
+fn objectives(config: &ProxyConfig) -> Objectives {
+    Objectives {
+        default: config.summary.latency_objective.as_secs_f64(),
+        routes: config
+            .routes
+            .iter()
+            .filter_map(|r| Some((r.path.clone(), r.latency_objective?.as_secs_f64())))
+            .collect(),
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -169,7 +183,8 @@ impl ServeHttp for AdminApp {
             }
             "/api/summary" => match window_param(session.req_header().uri.query()) {
                 Ok(window) => {
-                    let summary = self.metrics.summary.summary(window, &Objectives::default());
+                    let objectives = objectives(&self.state.load().config);
+                    let summary = self.metrics.summary.summary(window, &objectives);
                     match serde_json::to_vec(&summary) {
                         Ok(json) => respond(StatusCode::OK, "application/json", json),
                         Err(e) => respond(

@@ -258,6 +258,7 @@ pub fn parse_route_flag(flag: &str) -> Result<Route, ProxyError> {
         path: path.to_string(),
         methods,
         name: None,
+        latency_objective: None,
     })
 }
 

@@ -190,6 +190,7 @@ mod tests {
                     path: p.to_string(),
                     methods: vec![],
                     name: None,
+                    latency_objective: None,
                 })
                 .collect(),
         )
