@@ -116,6 +116,8 @@ watchNamespace: Team_A|at '/watchNamespace'
 image: {pullPolicy: Sometimes}|at '/image/pullPolicy'
 serviceMonitor: {interval: 30}|at '/serviceMonitor/interval'
 clusterDomain: Cluster Local|at '/clusterDomain'
+trafficRefresh: 30|at '/trafficRefresh': got number, want string
+trafficRefresh: soon|at '/trafficRefresh'
 CASES
 
 check "the chart's crds/ equals crds/ (fix: tests/chart.sh --update)" diff -r crds "$chart/crds"

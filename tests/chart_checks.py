@@ -117,6 +117,7 @@ def check_common(docs, release_ns, app_version):
     check(c.get("resources", {}).get("requests"), "resource requests set")
     check(env.get("ROUTEMETER_METRICS_ADDR") == "0.0.0.0:8080", "ROUTEMETER_METRICS_ADDR")
     check(env.get("ROUTEMETER_CLUSTER_DOMAIN") == "cluster.local", f"ROUTEMETER_CLUSTER_DOMAIN: {env.get('ROUTEMETER_CLUSTER_DOMAIN')}")
+    check(env.get("ROUTEMETER_TRAFFIC_REFRESH") == "30s", f"ROUTEMETER_TRAFFIC_REFRESH: {env.get('ROUTEMETER_TRAFFIC_REFRESH')}")
     check(env.get("ROUTEMETER_LEASE_NAMESPACE") == release_ns, "ROUTEMETER_LEASE_NAMESPACE is the release namespace")
     check(env.get("POD_NAME") == {"fieldRef": {"fieldPath": "metadata.name"}}, "POD_NAME from the pod name")
     check(c.get("image") == f"routemeter/routemeter:{app_version}", f"operator image: {c.get('image')}")

@@ -323,6 +323,107 @@ mod in_pods {
         }
     }
 
+    /// The chart's `trafficRefresh` in these tests (node_support installs it so): figures no
+    /// proxy confirmed for two periods are cleared.
+    const TRAFFIC_REFRESH: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn traffic_figures_no_proxy_confirms_are_cleared_and_come_back() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        let (_cleanup, ns, _proxies, base) = monitored_app(&client, "stale", json!({})).await;
+        let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
+        let traffic_condition = || async {
+            api.get("app")
+                .await
+                .ok()?
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "TrafficObserved")
+        };
+        let paths = (1..=10).map(|i| format!("/api/trips/{i}")).collect();
+        let load = Load::start(base, paths, 1, Duration::from_millis(20));
+        wait_for("traffic figures in status", WAIT, || async {
+            let t = api.get("app").await.ok()?.status?.traffic?;
+            (t.requests_per_second.parse::<f64>().ok()? > 1.0).then_some(())
+        })
+        .await;
+        assert_eq!(load.stop().await.failed(), 0);
+
+        // No proxy left to answer: the figures go, and the condition says why.
+        api.patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "proxy": { "replicas": 0 } } })),
+        )
+        .await
+        .expect("scale the proxies to 0");
+        let scaled = Instant::now();
+        let label = proxy_label("app");
+        wait_for("the proxies to be gone", WAIT, || async {
+            pods(&client, &ns, &label).await.is_empty().then_some(())
+        })
+        .await;
+        let gone = scaled.elapsed();
+        let cleared = wait_for("the figures cleared", WAIT, || async {
+            let status = api.get("app").await.ok()?.status?;
+            let c = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "TrafficObserved")?;
+            (status.traffic.is_none() && c.status == "False").then(|| c.clone())
+        })
+        .await;
+        let after = scaled.elapsed();
+        eprintln!(
+            "figures cleared {after:?} after the scale to 0 (the proxies gone after {gone:?})"
+        );
+        assert_eq!(cleared.reason, "NoReading", "{cleared:?}");
+        assert!(
+            cleared
+                .message
+                .contains("no ready proxy answered /api/summary for 10 s"),
+            "{cleared:?}"
+        );
+        // A draining proxy stops being read once it is no longer Ready; then two periods
+        // without a reading, noticed at most one period late.
+        assert!(
+            after <= gone + TRAFFIC_REFRESH * 3 + Duration::from_secs(5),
+            "cleared {after:?} after the scale to 0, the proxies gone after {gone:?}"
+        );
+        assert!(
+            kubectl(&[
+                "get",
+                "msvc",
+                "app",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.status.traffic}"
+            ])
+            .trim()
+            .is_empty(),
+            "kubectl get msvc shows no stale figure"
+        );
+
+        // A proxy again: figures again (of an idle minute), and the condition True.
+        api.patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "proxy": { "replicas": 1 } } })),
+        )
+        .await
+        .expect("scale the proxies to 1");
+        let back = wait_for("the figures back", WAIT, || async {
+            let c = traffic_condition().await?;
+            let traffic = api.get("app").await.ok()?.status?.traffic?;
+            (c.status == "True").then_some(traffic)
+        })
+        .await;
+        assert!(back.observed_at.len() > 10, "{back:?}");
+    }
+
     #[tokio::test]
     async fn the_chart_runs_two_operators_one_leader_both_ready() {
         let Some(client) = client().await else { return };

@@ -204,6 +204,8 @@ pub struct Context {
     pub proxy_admin_port: u16,
     /// The cluster's DNS domain, for the proxies' fully qualified upstream names.
     pub cluster_domain: String,
+    /// How often the proxies' live figures are read into `status.traffic`.
+    pub traffic_refresh: Duration,
     /// Last traffic reading per MonitoredService.
     pub readings: traffic::Readings,
     /// Where this replica stands, for `/readyz`.
@@ -221,6 +223,7 @@ impl Context {
             proxy_image,
             proxy_admin_port: children::ADMIN_PORT as u16,
             cluster_domain: children::DEFAULT_CLUSTER_DOMAIN.to_string(),
+            traffic_refresh: traffic::DEFAULT_REFRESH,
             readings: traffic::Readings::default(),
             phase: PhaseCell::default(),
             failures: Mutex::default(),
@@ -279,6 +282,21 @@ pub struct Args {
     /// Identity in the Lease; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// How often the proxies' live figures are read into `status.traffic` (at least 1s);
+    /// figures no proxy confirmed for two periods are cleared.
+    #[arg(long, env = "ROUTEMETER_TRAFFIC_REFRESH", default_value = "30s", value_parser = parse_refresh)]
+    pub traffic_refresh: Duration,
+}
+
+fn parse_refresh(value: &str) -> Result<Duration, String> {
+    let period = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if period < traffic::MIN_REFRESH {
+        return Err(format!(
+            "{value:?} is too short, at least {:?}",
+            traffic::MIN_REFRESH
+        ));
+    }
+    Ok(period)
 }
 
 impl Args {
@@ -289,6 +307,7 @@ impl Args {
         let metrics = Metrics::register(&registry)?;
         let mut ctx = Context::new(client.clone(), metrics.clone(), self.proxy_image.clone());
         ctx.cluster_domain = self.cluster_domain.clone();
+        ctx.traffic_refresh = self.traffic_refresh;
         let ctx = Arc::new(ctx);
         let listener = tokio::net::TcpListener::bind(self.metrics_addr)
             .await
@@ -392,6 +411,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
         client.clone(),
         store.clone(),
         ctx.proxy_admin_port,
+        ctx.traffic_refresh,
     ));
     ctx.phase.set(Phase::Syncing);
     let (synced, phase) = (store.clone(), ctx.phase.clone());

@@ -6,11 +6,12 @@
 //!   Readings are at least [`MIN_INTERVAL`] apart, so the status write they cause (and the
 //!   reconcile it triggers) never turns into a loop.
 //! - **Live traffic**, for `status.traffic` and `kubectl get msvc`, in a loop of its own
-//!   ([`refresh_loop`]), apart from the reconciler: every [`REFRESH`] it reads each ready
+//!   ([`refresh_loop`]), apart from the reconciler: every refresh period (`--traffic-refresh`,
+//!   [`DEFAULT_REFRESH`] by default) it reads each ready
 //!   proxy's `/api/summary?window=1m`, merges them (rates add, percentiles from the added
 //!   buckets) and writes the figures, under a field manager of its own, only when one
-//!   changed meaningfully (or every [`HEARTBEAT`]). Figures no proxy has confirmed for
-//!   [`STALE_AFTER`] are cleared, and the `TrafficObserved` condition says why.
+//!   changed meaningfully (or every [`HEARTBEAT`]). Figures no proxy has confirmed for two
+//!   refresh periods are cleared, and the `TrafficObserved` condition says why.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,10 +31,10 @@ use crate::summary::{self, Summary};
 /// Shortest time between two config readings of the same MonitoredService.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(15);
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the traffic figures are read.
-pub const REFRESH: Duration = Duration::from_secs(30);
-/// Figures no reading has confirmed for this long are cleared.
-pub const STALE_AFTER: Duration = Duration::from_secs(60);
+/// How often the traffic figures are read, unless `--traffic-refresh` says otherwise.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
+/// The shortest refresh period `--traffic-refresh` takes.
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// Unchanged figures are written again this often, so `observedAt` stays recent.
 pub const HEARTBEAT: Duration = Duration::from_secs(300);
 /// The field manager of the traffic figures and the `TrafficObserved` condition.
@@ -281,11 +282,18 @@ struct Observed {
     written_at: Option<Instant>,
 }
 
-/// Refreshes the traffic figures of every MonitoredService in `store` until the task is
-/// stopped. One MonitoredService's failure never stops the others'.
-pub async fn refresh_loop(client: Client, store: Store<MonitoredService>, admin_port: u16) {
+/// Refreshes the traffic figures of every MonitoredService in `store` every `period` until
+/// the task is stopped; figures no reading confirmed for two periods are cleared. One
+/// MonitoredService's failure never stops the others'.
+pub async fn refresh_loop(
+    client: Client,
+    store: Store<MonitoredService>,
+    admin_port: u16,
+    period: Duration,
+) {
+    let stale_after = period.saturating_mul(2);
     let mut observed: HashMap<ObjectRef<MonitoredService>, Observed> = HashMap::new();
-    let mut tick = tokio::time::interval(REFRESH);
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -297,7 +305,7 @@ pub async fn refresh_loop(client: Client, store: Store<MonitoredService>, admin_
             }
             let key = ObjectRef::from_obj(msvc.as_ref());
             let seen = observed.entry(key).or_default();
-            if let Err(error) = refresh(&client, &msvc, admin_port, seen).await {
+            if let Err(error) = refresh(&client, &msvc, admin_port, stale_after, seen).await {
                 tracing::warn!(msvc = %format!("{}/{}", msvc.namespace().unwrap_or_default(), msvc.name_any()), %error, "cannot write the traffic figures: {error}");
             }
         }
@@ -308,6 +316,7 @@ async fn refresh(
     client: &Client,
     msvc: &MonitoredService,
     admin_port: u16,
+    stale_after: Duration,
     seen: &mut Observed,
 ) -> Result<(), kube::Error> {
     let now = Instant::now();
@@ -343,7 +352,7 @@ async fn refresh(
         None => {
             let stale = seen
                 .read_at
-                .is_none_or(|t| now.duration_since(t) >= STALE_AFTER);
+                .is_none_or(|t| now.duration_since(t) >= stale_after);
             if !stale {
                 return Ok(());
             }
@@ -353,7 +362,7 @@ async fn refresh(
                 "NoReading",
                 format!(
                     "no ready proxy answered /api/summary for {} s; the traffic figures are cleared until one does",
-                    STALE_AFTER.as_secs()
+                    stale_after.as_secs()
                 ),
             )
         }

@@ -168,6 +168,10 @@ pub async fn chart_installed(client: &Client) {
                     "--skip-crds",
                     "--set",
                     "replicas=2",
+                    // Live figures every 5 s (pods.rs TRAFFIC_REFRESH), so a test sees them
+                    // cleared after 10 s without a reading rather than a minute.
+                    "--set",
+                    "trafficRefresh=5s",
                     "--wait",
                     "--timeout",
                     "180s",
