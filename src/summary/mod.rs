@@ -11,8 +11,9 @@
 //! Latencies are in seconds. Percentiles come from the counts per bucket of the same
 //! boundaries as `http_server_request_duration_seconds`, interpolated inside the bucket as
 //! Prometheus' `histogram_quantile` does: each is off by at most the width of the bucket
-//! it falls in (with the default boundaries, 50 ms for a p95 between 0.25 s and 0.5 s),
-//! and one beyond the last boundary is reported as that boundary. Means are exact.
+//! it falls in (with the default boundaries, 250 ms for a p95 between 0.25 s and 0.5 s),
+//! and one beyond the last boundary is reported as that boundary. Over the same requests
+//! they equal Prometheus' up to float rounding (docs/score.md). Means are exact.
 
 pub mod compare;
 pub mod score;
