@@ -27,7 +27,7 @@ use prometheus::Registry;
 use super::balancer::EndpointSource;
 use super::metrics::{ProxyMetrics, encode};
 use super::state::SharedState;
-use crate::summary::{Objectives, Window};
+use crate::summary::{API_PATH, Objectives, Window};
 
 /// The live page served at `/`.
 const PAGE: &str = include_str!("page.html");
@@ -167,7 +167,7 @@ impl ServeHttp for AdminApp {
                 let (status, line) = self.readiness().await;
                 respond(status, TEXT, line.into_bytes())
             }
-            "/api/summary" => match window_param(session.req_header().uri.query()) {
+            API_PATH => match window_param(session.req_header().uri.query()) {
                 Ok(window) => {
                     let summary = self.metrics.summary.summary(window, &Objectives::default());
                     match serde_json::to_vec(&summary) {

@@ -6,7 +6,8 @@
 //! - [`window`]: windows, their slots, what a window adds up to, quantiles;
 //! - [`score`]: the score, its status and the recommendations (docs/score.md);
 //! - [`compare`]: `routemeter compare`, regressions between two summaries;
-//! - [`top`]: `routemeter top`, one proxy's summary live in a terminal.
+//! - [`top`]: `routemeter top`, a proxy's or a MonitoredService's summary live in a
+//!   terminal.
 //!
 //! Latencies are in seconds. Percentiles come from the counts per bucket of the same
 //! boundaries as `http_server_request_duration_seconds`, interpolated inside the bucket as
@@ -32,6 +33,15 @@ pub const TOP_ROUTES: usize = 5;
 
 /// The route of the `overall` entry.
 pub const OVERALL_ROUTE: &str = "*";
+
+/// Where the proxy's admin listener serves the summary.
+pub const API_PATH: &str = "/api/summary";
+
+/// The path and query of the summary of `window` on an admin listener:
+/// `/api/summary?window=1m`.
+pub fn api_path(window: Window) -> String {
+    format!("{API_PATH}?window={window}")
+}
 
 /// `/api/summary`: one window of traffic, overall and per (route, method).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
