@@ -39,8 +39,10 @@ pub enum Command {
     /// Compare two /api/summary snapshots: exit 1 when the current one regressed past the
     /// thresholds, 2 when either cannot be read.
     Compare(crate::summary::compare::Args),
-    /// Show a proxy's live summary in the terminal, like `kubectl top`: its routes by
-    /// requests, the overall figures and the recommendations, refreshed in place.
+    /// Show the live summary in the terminal, like `kubectl top`, of one proxy
+    /// (`--admin`) or of a MonitoredService's proxies merged (`--msvc`, through the API
+    /// server): the routes by requests, the overall figures and the recommendations,
+    /// refreshed in place.
     Top(crate::summary::top::Args),
 }
 

@@ -5,8 +5,9 @@
 //! - [`operator`]: reconciliation of a `MonitoredService` into a proxy and its monitoring;
 //! - [`proxy`]: the metering reverse proxy;
 //! - shared: [`config`] (the proxy config the operator writes), [`route`] (templates and
-//!   matching), [`summary`] (the live summary's JSON, windows, score and `compare`),
-//!   [`cli`] and [`telemetry`].
+//!   matching), [`proxy_pods`] (how a MonitoredService's proxy pods are found and
+//!   reached), [`summary`] (the live summary's JSON, windows, score, `compare` and
+//!   `top`), [`cli`] and [`telemetry`].
 
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod crd;
 pub mod monitoring;
 pub mod operator;
 pub mod proxy;
+pub mod proxy_pods;
 pub mod route;
 pub mod summary;
 pub mod telemetry;

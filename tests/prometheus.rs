@@ -1,48 +1,147 @@
-//! The generated rules and dashboard on a real Prometheus server (Debian's package) that
-//! scrapes a real proxy under traffic: the recording rules give the values the traffic
-//! implies, the 5xx alert goes pending then firing, and every dashboard query parses and
-//! returns data.
+//! A real Prometheus server (Debian's package) scraping a real proxy under traffic:
+//!
+//! - the generated rules and dashboard: the recording rules give the values the traffic
+//!   implies, the 5xx alert goes pending then firing, and every dashboard query parses and
+//!   returns data;
+//! - the live summary: after known traffic with a known latency mix over several routes,
+//!   `/api/summary?window=1m` and Prometheus' own queries over the same minute agree:
+//!   p50 / p95 / p99 and 5xx ratios per route and overall up to float rounding, request
+//!   rates within what the two windows' spans imply (docs/score.md, "Percentiles").
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
+#[allow(dead_code)] // the harness of tests/proxy.rs: this file uses part of it
+mod support;
 
 use common::{BIN, Process, free_port, wait_for};
 use routemeter::crd::{MonitoringSpec, RouteSpec};
 use serde_json::Value;
+use support::Proxy;
 
+/// The histogram both sides read.
+const HISTOGRAM: &str = "http_server_request_duration_seconds";
+
+/// A Prometheus server scraping one proxy's admin listener every second.
 struct Prom {
     base: String,
     http: reqwest::Client,
+    _process: Process,
 }
 
 impl Prom {
-    /// The samples of an instant query; `None` if the query failed to run.
-    async fn query(&self, q: &str) -> Option<Vec<(Value, f64)>> {
+    /// Starts Prometheus with its data in `dir`, scraping `127.0.0.1:{admin}` every second
+    /// as job `routemeter` (labels `namespace: e2e, monitored_service: live`), with
+    /// `rules` if any evaluated every second, and waits until it has scraped the proxy.
+    async fn start(dir: &Path, admin: u16, rules: Option<&Path>) -> Prom {
+        let port = free_port();
+        let rule_files = rules.map_or_else(String::new, |r| {
+            format!("rule_files: ['{}']\n", r.display())
+        });
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n{rule_files}scrape_configs:\n  - job_name: routemeter\n    static_configs:\n      - targets: ['127.0.0.1:{admin}']\n        labels: {{namespace: e2e, monitored_service: live}}\n",
+            ),
+        )
+        .expect("prometheus config");
+        let process = Process(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("prometheus"),
+        );
+        let prom = Prom {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            _process: process,
+        };
+        wait_for(
+            "prometheus to scrape the proxy",
+            Duration::from_secs(30),
+            || async {
+                prom.value(r#"up{job="routemeter"}"#)
+                    .await
+                    .filter(|v| *v == 1.0)
+            },
+        )
+        .await;
+        prom
+    }
+
+    /// The result of a query evaluated at `at` (milliseconds since the epoch; now when
+    /// `None`); `None` if Prometheus did not answer. A query that fails to run fails the
+    /// test.
+    async fn result_at(&self, q: &str, at: Option<i64>) -> Option<Vec<Value>> {
         let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.base)).ok()?;
         url.query_pairs_mut().append_pair("query", q);
+        if let Some(ms) = at {
+            url.query_pairs_mut()
+                .append_pair("time", &format!("{}.{:03}", ms / 1000, ms % 1000));
+        }
         let r: Value = self.http.get(url).send().await.ok()?.json().await.ok()?;
         if r["status"] != "success" {
             panic!("query {q:?} failed: {r}");
         }
+        r["data"]["result"].as_array().cloned()
+    }
+
+    /// The samples of an instant query at `at` (now when `None`), with their labels.
+    async fn query_at(&self, q: &str, at: Option<i64>) -> Option<Vec<(Value, f64)>> {
         Some(
-            r["data"]["result"]
-                .as_array()?
+            self.result_at(q, at)
+                .await?
                 .iter()
                 .filter_map(|s| Some((s["metric"].clone(), s["value"][1].as_str()?.parse().ok()?)))
                 .collect(),
         )
     }
 
+    /// The samples of an instant query now.
+    async fn query(&self, q: &str) -> Option<Vec<(Value, f64)>> {
+        self.query_at(q, None).await
+    }
+
+    /// The first sample of an instant query now, if finite.
     async fn value(&self, q: &str) -> Option<f64> {
         self.query(q)
             .await?
             .first()
             .map(|(_, v)| *v)
             .filter(|v| v.is_finite())
+    }
+
+    /// The timestamps (ms) of the raw samples of each series of a range selector at `at`.
+    async fn timestamps_at(&self, selector: &str, at: Option<i64>) -> Vec<(Value, Vec<i64>)> {
+        self.result_at(selector, at)
+            .await
+            .unwrap_or_else(|| panic!("Prometheus did not answer {selector}"))
+            .iter()
+            .map(|s| {
+                let times = s["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v[0].as_f64())
+                    .map(|t| (t * 1000.0).round() as i64)
+                    .collect();
+                (s["metric"].clone(), times)
+            })
+            .collect()
     }
 
     async fn alert_state(&self, name: &str) -> Option<String> {
@@ -63,18 +162,22 @@ impl Prom {
     }
 }
 
+/// Whether the `prometheus` server is installed; without it the tests skip, except in CI.
+fn prometheus_installed() -> bool {
+    if Command::new("prometheus").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must install prometheus (tests/tools.sh)"
+    );
+    eprintln!("skipping: no prometheus binary (run tests/tools.sh)");
+    false
+}
+
 #[tokio::test]
 async fn rules_and_dashboard_work_on_a_real_prometheus() {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install prometheus (tests/tools.sh)"
-        );
-        eprintln!("skipping: no prometheus binary (run tests/tools.sh)");
+    if !prometheus_installed() {
         return;
     }
     // An upstream: /slow takes 30 ms; `failing` turns every answer into a 500.
@@ -109,7 +212,7 @@ async fn rules_and_dashboard_work_on_a_real_prometheus() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, admin, prom_port) = (free_port(), free_port(), free_port());
+    let (listen, admin) = (free_port(), free_port());
     let config = dir.path().join("proxy.yaml");
     std::fs::write(
         &config,
@@ -142,42 +245,7 @@ async fn rules_and_dashboard_work_on_a_real_prometheus() {
         serde_yaml::to_string(&serde_json::json!({ "groups": groups })).expect("yaml"),
     )
     .expect("rules");
-    let prom_config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: routemeter\n    static_configs:\n      - targets: ['127.0.0.1:{admin}']\n        labels: {{namespace: e2e, monitored_service: live}}\n",
-            rules.display()
-        ),
-    )
-    .expect("prometheus config");
-    let _prometheus = Process(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", prom_config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus"),
-    );
-    let prom = Prom {
-        base: format!("http://127.0.0.1:{prom_port}"),
-        http: reqwest::Client::new(),
-    };
-    wait_for(
-        "prometheus to scrape the proxy",
-        Duration::from_secs(30),
-        || async {
-            prom.value(r#"up{job="routemeter"}"#)
-                .await
-                .filter(|v| *v == 1.0)
-        },
-    )
-    .await;
+    let prom = Prom::start(dir.path(), admin, Some(&rules)).await;
 
     // Steady traffic for ~12 s: 9 in 10 requests to /items/{id}, 1 in 10 to /slow (30 ms).
     let http = reqwest::Client::new();
@@ -302,5 +370,418 @@ async fn rules_and_dashboard_work_on_a_real_prometheus() {
                 assert!(!result.is_empty(), "{title}: {q} returned no data");
             }
         }
+    }
+}
+
+/// One request of the known mix: what the test sends, and what the upstream does with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Planned {
+    method: &'static str,
+    path: String,
+    /// The route template the proxy labels it with.
+    route: &'static str,
+    /// How long the upstream waits before answering.
+    ms: u64,
+    /// The status the upstream answers.
+    status: u16,
+}
+
+/// The `i`-th request of the mix. Per 20: 8 `GET /fast` (0 to 6 ms), 6 `GET /items/{id}`
+/// (3 to 120 ms; every other lap one of them answers 503, every third another 404), 3
+/// `POST /items/{id}` (40 ms, one in 12 of them 200 ms), 2 `GET /slow` (150 ms to 0.7 s,
+/// across the 0.3 s threshold) and 1 `GET /fail` (500 after 10 ms): ranks fall inside
+/// buckets of every size, some buckets stay empty, and the boundary of a latency
+/// threshold is crossed.
+fn planned(i: u64) -> Planned {
+    let (slot, lap) = (i % 20, i / 20);
+    let get = |path: String, route, ms, status| Planned {
+        method: "GET",
+        path,
+        route,
+        ms,
+        status,
+    };
+    match slot {
+        0..=7 => get(
+            "/fast".into(),
+            "/fast",
+            [0, 0, 1, 2, 6, 0, 0, 3][slot as usize],
+            200,
+        ),
+        8..=13 => {
+            let status = match slot {
+                9 if lap % 2 == 0 => 503,
+                12 if lap % 3 == 0 => 404,
+                _ => 200,
+            };
+            let ms = [3, 8, 15, 30, 60, 120][(slot - 8) as usize];
+            get(format!("/items/{}", lap % 50), "/items/{id}", ms, status)
+        }
+        14..=16 => Planned {
+            method: "POST",
+            path: format!("/items/{}", lap % 50),
+            route: "/items/{id}",
+            ms: if slot == 16 && lap % 4 == 0 { 200 } else { 40 },
+            status: 201,
+        },
+        17 | 18 => get(
+            "/slow".into(),
+            "/slow",
+            [150, 280, 320, 450, 700][((lap * 2 + slot) % 5) as usize],
+            200,
+        ),
+        _ => get("/fail".into(), "/fail", 10, 500),
+    }
+}
+
+/// What the clients sent, per (route, method): requests, and of them answered 5xx.
+type Sent = BTreeMap<(String, String), (u64, u64)>;
+
+/// An upstream that waits `?ms=` milliseconds, then answers `?status=` (200 without one),
+/// on any path and method.
+async fn scripted_upstream() -> SocketAddr {
+    let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+        let (mut ms, mut status) = (0, 200);
+        for pair in uri.query().unwrap_or_default().split('&') {
+            match pair.split_once('=') {
+                Some(("ms", v)) => ms = v.parse().unwrap_or(0),
+                Some(("status", v)) => status = v.parse().unwrap_or(200),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Sends `p` to the proxy at `base` (its latency replaced by `ms` if given) and checks
+/// the status: an unexpected one would be a new series, which Prometheus' `rate` sees only
+/// from its first scrape on.
+async fn send(http: &reqwest::Client, base: &str, p: &Planned, ms: Option<u64>) {
+    let url = format!(
+        "{base}{}?ms={}&status={}",
+        p.path,
+        ms.unwrap_or(p.ms),
+        p.status
+    );
+    let request = match p.method {
+        "POST" => http.post(url),
+        _ => http.get(url),
+    };
+    let (status, _) = support::send(request).await;
+    assert_eq!(status, p.status, "{} {}", p.method, p.path);
+}
+
+/// Milliseconds since the epoch, as Prometheus' timestamps.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+async fn sleep_until_ms(at: i64) {
+    let wait = at - now_ms();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+    }
+}
+
+/// A (route, method) of the summary from a Prometheus sample's labels; `("*", "*")` for
+/// one aggregated over both, as the summary's `overall`.
+fn key(metric: &Value) -> (String, String) {
+    let label = |name: &str| metric[name].as_str().unwrap_or("*").to_string();
+    (label("http_route"), label("http_request_method"))
+}
+
+/// Equal up to float rounding (Prometheus adds rates, the summary counts).
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-3)
+}
+
+/// Whether `theirs` is, as much as `ours`, the `q` quantile of requests counted in
+/// `buckets` (one per boundary of `bounds`, then `+Inf`): equal up to float rounding, or
+/// both in the gap that follows a bucket whose cumulative count is exactly the rank
+/// q × count, with empty buckets after it. Every value across that gap is the quantile,
+/// and a rank computed from rates (Prometheus) may round to either side of the count.
+fn same_quantile(q: f64, ours: f64, theirs: f64, buckets: &[u64], bounds: &[f64]) -> bool {
+    if close(ours, theirs) {
+        return true;
+    }
+    let total: u64 = buckets.iter().sum();
+    let rank = q * total as f64;
+    let mut cumulative = 0;
+    for (i, &count) in buckets.iter().enumerate() {
+        cumulative += count;
+        if count == 0 || !close(cumulative as f64, rank) {
+            continue;
+        }
+        let Some(&from) = bounds.get(i) else {
+            return false;
+        };
+        let next = buckets[i + 1..].iter().position(|c| *c > 0);
+        let to = next.map_or(from, |j| bounds[i + j]);
+        let within = |v: f64| v >= from - 1e-12 && v <= to + 1e-12;
+        return within(ours) && within(theirs);
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_summary_agrees_with_prometheus_over_the_same_minute() {
+    if !prometheus_installed() {
+        return;
+    }
+    let upstream = scripted_upstream().await;
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{upstream}']}}\n\
+         routes: [{{path: /fast}}, {{path: '/items/{{id}}'}}, {{path: /slow}}, {{path: /fail}}]\n\
+         metrics: {{latencyThresholds: [0.3]}}\n"
+    ))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prom = Prom::start(dir.path(), proxy.admin, None).await;
+    let http = support::client();
+    let selector = r#"{job="routemeter"}"#;
+
+    // Every series the traffic will touch (route, method, status) is created first, at
+    // 0 ms, and scraped: Prometheus' `rate` counts a series' increase from its first
+    // sample in the range on, so a series born inside the minute would lose the requests
+    // before its first scrape. These requests are more than a minute old when both sides
+    // are read, so neither window holds them.
+    let mut kinds: BTreeMap<(&str, &str, u16), Planned> = BTreeMap::new();
+    for i in 0..20 * 12 {
+        let p = planned(i);
+        kinds.entry((p.method, p.route, p.status)).or_insert(p);
+    }
+    let base = proxy.url("");
+    for p in kinds.values() {
+        send(&http, &base, p, Some(0)).await;
+    }
+    let warm_up = kinds.len() as f64;
+    wait_for(
+        "the warm-up to be scraped",
+        Duration::from_secs(20),
+        || async {
+            prom.value(&format!("sum({HISTOGRAM}_count{selector})"))
+                .await
+                .filter(|v| *v == warm_up)
+        },
+    )
+    .await;
+    // t0: the newest scrape, which holds the warm-up and nothing more. Prometheus' window
+    // will be exactly [t0, t0 + 60 s]: its first sample is on its left edge for every
+    // series (Prometheus 2 includes that edge), so `rate` extrapolates nothing there, and
+    // every series, bucket and status alike, is scaled by the same factor.
+    let scrapes = prom
+        .timestamps_at(&format!("{HISTOGRAM}_bucket{selector}[5s]"), None)
+        .await;
+    let t0 = scrapes
+        .iter()
+        .filter_map(|(_, times)| times.last().copied())
+        .max()
+        .expect("scraped series");
+    assert!(
+        scrapes.iter().all(|(_, times)| times.last() == Some(&t0)),
+        "every series is in the scrape at {t0}: {scrapes:?}"
+    );
+    let at = t0 + 60_000;
+
+    // The traffic: 6 clients for 20 s, starting 12 s after t0, so that it is all inside
+    // the summary's minute (the slot in progress and the 5 before: its first slot starts
+    // at most 60 s and at least 50 s before it is read) as well as Prometheus' [t0, at].
+    sleep_until_ms(t0 + 12_000).await;
+    let next = Arc::new(AtomicU64::new(0));
+    let sent: Arc<Mutex<Sent>> = Arc::default();
+    let until = Instant::now() + Duration::from_secs(20);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (http, next, sent) = (http.clone(), next.clone(), sent.clone());
+            let base = base.clone();
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    let p = planned(next.fetch_add(1, Ordering::Relaxed));
+                    send(&http, &base, &p, None).await;
+                    let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+                    let e = sent
+                        .entry((p.route.to_string(), p.method.to_string()))
+                        .or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(p.status >= 500);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.expect("a client");
+    }
+    let sent = std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner()));
+    let total: u64 = sent.values().map(|(n, _)| n).sum();
+    wait_for(
+        "the traffic to be scraped",
+        Duration::from_secs(20),
+        || async {
+            prom.value(&format!("sum({HISTOGRAM}_count{selector})"))
+                .await
+                .filter(|v| *v == warm_up + total as f64)
+        },
+    )
+    .await;
+    assert!(
+        now_ms() < at,
+        "the traffic and its scrape took past t0 + 60 s; the comparison needs them inside"
+    );
+
+    // Both sides at `at`: the summary read then, Prometheus evaluated then.
+    sleep_until_ms(at).await;
+    let (status, body) = proxy
+        .admin("/api/summary?window=1m")
+        .await
+        .expect("/api/summary");
+    let late = now_ms() - at;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        late < 2_000,
+        "the summary was read {late} ms after t0 + 60 s"
+    );
+    let summary: routemeter::summary::Summary = serde_json::from_str(&body).expect("a summary");
+    sleep_until_ms(at + 1_500).await;
+
+    let at = Some(at);
+    let mut prometheus: BTreeMap<(String, String), BTreeMap<&str, f64>> = BTreeMap::new();
+    for by in ["http_route, http_request_method", ""] {
+        let buckets = format!(
+            "sum by (le{}) (rate({HISTOGRAM}_bucket{selector}[1m]))",
+            if by.is_empty() {
+                String::new()
+            } else {
+                format!(", {by}")
+            }
+        );
+        let count = |matcher: &str| {
+            format!("sum by ({by}) (rate({HISTOGRAM}_count{{job=\"routemeter\"{matcher}}}[1m]))")
+        };
+        let queries = [
+            ("p50", format!("histogram_quantile(0.5, {buckets})")),
+            ("p95", format!("histogram_quantile(0.95, {buckets})")),
+            ("p99", format!("histogram_quantile(0.99, {buckets})")),
+            ("rate", count("")),
+            (
+                "errorRatio",
+                format!(
+                    "({} or {} * 0) / {}",
+                    count(r#",http_response_status_code=~"5..""#),
+                    count(""),
+                    count("")
+                ),
+            ),
+        ];
+        for (figure, q) in queries {
+            for (metric, v) in prom.query_at(&q, at).await.expect("Prometheus answers") {
+                prometheus
+                    .entry(key(&metric))
+                    .or_default()
+                    .insert(figure, v);
+            }
+        }
+    }
+
+    // Prometheus' rate is the increase over its samples' span, extrapolated to the
+    // range's right edge (the left one holds a sample): × 60 s it is the requests times
+    // a factor between 1 and 1 + 1.1 × the scrape interval over the sampled span.
+    let scrapes = prom
+        .timestamps_at(&format!("up{selector}[1m]"), at)
+        .await
+        .into_iter()
+        .next()
+        .map(|(_, times)| times)
+        .unwrap_or_default();
+    assert_eq!(
+        scrapes.first().copied(),
+        Some(t0),
+        "the range's left edge holds the scrape at t0"
+    );
+    let sampled = (scrapes.last().copied().unwrap_or(t0) - t0) as f64 / 1000.0;
+    let interval = sampled / (scrapes.len().max(2) - 1) as f64;
+    let extrapolation = 1.1 * interval / sampled;
+
+    let ours: BTreeMap<(String, String), &routemeter::summary::Entry> = summary
+        .routes
+        .iter()
+        .chain([&summary.overall])
+        .map(|e| ((e.route.clone(), e.method.clone()), e))
+        .collect();
+    assert_eq!(
+        ours.keys().collect::<BTreeSet<_>>(),
+        prometheus.keys().collect::<BTreeSet<_>>(),
+        "the same routes and methods on both sides"
+    );
+    eprintln!(
+        "summary over {:.1} s, Prometheus over {sampled:.1} s of samples (every {interval:.2} s)",
+        summary.seconds
+    );
+    for (k, e) in &ours {
+        let theirs = &prometheus[k];
+        let what = format!("{} {}", k.1, k.0);
+        let figure = |name: &str| {
+            theirs
+                .get(name)
+                .copied()
+                .unwrap_or_else(|| panic!("{what}: no {name} from Prometheus"))
+        };
+        let (expected, errors) = if k.0 == "*" {
+            sent.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        } else {
+            sent.get(k).copied().unwrap_or_default()
+        };
+        assert_eq!(
+            e.requests, expected,
+            "{what}: the summary counts what was sent"
+        );
+        assert!(
+            close(
+                e.error_ratio.expect("requests"),
+                errors as f64 / expected as f64
+            ),
+            "{what}: the summary's 5xx ratio"
+        );
+        for (name, q, mine) in [
+            ("p50", 0.5, e.p50),
+            ("p95", 0.95, e.p95),
+            ("p99", 0.99, e.p99),
+        ] {
+            let (mine, prom) = (mine.expect("requests"), figure(name));
+            eprintln!("{what:>20} {name}: summary {mine:.6} s, Prometheus {prom:.6} s");
+            assert!(
+                same_quantile(q, mine, prom, &e.buckets, &summary.bounds),
+                "{what}: {name} {mine} in the summary, {prom} from histogram_quantile; buckets {:?}",
+                e.buckets
+            );
+        }
+        let (mine, prom) = (e.error_ratio.expect("requests"), figure("errorRatio"));
+        assert!(close(mine, prom), "{what}: 5xx ratio {mine} against {prom}");
+        // The rates divide the same requests by their windows' spans: the summary by the
+        // seconds its slots cover (50 to 60 s, in its JSON), Prometheus by 60 s after
+        // extrapolating. Put on the same span they agree within the extrapolation.
+        let (mine, prom) = (e.rps, figure("rate"));
+        eprintln!(
+            "{what:>20} rate: summary {mine:.3}/s over {:.1} s, Prometheus {prom:.3}/s over 60 s",
+            summary.seconds
+        );
+        assert!(
+            close(mine * summary.seconds, e.requests as f64),
+            "{what}: rps × seconds is the requests"
+        );
+        let factor = prom * 60.0 / (mine * summary.seconds);
+        assert!(
+            factor >= 1.0 - 1e-9 && factor <= 1.0 + extrapolation,
+            "{what}: {mine}/s over {} s against {prom}/s over 60 s: {factor}, beyond 1 + {extrapolation}",
+            summary.seconds
+        );
     }
 }

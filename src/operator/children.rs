@@ -13,15 +13,10 @@ use thiserror::Error;
 use crate::config::{self, ProxyConfig};
 use crate::crd::{self, MonitoredService};
 use crate::monitoring;
+use crate::proxy_pods::{ADMIN_PORT, ADMIN_PORT_NAME, selector_labels};
 
 /// Port the proxy accepts traffic on inside its pod.
 pub const PROXY_PORT: i32 = 8080;
-/// Port of the proxy's admin listener (metrics, probes).
-pub const ADMIN_PORT: i32 = 9901;
-/// Name of the admin container port: not one an application's named `targetPort` is
-/// likely to use, since in takeover mode the target Service looks its named ports up on
-/// the proxy pods.
-pub const ADMIN_PORT_NAME: &str = "rm-admin";
 /// Label of the metrics Service, which the ServiceMonitor selects.
 pub const METRICS_LABEL: &str = "routemeter.io/metrics";
 /// Where the config ConfigMap is mounted in the proxy pod.
@@ -40,8 +35,6 @@ pub const TERMINATION_GRACE_SECONDS: i64 = 30;
 /// Annotation on the pod template carrying a hash of the settings the proxy reads only at
 /// start, so changing them rolls the pods while route changes are hot-reloaded.
 pub const RESTART_HASH_ANNOTATION: &str = "routemeter.io/restart-hash";
-/// Label naming the MonitoredService a child belongs to.
-pub const INSTANCE_LABEL: &str = "routemeter.io/monitored-service";
 
 /// Why children could not be built; the message names the field at fault.
 #[derive(Debug, Error)]
@@ -186,15 +179,6 @@ pub fn upstream_name(msvc: &MonitoredService) -> String {
 /// Name of the dashboard ConfigMap.
 pub fn dashboard_name(msvc: &MonitoredService) -> String {
     format!("{}-routemeter-dashboard", msvc.name_any())
-}
-
-/// Labels on every child; the first three also select the proxy's pods.
-pub fn selector_labels(msvc: &MonitoredService) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "routemeter-proxy".into()),
-        ("app.kubernetes.io/instance".into(), msvc.name_any()),
-        (INSTANCE_LABEL.into(), msvc.name_any()),
-    ])
 }
 
 fn labels(msvc: &MonitoredService) -> BTreeMap<String, String> {

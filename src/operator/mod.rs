@@ -221,7 +221,7 @@ impl Context {
             client,
             metrics,
             proxy_image,
-            proxy_admin_port: children::ADMIN_PORT as u16,
+            proxy_admin_port: crate::proxy_pods::ADMIN_PORT as u16,
             cluster_domain: children::DEFAULT_CLUSTER_DOMAIN.to_string(),
             traffic_refresh: traffic::DEFAULT_REFRESH,
             readings: traffic::Readings::default(),

@@ -295,7 +295,13 @@ async fn plan_takeover(
     );
     let ns = msvc.namespace().unwrap_or_default();
     let pods = takeover::application_pods(client, &ns, &original).await?;
-    let ports = match takeover::ports(msvc, svc, &pods, record.as_ref(), children::ADMIN_PORT) {
+    let ports = match takeover::ports(
+        msvc,
+        svc,
+        &pods,
+        record.as_ref(),
+        crate::proxy_pods::ADMIN_PORT,
+    ) {
         Ok(p) => p,
         Err(message) => {
             report.set(Condition::taken_over(false, "PortsUnresolved", message));
@@ -332,7 +338,7 @@ async fn step_takeover(
             let new = Record {
                 monitored_service: name.clone(),
                 selector: plan.original.clone(),
-                proxy_selector: children::selector_labels(msvc),
+                proxy_selector: crate::proxy_pods::selector_labels(msvc),
                 ports: plan.ports.named.clone(),
                 repointed: false,
                 reasserted_at: None,

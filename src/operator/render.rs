@@ -146,8 +146,9 @@ impl Args {
                 if let Some(message) = takeover::refusal(&target, None, &msvc.name_any()) {
                     return Err(invalid(message));
                 }
-                let ports = takeover::ports(&msvc, &target, &pods, None, children::ADMIN_PORT)
-                    .map_err(invalid)?;
+                let ports =
+                    takeover::ports(&msvc, &target, &pods, None, crate::proxy_pods::ADMIN_PORT)
+                        .map_err(invalid)?;
                 let original = target
                     .spec
                     .as_ref()

@@ -213,7 +213,7 @@ pub fn refusal(svc: &Service, record: Option<&Record>, owner: &str) -> Option<St
         && spec
             .selector
             .as_ref()
-            .is_some_and(|s| s.contains_key(super::children::INSTANCE_LABEL))
+            .is_some_and(|s| s.contains_key(crate::proxy_pods::INSTANCE_LABEL))
     {
         format!(
             "selects routemeter's proxies but has lost the record of its original selector \
@@ -379,7 +379,7 @@ pub fn taken_over(
     let record = Record {
         monitored_service: msvc.name_any(),
         selector: original,
-        proxy_selector: super::children::selector_labels(msvc),
+        proxy_selector: crate::proxy_pods::selector_labels(msvc),
         ports: ports.named.clone(),
         repointed: true,
         reasserted_at: None,

@@ -17,16 +17,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as K8sCondition, Time};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::children::selector_labels;
 use crate::crd::{MonitoredService, TrafficStatus};
-use crate::summary::{self, Summary};
+use crate::proxy_pods::{self, ReadyProxy};
+use crate::summary::{self, Summary, Window};
 
 /// Shortest time between two config readings of the same MonitoredService.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(15);
@@ -111,37 +110,15 @@ impl Readings {
     }
 }
 
-/// The IPs of the ready proxy pods of `msvc`, as URL hosts.
+/// The ready proxy pods of `msvc`, as URL hosts; `None` when they cannot be listed.
 async fn ready_proxies(client: &Client, msvc: &MonitoredService) -> Option<Vec<String>> {
-    let ns = msvc.namespace()?;
-    let selector: Vec<String> = selector_labels(msvc)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pods = pods
-        .list(&ListParams::default().labels(&selector.join(",")))
-        .await
-        .ok()?;
-    Some(
-        pods.items
-            .into_iter()
-            .filter_map(|pod| {
-                let status = pod.status?;
-                let ready = status
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                let ip = status.pod_ip.filter(|_| ready)?;
-                Some(if ip.contains(':') {
-                    format!("[{ip}]")
-                } else {
-                    ip
-                })
-            })
-            .collect(),
-    )
+    match proxy_pods::list(client, msvc).await {
+        Ok(proxies) => Some(proxies.ready.iter().map(ReadyProxy::host).collect()),
+        Err(error) => {
+            tracing::debug!(%error, "cannot list the proxy pods");
+            None
+        }
+    }
 }
 
 fn http_client() -> Option<reqwest::Client> {
@@ -188,7 +165,10 @@ async fn scrape_summaries(
     };
     let mut out = Vec::new();
     for host in hosts {
-        let url = format!("http://{host}:{admin_port}/api/summary?window=1m");
+        let url = format!(
+            "http://{host}:{admin_port}{}",
+            summary::api_path(Window::OneMinute)
+        );
         match http.get(&url).send().await {
             Ok(r) => {
                 let body = r.bytes().await.unwrap_or_default();

@@ -28,7 +28,7 @@ use super::balancer::EndpointSource;
 use super::metrics::{ProxyMetrics, encode};
 use super::state::SharedState;
 use crate::config::ProxyConfig;
-use crate::summary::{Objectives, Window};
+use crate::summary::{API_PATH, Objectives, Window};
 
 /// The live page served at `/`.
 const PAGE: &str = include_str!("page.html");
@@ -181,7 +181,7 @@ impl ServeHttp for AdminApp {
                 let (status, line) = self.readiness().await;
                 respond(status, TEXT, line.into_bytes())
             }
-            "/api/summary" => match window_param(session.req_header().uri.query()) {
+            API_PATH => match window_param(session.req_header().uri.query()) {
                 Ok(window) => {
                     let objectives = objectives(&self.state.load().config);
                     let summary = self.metrics.summary.summary(window, &objectives);

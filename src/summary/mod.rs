@@ -6,13 +6,15 @@
 //! - [`window`]: windows, their slots, what a window adds up to, quantiles;
 //! - [`score`]: the score, its status and the recommendations (docs/score.md);
 //! - [`compare`]: `routemeter compare`, regressions between two summaries;
-//! - [`top`]: `routemeter top`, one proxy's summary live in a terminal.
+//! - [`top`]: `routemeter top`, a proxy's or a MonitoredService's summary live in a
+//!   terminal.
 //!
 //! Latencies are in seconds. Percentiles come from the counts per bucket of the same
 //! boundaries as `http_server_request_duration_seconds`, interpolated inside the bucket as
 //! Prometheus' `histogram_quantile` does: each is off by at most the width of the bucket
-//! it falls in (with the default boundaries, 50 ms for a p95 between 0.25 s and 0.5 s),
-//! and one beyond the last boundary is reported as that boundary. Means are exact.
+//! it falls in (with the default boundaries, 250 ms for a p95 between 0.25 s and 0.5 s),
+//! and one beyond the last boundary is reported as that boundary. Over the same requests
+//! they equal Prometheus' up to float rounding (docs/score.md). Means are exact.
 
 pub mod compare;
 pub mod score;
@@ -31,6 +33,15 @@ pub const TOP_ROUTES: usize = 5;
 
 /// The route of the `overall` entry.
 pub const OVERALL_ROUTE: &str = "*";
+
+/// Where the proxy's admin listener serves the summary.
+pub const API_PATH: &str = "/api/summary";
+
+/// The path and query of the summary of `window` on an admin listener:
+/// `/api/summary?window=1m`.
+pub fn api_path(window: Window) -> String {
+    format!("{API_PATH}?window={window}")
+}
 
 /// `/api/summary`: one window of traffic, overall and per (route, method).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

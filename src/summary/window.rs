@@ -258,7 +258,8 @@ pub fn quantile(q: f64, bounds: &[f64], buckets: &[u64]) -> Option<f64> {
                 return bounds.last().copied();
             };
             let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
-            return Some(lower + (upper - lower) * (rank - below as f64) / count as f64);
+            // In Prometheus' order of operations, so equal counts give equal floats.
+            return Some(lower + (upper - lower) * ((rank - below as f64) / count as f64));
         }
         below = cumulative;
     }
@@ -350,6 +351,49 @@ mod tests {
         // A rank in +Inf: the highest boundary.
         assert_eq!(quantile(0.99, &bounds, &[1, 0, 0, 0, 99]), Some(0.8));
         assert_eq!(quantile(0.5, &bounds, &[0; 5]), None);
+    }
+
+    /// Prometheus' `bucketQuantile` (promql/quantile.go), over cumulative counts as
+    /// `sum by (le)` gives them, transcribed for the comparison below.
+    fn prometheus_quantile(q: f64, bounds: &[f64], cumulative: &[f64]) -> f64 {
+        let observations = cumulative[cumulative.len() - 1];
+        let rank = q * observations;
+        let b = cumulative[..cumulative.len() - 1].partition_point(|c| *c < rank);
+        if b == cumulative.len() - 1 {
+            return bounds[bounds.len() - 1];
+        }
+        let (mut start, end, mut count, mut rank) = (0.0, bounds[b], cumulative[b], rank);
+        if b > 0 {
+            start = bounds[b - 1];
+            count -= cumulative[b - 1];
+            rank -= cumulative[b - 1];
+        }
+        start + (end - start) * (rank / count)
+    }
+
+    #[test]
+    fn quantiles_equal_prometheus_bit_for_bit_on_the_same_counts() {
+        let bounds = DEFAULT_DURATION_BUCKETS;
+        let mixes: [&[u64]; 4] = [
+            &[7, 3, 0, 11, 2, 0, 5, 1, 0, 0, 0, 0, 0, 0, 0],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[313, 97, 41, 29, 17, 13, 11, 7, 5, 3, 2, 1, 1, 1, 1],
+        ];
+        for buckets in mixes {
+            let cumulative: Vec<f64> = buckets
+                .iter()
+                .scan(0u64, |sum, c| {
+                    *sum += c;
+                    Some(*sum as f64)
+                })
+                .collect();
+            for q in [0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999] {
+                let ours = quantile(q, &bounds, buckets).expect("requests");
+                let theirs = prometheus_quantile(q, &bounds, &cumulative);
+                assert_eq!(ours.to_bits(), theirs.to_bits(), "q{q} of {buckets:?}");
+            }
+        }
     }
 
     #[test]
