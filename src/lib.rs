@@ -5,14 +5,16 @@
 //! - [`operator`]: reconciliation of a `MonitoredService` into a proxy and its monitoring;
 //! - [`proxy`]: the metering reverse proxy;
 //! - shared: [`config`] (the proxy config the operator writes), [`route`] (templates and
-//!   matching), [`summary`] (the live summary's JSON, windows, score and `compare`),
-//!   [`cli`] and [`telemetry`].
+//!   matching), [`pagination`] (pagination parameters, their ranges and the query reader),
+//!   [`summary`] (the live summary's JSON, windows, score and `compare`), [`cli`] and
+//!   [`telemetry`].
 
 pub mod cli;
 pub mod config;
 pub mod crd;
 pub mod monitoring;
 pub mod operator;
+pub mod pagination;
 pub mod proxy;
 pub mod route;
 pub mod summary;

@@ -299,6 +299,7 @@ mod tests {
                 Status::Excellent
             }),
             buckets: vec![],
+            pagination: None,
         }
     }
 
