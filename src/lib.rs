@@ -5,15 +5,17 @@
 //! - [`operator`]: reconciliation of a `MonitoredService` into a proxy and its monitoring;
 //! - [`proxy`]: the metering reverse proxy;
 //! - shared: [`config`] (the proxy config the operator writes), [`route`] (templates and
-//!   matching), [`proxy_pods`] (how a MonitoredService's proxy pods are found and
-//!   reached), [`summary`] (the live summary's JSON, windows, score, `compare` and
-//!   `top`), [`cli`] and [`telemetry`].
+//!   matching), [`pagination`] (pagination parameters, their ranges and the query reader),
+//!   [`proxy_pods`] (how a MonitoredService's proxy pods are found and reached),
+//!   [`summary`] (the live summary's JSON, windows, score, `compare` and `top`), [`cli`]
+//!   and [`telemetry`].
 
 pub mod cli;
 pub mod config;
 pub mod crd;
 pub mod monitoring;
 pub mod operator;
+pub mod pagination;
 pub mod proxy;
 pub mod proxy_pods;
 pub mod route;

@@ -1,8 +1,8 @@
 //! A real Prometheus server (Debian's package) scraping a real proxy under traffic:
 //!
 //! - the generated rules and dashboard: the recording rules give the values the traffic
-//!   implies, the 5xx alert goes pending then firing, and every dashboard query parses and
-//!   returns data;
+//!   implies, the 5xx alert goes pending then firing, and every dashboard query (the
+//!   pagination row's too, `/slow` being paginated) parses and returns data;
 //! - the live summary: after known traffic with a known latency mix over several routes,
 //!   `/api/summary?window=1m` and Prometheus' own queries over the same minute agree:
 //!   p50 / p95 / p99 and 5xx ratios per route and overall up to float rounding, request
@@ -217,7 +217,7 @@ async fn rules_and_dashboard_work_on_a_real_prometheus() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin}\nupstream: {{endpoints: ['{upstream}']}}\nroutes: [{{path: /slow}}, {{path: '/items/{{id}}'}}]\nmetrics: {{latencyThresholds: [0.5]}}\n"
+            "listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin}\nupstream: {{endpoints: ['{upstream}']}}\nroutes: [{{path: /slow, pagination: {{}}}}, {{path: '/items/{{id}}'}}]\nmetrics: {{latencyThresholds: [0.5]}}\n"
         ),
     )
     .expect("proxy config");
@@ -234,7 +234,13 @@ async fn rules_and_dashboard_work_on_a_real_prometheus() {
     // so the alert can fire within the test, and every group evaluated each second.
     let mut monitoring = MonitoringSpec::default();
     monitoring.alerts.for_ = "10s".into();
-    let routes: Vec<RouteSpec> = Vec::new();
+    let routes: Vec<RouteSpec> = vec![RouteSpec {
+        path: "/slow".into(),
+        methods: Vec::new(),
+        name: None,
+        slo: None,
+        pagination: Some(Default::default()),
+    }];
     let mut groups = routemeter::monitoring::rules::groups("e2e", "live", &monitoring, &routes);
     for g in groups.as_array_mut().expect("groups") {
         g["interval"] = "1s".into();
@@ -247,14 +253,18 @@ async fn rules_and_dashboard_work_on_a_real_prometheus() {
     .expect("rules");
     let prom = Prom::start(dir.path(), admin, Some(&rules)).await;
 
-    // Steady traffic for ~12 s: 9 in 10 requests to /items/{id}, 1 in 10 to /slow (30 ms).
+    // Steady traffic for ~12 s: 9 in 10 requests to /items/{id}, 1 in 10 to /slow (30 ms),
+    // the first page or page 60 (offset 1180) of 20.
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut sent = 0u32;
     while started.elapsed() < Duration::from_secs(12) {
         for i in 0..10 {
             let path = if i == 0 {
-                "/slow".to_string()
+                format!(
+                    "/slow?page={}&limit=20",
+                    if sent.is_multiple_of(20) { 1 } else { 60 }
+                )
             } else {
                 format!("/items/{i}")
             };
@@ -354,7 +364,11 @@ async fn rules_and_dashboard_work_on_a_real_prometheus() {
 
     // Every dashboard query parses; the ones about traffic that happened return data.
     let no_data_expected = ["Websocket", "Upstream errors", "Error budget"];
-    for panel in routemeter::monitoring::dashboard::panels() {
+    let pagination = routemeter::monitoring::dashboard::pagination_panels();
+    for panel in routemeter::monitoring::dashboard::panels()
+        .into_iter()
+        .chain(pagination)
+    {
         let title = panel["title"].as_str().unwrap_or_default().to_string();
         for target in panel["targets"].as_array().expect("targets") {
             let expr = target["expr"].as_str().expect("expr");

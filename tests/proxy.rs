@@ -1305,3 +1305,283 @@ async fn compare_finds_a_planted_regression_and_passes_an_unchanged_run() {
         "{err}"
     );
 }
+
+/// The cumulative count of histogram `name` of `route` at `le`.
+fn cumulative(m: &Metrics, name: &str, route: &str, le: &str) -> f64 {
+    m.sum(name, &[("http_route", route), ("le", le)])
+}
+
+#[tokio::test]
+async fn pagination_of_known_traffic_gives_known_histograms_and_summary() {
+    const REQUESTS: &str = "routemeter_pagination_requests_total";
+    const PAGE_SIZE: &str = "routemeter_pagination_page_size";
+    const OFFSET: &str = "routemeter_pagination_offset";
+    const BY_OFFSET: &str = "routemeter_pagination_request_duration_seconds";
+    const BY_SIZE: &str = "routemeter_pagination_request_duration_by_page_size_seconds";
+    let up = upstream().await;
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{up}']}}\n\
+         routes:\n\
+         \x20 - {{path: /items, methods: [GET], pagination: {{}}}}\n\
+         \x20 - {{path: '/sleep/{{ms}}', pagination: {{pageParam: p, sizeParam: 'page[size]', offsetParam: skip}}}}\n\
+         \x20 - {{path: /plain}}\n"
+    ))
+    .await;
+    // /items, with the default parameters: (query, requests).
+    let items = [
+        ("?page=1&limit=20", 10),             // size 20, offset 0
+        ("?page=3&limit=50", 6),              // size 50, offset 100
+        ("?offset=2000&size=100", 4),         // size 100, offset 2000
+        ("?limit=500", 8),                    // size 500, the first page
+        ("?page=2", 3),                       // no size: no offset either
+        ("", 5),                              // absent
+        ("?page=abc&limit=10", 2),            // invalid
+        ("?page=0&limit=10", 1),              // invalid: pages are 1-based
+        ("?li%6Dit=%32%30&page=4&page=9", 1), // limit=20, the first page=4: offset 60
+        ("?limit=10&limit=1000&page=2", 1),   // the first limit: offset 10
+    ];
+    let paths = items
+        .iter()
+        .flat_map(|(query, n)| std::iter::repeat_n(format!("/items{query}"), *n));
+    get_all(&proxy, paths, 4).await;
+    // /sleep/{ms}, with its own names: fast first pages, slow deep ones.
+    let sleeps = [
+        ("/sleep/1?p=1&page%5Bsize%5D=25", 6),
+        ("/sleep/600?skip=5000&page[size]=25", 6),
+        ("/sleep/1?skip=99999999999999999999999999&page[size]=25", 1), // saturates
+        ("/sleep/1?limit=10", 1),                                      // not its parameter: absent
+    ];
+    let paths = sleeps
+        .iter()
+        .flat_map(|(path, n)| std::iter::repeat_n(path.to_string(), *n));
+    get_all(&proxy, paths, 8).await;
+    get_all(
+        &proxy,
+        (0..2).map(|_| "/plain?page=2&limit=10".to_string()),
+        2,
+    )
+    .await;
+
+    let m = proxy.metrics_after(57.0).await;
+    let outcome = |route: &str, outcome: &str| {
+        m.sum(REQUESTS, &[("http_route", route), ("outcome", outcome)])
+    };
+    assert_eq!(
+        [
+            outcome("/items", "paginated"),
+            outcome("/items", "absent"),
+            outcome("/items", "invalid")
+        ],
+        [33.0, 5.0, 3.0]
+    );
+    assert_eq!(
+        [
+            outcome("/sleep/{ms}", "paginated"),
+            outcome("/sleep/{ms}", "absent"),
+            outcome("/sleep/{ms}", "invalid")
+        ],
+        [13.0, 1.0, 0.0]
+    );
+    assert_eq!(
+        m.label_values(REQUESTS, "http_route"),
+        ["/items", "/sleep/{ms}"].map(String::from).into(),
+        "a route without pagination has no pagination series"
+    );
+    let bucket = |name: &str| format!("{name}_bucket");
+    let sizes: Vec<f64> = ["10", "20", "50", "100", "200", "500", "1000", "+Inf"]
+        .iter()
+        .map(|le| cumulative(&m, &bucket(PAGE_SIZE), "/items", le))
+        .collect();
+    assert_eq!(sizes, [1.0, 12.0, 18.0, 22.0, 22.0, 30.0, 30.0, 30.0]);
+    assert_eq!(
+        m.sum(&format!("{PAGE_SIZE}_sum"), &[("http_route", "/items")]),
+        4930.0
+    );
+    let offsets: Vec<f64> = ["0", "99", "999", "9999", "99999", "+Inf"]
+        .iter()
+        .map(|le| cumulative(&m, &bucket(OFFSET), "/items", le))
+        .collect();
+    assert_eq!(offsets, [18.0, 20.0, 26.0, 30.0, 30.0, 30.0]);
+    assert_eq!(
+        m.sum(&format!("{OFFSET}_sum"), &[("http_route", "/items")]),
+        8670.0
+    );
+    let per = |name: &str, label: &str, route: &str, value: &str| {
+        m.sum(
+            &format!("{name}_count"),
+            &[("http_route", route), (label, value)],
+        )
+    };
+    let by_offset: Vec<f64> = [
+        "0",
+        "1-99",
+        "100-999",
+        "1000-9999",
+        "10000-99999",
+        "100000+",
+    ]
+    .iter()
+    .map(|r| per(BY_OFFSET, "offset_range", "/items", r))
+    .collect();
+    assert_eq!(by_offset, [18.0, 2.0, 6.0, 4.0, 0.0, 0.0]);
+    assert_eq!(
+        m.label_values(&format!("{BY_OFFSET}_count"), "offset_range"),
+        ["0", "1-99", "100-999", "1000-9999", "100000+"]
+            .map(String::from)
+            .into(),
+        "only the ranges requested have series"
+    );
+    let by_size: Vec<f64> = ["0-10", "11-20", "21-50", "51-100", "101-200", "201-500"]
+        .iter()
+        .map(|r| per(BY_SIZE, "page_size_range", "/items", r))
+        .collect();
+    assert_eq!(by_size, [1.0, 11.0, 6.0, 4.0, 0.0, 8.0]);
+    assert_eq!(
+        m.sum(&format!("{OFFSET}_sum"), &[("http_route", "/sleep/{ms}")]),
+        30_000.0 + 4_294_967_295.0,
+        "a huge offset saturates at 2^32 - 1"
+    );
+
+    // The summary: the same figures, and the buckets of the histograms.
+    let s = proxy.summary_after("1m", 57).await;
+    let items = summary_route(&s, "/items", "GET");
+    assert_eq!(items["requests"], 41);
+    let p = &items["pagination"];
+    assert_eq!(
+        (&p["paginated"], &p["absent"], &p["invalid"]),
+        (
+            &serde_json::json!(33),
+            &serde_json::json!(5),
+            &serde_json::json!(3)
+        )
+    );
+    assert_eq!(
+        p["pageSize"],
+        serde_json::json!({
+            "requests": 30, "mean": 4930.0 / 30.0, "p50": 50, "p95": 500, "p99": 500,
+            "bounds": [10, 20, 50, 100, 200, 500, 1000], "buckets": [1, 11, 6, 4, 0, 8, 0, 0],
+        })
+    );
+    assert_eq!(
+        p["offset"],
+        serde_json::json!({
+            "requests": 30, "mean": 289.0, "p50": 0, "p95": 9999, "p99": 9999,
+            "bounds": [0, 99, 999, 9999, 99999], "buckets": [18, 2, 6, 4, 0, 0],
+        })
+    );
+    let ranges: Vec<(String, u64)> = p["offsetRanges"]
+        .as_array()
+        .expect("offsetRanges")
+        .iter()
+        .map(|r| {
+            (
+                r["range"].as_str().expect("range").to_string(),
+                r["requests"].as_u64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            ("0", 18),
+            ("1-99", 2),
+            ("100-999", 6),
+            ("1000-9999", 4),
+            ("10000-99999", 0),
+            ("100000+", 0)
+        ]
+        .map(|(r, n)| (r.to_string(), n))
+    );
+    let sleep = summary_route(&s, "/sleep/{ms}", "GET");
+    let p = &sleep["pagination"];
+    assert_eq!(
+        (&p["paginated"], &p["absent"]),
+        (&serde_json::json!(13), &serde_json::json!(1))
+    );
+    assert_eq!(
+        p["pageSize"]["buckets"],
+        serde_json::json!([0, 0, 13, 0, 0, 0, 0, 0])
+    );
+    assert_eq!(p["pageSize"]["mean"], 25.0);
+    assert_eq!(
+        p["offset"]["buckets"],
+        serde_json::json!([6, 0, 0, 6, 0, 1])
+    );
+    assert_eq!(p["offset"]["mean"], 4_294_997_295.0 / 13.0);
+    assert_eq!(
+        (&p["offset"]["p50"], &p["offset"]["p95"]),
+        (&serde_json::json!(9999), &serde_json::json!(99999))
+    );
+    assert!(
+        summary_route(&s, "/plain", "GET")
+            .get("pagination")
+            .is_none()
+    );
+    assert!(s["overall"].get("pagination").is_none());
+
+    // Each offset range's latency buckets are its Prometheus histogram's, request for
+    // request; the 600 ms deep pages are above 500 ms.
+    let bounds: Vec<f64> = serde_json::from_value(s["bounds"].clone()).expect("bounds");
+    let mut deep = vec![0u64; bounds.len() + 1];
+    for (i, range) in p["offsetRanges"]
+        .as_array()
+        .expect("ranges")
+        .iter()
+        .enumerate()
+    {
+        let name = range["range"].as_str().expect("range");
+        let buckets: Vec<u64> = serde_json::from_value(range["buckets"].clone()).expect("buckets");
+        let mut below = 0.0;
+        for (bound, count) in bounds.iter().zip(&buckets) {
+            let at = m.sum(
+                &bucket(BY_OFFSET),
+                &[
+                    ("http_route", "/sleep/{ms}"),
+                    ("offset_range", name),
+                    ("le", &bound.to_string()),
+                ],
+            );
+            assert_eq!(at - below, *count as f64, "{name} le={bound}");
+            below = at;
+        }
+        if i >= 3 {
+            for (d, b) in deep.iter_mut().zip(&buckets) {
+                *d += b;
+            }
+        }
+    }
+    let slow = &p["offsetRanges"][3];
+    assert_eq!(slow["requests"], 6);
+    assert!(slow["p50"].as_f64().expect("p50") > 0.5, "{slow}");
+    assert!(slow["mean"].as_f64().expect("mean") >= 0.6, "{slow}");
+
+    // The recommendations say what the figures say.
+    let about = |route: &str| -> Vec<String> {
+        s["recommendations"]
+            .as_array()
+            .expect("recommendations")
+            .iter()
+            .filter(|r| r["route"] == route)
+            .filter_map(|r| r["message"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        about("/items"),
+        [
+            "GET /items: 26.7 % of the requests giving a page size ask for more than 100 items in the last 1m; large pages are slow to build and to send: lower the largest page size it allows"
+        ]
+    );
+    use routemeter::summary::score::seconds;
+    let deep_p95 = routemeter::summary::window::quantile(0.95, &bounds, &deep).expect("deep");
+    let first_p95 = p["offsetRanges"][0]["p95"].as_f64().expect("first page");
+    let expected = format!(
+        "GET /sleep/{{ms}}: p95 {} at offsets of 1000 and more in the last 1m, over its 500 ms objective (the first page: {}); an OFFSET query reads every row it skips: paginate with a cursor (keyset) instead, or cap the offset",
+        seconds(deep_p95),
+        seconds(first_p95)
+    );
+    assert!(
+        about("/sleep/{ms}").contains(&expected),
+        "{:#?}",
+        about("/sleep/{ms}")
+    );
+}

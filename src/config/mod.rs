@@ -112,6 +112,59 @@ pub struct Route {
     )]
     #[schemars(with = "Option<String>")]
     pub latency_objective: Option<Duration>,
+    /// The route's pagination parameters; with them the proxy records page sizes, offsets
+    /// and latency by offset range (docs/pagination.md). `{}` means every default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<Pagination>,
+}
+
+/// The query parameters that paginate a route's listings, each optional: an absent one
+/// has its default name. Pages are 1-based (`offset = (page − 1) × size`); an offset
+/// parameter wins over a page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pagination {
+    /// The 1-based page number (default `page`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_param: Option<String>,
+    /// The page size (default `limit`, else `size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_param: Option<String>,
+    /// The offset, items skipped (default `offset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_param: Option<String>,
+}
+
+impl Pagination {
+    /// The compiled parameter names.
+    pub fn params(&self) -> Result<crate::pagination::Params, crate::pagination::ParamError> {
+        crate::pagination::Params::new(
+            self.page_param.as_deref(),
+            self.size_param.as_deref(),
+            self.offset_param.as_deref(),
+        )
+    }
+}
+
+impl Route {
+    /// The compiled pagination parameters of the route at `index` of `routes`, if it has
+    /// pagination; an error names the field at fault (`routes[2].pagination.sizeParam`).
+    pub fn pagination_params(
+        &self,
+        index: usize,
+    ) -> Result<Option<crate::pagination::Params>, ConfigError> {
+        self.pagination
+            .as_ref()
+            .map(|p| {
+                p.params().map_err(|e| {
+                    invalid(
+                        format!("routes[{index}].pagination.{}", e.param().field()),
+                        e.to_string(),
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 /// How `/api/summary` scores the traffic (docs/score.md).
@@ -621,6 +674,9 @@ impl ProxyConfig {
             ));
         }
         self.route_table()?;
+        for (i, route) in self.routes.iter().enumerate() {
+            route.pagination_params(i)?;
+        }
         Ok(())
     }
 }
@@ -809,6 +865,26 @@ metrics:
                 "upstream: {endpoints: ['a:1'], endpointSlices: {namespace: apps, service: api}}",
                 "upstream.endpointSlices:",
             ),
+            (
+                "upstream: {endpoints: ['a:1']}\nroutes: [{path: /a}, {path: /b}, {path: /c, pagination: {sizeParam: 'per page'}}]",
+                "routes[2].pagination.sizeParam:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nroutes: [{path: /a, pagination: {pageParam: limit}}]",
+                "routes[0].pagination.pageParam:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nroutes: [{path: /a, pagination: {offsetParam: ''}}]",
+                "routes[0].pagination.offsetParam:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nroutes: [{path: /a, pagination: {sizeParam: [limit]}}]",
+                "routes[0].pagination.sizeParam:",
+            ),
+            (
+                "upstream: {endpoints: ['a:1']}\nroutes: [{path: /a, pagination: {size: limit}}]",
+                "routes[0].pagination:",
+            ),
         ];
         for (yaml, field) in cases {
             let err = ProxyConfig::from_yaml(yaml).expect_err(yaml).to_string();
@@ -838,6 +914,34 @@ metrics:
         let without = ProxyConfig::from_yaml(FULL).expect("valid");
         assert!(without.upstream.endpoint_slices.is_none());
         assert!(!without.to_yaml().expect("yaml").contains("endpointSlices"));
+    }
+
+    #[test]
+    fn pagination_is_optional_and_empty_means_the_defaults() {
+        let c = ProxyConfig::from_yaml(
+            "upstream: {endpoints: ['a:1']}\n\
+             routes:\n  - {path: /items, pagination: {}}\n  - {path: /users, pagination: {sizeParam: per_page}}\n  - {path: /plain}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.routes[0].pagination, Some(Pagination::default()));
+        let params = c.routes[0]
+            .pagination
+            .as_ref()
+            .expect("set")
+            .params()
+            .expect("valid");
+        assert_eq!(params.sizes().collect::<Vec<_>>(), ["limit", "size"]);
+        assert_eq!(
+            c.routes[1]
+                .pagination
+                .as_ref()
+                .and_then(|p| p.size_param.as_deref()),
+            Some("per_page")
+        );
+        assert_eq!(c.routes[2].pagination, None);
+        let yaml = c.to_yaml().expect("yaml");
+        assert!(yaml.contains("pagination: {}"), "{yaml}");
+        assert_eq!(ProxyConfig::from_yaml(&yaml).expect("valid"), c);
     }
 
     #[test]

@@ -108,6 +108,44 @@ pub struct RouteSpec {
     /// Objectives for this route, overriding the service's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloSpec>,
+    /// The query parameters that paginate this route's listings. With them the proxy
+    /// records the page sizes and offsets asked for and the latency by offset range, the
+    /// dashboard gets a pagination row and the summary a `pagination` figure for the
+    /// route (docs/pagination.md). `{}` means every default: `page`, `limit` or `size`,
+    /// `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<PaginationSpec>,
+}
+
+/// A route's pagination parameters, each optional (an absent one has its default name).
+/// Pages are 1-based: page `p` of size `s` starts at offset `(p − 1) × s`, and page 0
+/// counts as invalid; an offset parameter wins over a page. Names are matched exactly
+/// against the percent-decoded query keys.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaginationSpec {
+    /// The 1-based page number (default `page`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[-A-Za-z0-9_.~\[\]]{1,64}$"))]
+    pub page_param: Option<String>,
+    /// The page size, in items (default `limit`, else `size` when the query has no `limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[-A-Za-z0-9_.~\[\]]{1,64}$"))]
+    pub size_param: Option<String>,
+    /// The offset, in items skipped (default `offset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[-A-Za-z0-9_.~\[\]]{1,64}$"))]
+    pub offset_param: Option<String>,
+}
+
+impl From<&PaginationSpec> for config::Pagination {
+    fn from(p: &PaginationSpec) -> Self {
+        config::Pagination {
+            page_param: p.page_param.clone(),
+            size_param: p.size_param.clone(),
+            offset_param: p.offset_param.clone(),
+        }
+    }
 }
 
 impl From<&RouteSpec> for config::Route {
@@ -120,6 +158,7 @@ impl From<&RouteSpec> for config::Route {
                 .slo
                 .as_ref()
                 .and_then(|s| seconds(s.latency_threshold_seconds)),
+            pagination: r.pagination.as_ref().map(config::Pagination::from),
         }
     }
 }
@@ -277,6 +316,9 @@ pub struct AlertsSpec {
     /// Link added to every alert's annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_url: Option<String>,
+    /// The "deep pages are slow" alert of routes with pagination (off by default).
+    #[serde(default)]
+    pub deep_pages: DeepPagesSpec,
 }
 
 impl Default for AlertsSpec {
@@ -287,6 +329,39 @@ impl Default for AlertsSpec {
             latency_p95_seconds: default_latency_p95(),
             for_: default_for(),
             runbook_url: None,
+            deep_pages: DeepPagesSpec::default(),
+        }
+    }
+}
+
+/// `RoutemeterDeepPagesSlow`: fires, for `for`, when the p95 latency of a deep offset
+/// range of a paginated route exceeds the route's latency threshold
+/// (`slo.latencyThresholdSeconds`, the route's own or the service's) while that range
+/// gets at least `minRequestsPerSecond`. Needs `enabled` here and in `alerts`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeepPagesSpec {
+    /// Whether to create the alert (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The offset from which pages are deep: the start of an offset range, 100, 1000
+    /// (the default), 10000 or 100000.
+    #[serde(default = "default_deep_offset")]
+    #[schemars(extend("enum" = [100, 1000, 10000, 100000]))]
+    pub min_offset: u64,
+    /// The fewest requests per second an offset range needs over 5m for its p95 to
+    /// count (default 0.1, 30 requests in 5m).
+    #[serde(default = "default_deep_pages_min_rate")]
+    #[schemars(range(min = 0.0))]
+    pub min_requests_per_second: f64,
+}
+
+impl Default for DeepPagesSpec {
+    fn default() -> Self {
+        DeepPagesSpec {
+            enabled: false,
+            min_offset: default_deep_offset(),
+            min_requests_per_second: default_deep_pages_min_rate(),
         }
     }
 }
@@ -433,6 +508,12 @@ fn default_latency_p95() -> f64 {
 fn default_for() -> String {
     "5m".into()
 }
+fn default_deep_offset() -> u64 {
+    crate::pagination::DEEP_OFFSET
+}
+fn default_deep_pages_min_rate() -> f64 {
+    0.1
+}
 fn default_availability() -> f64 {
     99.9
 }
@@ -467,6 +548,12 @@ mod tests {
         assert_eq!(spec.monitoring.alerts.error_ratio, 0.05);
         assert_eq!(spec.monitoring.alerts.latency_p95_seconds, 1.0);
         assert_eq!(spec.monitoring.alerts.for_, "5m");
+        assert!(!spec.monitoring.alerts.deep_pages.enabled);
+        assert_eq!(spec.monitoring.alerts.deep_pages.min_offset, 1000);
+        assert_eq!(
+            spec.monitoring.alerts.deep_pages.min_requests_per_second,
+            0.1
+        );
         assert_eq!(
             spec.monitoring
                 .dashboard
@@ -475,6 +562,36 @@ mod tests {
                 .map(String::as_str),
             Some("1")
         );
+    }
+
+    #[test]
+    fn pagination_passes_through_to_the_proxy_config() {
+        let spec: MonitoredServiceSpec = serde_json::from_value(serde_json::json!({
+            "target": {"service": "api", "port": 80},
+            "routes": [
+                {"path": "/items", "pagination": {}},
+                {"path": "/users", "pagination": {"pageParam": "p", "sizeParam": "page[size]"}},
+                {"path": "/plain"},
+            ],
+        }))
+        .expect("valid");
+        let routes: Vec<config::Route> = spec.routes.iter().map(config::Route::from).collect();
+        assert_eq!(routes[0].pagination, Some(config::Pagination::default()));
+        assert_eq!(
+            routes[1].pagination,
+            Some(config::Pagination {
+                page_param: Some("p".into()),
+                size_param: Some("page[size]".into()),
+                offset_param: None,
+            })
+        );
+        assert_eq!(routes[2].pagination, None);
+        let yaml = crd_yaml().expect("crd");
+        assert!(
+            yaml.contains("sizeParam"),
+            "the schema documents the fields"
+        );
+        assert!(yaml.contains("deepPages"));
     }
 
     #[test]

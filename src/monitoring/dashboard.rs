@@ -1,6 +1,8 @@
 //! Grafana dashboards: one per MonitoredService (in a ConfigMap the Grafana sidecar of
 //! kube-prometheus-stack discovers), and one overall dashboard shipped in the chart. Both
 //! are built on the recording rules of [`super::rules`], so panels stay cheap to query.
+//! The dashboard of a MonitoredService with a paginated route gets a pagination row
+//! ([`pagination_panels`]); the overall one has none, as most services have no pagination.
 
 use serde_json::{Value, json};
 
@@ -179,6 +181,83 @@ pub fn panels() -> Vec<Value> {
     ]
 }
 
+/// Where the pagination row starts: below the last of [`panels`].
+const PAGINATION_ROW_Y: u32 = 40;
+
+/// The panels of the pagination row, below its row header: p95 latency by page size and
+/// by offset range, the most requested offset ranges, and what the queries carried
+/// (paginated, absent, invalid parameters).
+pub fn pagination_panels() -> Vec<Value> {
+    let s = r#"namespace="$namespace",monitored_service=~"$service""#;
+    let r = format!(r#"{s},http_route=~"$route""#);
+    let y = PAGINATION_ROW_Y + 1;
+    let mut most_requested = panel(
+        13,
+        "Most requested pages (offset ranges)",
+        "reqps",
+        (0, y + 8, 12),
+        &[(
+            &format!(
+                "topk(10, sum by (http_route, offset_range) (routemeter:pagination_offset_range_requests:rate5m{{{r}}}))"
+            ),
+            "{{http_route}} offset {{offset_range}}",
+        )],
+    );
+    most_requested["type"] = json!("bargauge");
+    most_requested["options"] = json!({
+        "orientation": "horizontal", "displayMode": "gradient",
+        "reduceOptions": { "calcs": ["lastNotNull"], "values": false },
+    });
+    most_requested["targets"][0]["instant"] = json!(true);
+    vec![
+        panel(
+            11,
+            "Latency p95 by page size",
+            "s",
+            (0, y, 12),
+            &[(
+                &format!(
+                    "max by (http_route, page_size_range) (routemeter:pagination_request_duration_by_page_size_seconds:p95_rate5m{{{r}}})"
+                ),
+                "{{http_route}} size {{page_size_range}}",
+            )],
+        ),
+        panel(
+            12,
+            "Latency p95 by offset range",
+            "s",
+            (12, y, 12),
+            &[(
+                &format!(
+                    "max by (http_route, offset_range) (routemeter:pagination_request_duration_seconds:p95_rate5m{{{r}}})"
+                ),
+                "{{http_route}} offset {{offset_range}}",
+            )],
+        ),
+        most_requested,
+        panel(
+            14,
+            "Pagination parameters",
+            "reqps",
+            (12, y + 8, 12),
+            &[(
+                &format!(
+                    "sum by (http_route, outcome) (routemeter:pagination_requests:rate5m{{{r}}})"
+                ),
+                "{{http_route}} {{outcome}}",
+            )],
+        ),
+    ]
+}
+
+/// The row header of the pagination panels.
+fn pagination_row() -> Value {
+    json!({
+        "id": 10, "type": "row", "title": "Pagination", "collapsed": false, "panels": [],
+        "gridPos": { "x": 0, "y": PAGINATION_ROW_Y, "w": 24, "h": 1 },
+    })
+}
+
 fn variable(name: &str, query: &str, multi: bool) -> Value {
     json!({
         "name": name, "type": "query", "refresh": 2, "includeAll": multi, "multi": multi,
@@ -187,7 +266,13 @@ fn variable(name: &str, query: &str, multi: bool) -> Value {
     })
 }
 
-fn dashboard(uid: String, title: String, namespace: Option<&str>, service: Option<&str>) -> Value {
+fn dashboard(
+    uid: String,
+    title: String,
+    namespace: Option<&str>,
+    service: Option<&str>,
+    pagination: bool,
+) -> Value {
     let mut ns = variable(
         "namespace",
         "label_values(routemeter:http_requests:rate5m, namespace)",
@@ -212,12 +297,22 @@ fn dashboard(uid: String, title: String, namespace: Option<&str>, service: Optio
             ns, svc,
             variable("route", r#"label_values(routemeter:http_requests:rate5m{namespace="$namespace",monitored_service=~"$service"}, http_route)"#, true),
         ]},
-        "panels": panels(),
+        "panels": all_panels(pagination),
     })
 }
 
-/// The dashboard of one MonitoredService, opening on it.
-pub fn for_service(namespace: &str, service: &str) -> Value {
+fn all_panels(pagination: bool) -> Vec<Value> {
+    let mut all = panels();
+    if pagination {
+        all.push(pagination_row());
+        all.extend(pagination_panels());
+    }
+    all
+}
+
+/// The dashboard of one MonitoredService, opening on it; with the pagination row when
+/// one of its routes has pagination.
+pub fn for_service(namespace: &str, service: &str, pagination: bool) -> Value {
     let uid = format!("routemeter-{namespace}-{service}");
     let uid: String = uid.chars().take(40).collect();
     dashboard(
@@ -225,6 +320,7 @@ pub fn for_service(namespace: &str, service: &str) -> Value {
         format!("routemeter / {namespace} / {service}"),
         Some(namespace),
         Some(service),
+        pagination,
     )
 }
 
@@ -235,5 +331,49 @@ pub fn overview() -> Value {
         "routemeter / overview".into(),
         None,
         None,
+        false,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pagination_row_comes_with_pagination_only() {
+        let titles = |d: &Value| -> Vec<String> {
+            d["panels"]
+                .as_array()
+                .expect("panels")
+                .iter()
+                .filter_map(|p| p["title"].as_str().map(str::to_string))
+                .collect()
+        };
+        let plain = for_service("shop", "api", false);
+        assert!(!titles(&plain).iter().any(|t| t == "Pagination"));
+        let paged = for_service("shop", "api", true);
+        let t = titles(&paged);
+        assert_eq!(
+            t[t.len() - 5..],
+            [
+                "Pagination",
+                "Latency p95 by page size",
+                "Latency p95 by offset range",
+                "Most requested pages (offset ranges)",
+                "Pagination parameters"
+            ]
+        );
+        // Every panel id is unique and below the last panel of the main rows.
+        let all = paged["panels"].as_array().expect("panels");
+        let mut ids: Vec<u64> = all.iter().filter_map(|p| p["id"].as_u64()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len());
+        let bottom = panels()
+            .iter()
+            .filter_map(|p| Some(p["gridPos"]["y"].as_u64()? + p["gridPos"]["h"].as_u64()?))
+            .max();
+        assert_eq!(bottom, Some(u64::from(PAGINATION_ROW_Y)));
+        assert!(!titles(&overview()).iter().any(|t| t == "Pagination"));
+    }
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::le_label;
 use crate::crd::{MonitoringSpec, RouteSpec, SloSpec};
+use crate::pagination;
 
 /// Windows over which SLO ratios are recorded.
 pub const SLO_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
@@ -29,6 +30,19 @@ const COUNT: &str = "http_server_request_duration_seconds_count";
 const BUCKET: &str = "http_server_request_duration_seconds_bucket";
 const BY_ROUTE: &str = "namespace, monitored_service, http_route";
 const BY_SERVICE: &str = "namespace, monitored_service";
+const PAGINATION_REQUESTS: &str = "routemeter_pagination_requests_total";
+const PAGINATION_COUNT: &str = "routemeter_pagination_request_duration_seconds_count";
+const PAGINATION_BUCKET: &str = "routemeter_pagination_request_duration_seconds_bucket";
+const PAGE_SIZE_BUCKET: &str = "routemeter_pagination_request_duration_by_page_size_seconds_bucket";
+/// p95 latency per offset range of each paginated route, over 5m.
+const OFFSET_RANGE_P95: &str = "routemeter:pagination_request_duration_seconds:p95_rate5m";
+/// Requests per second per offset range of each paginated route, over 5m.
+const OFFSET_RANGE_RATE: &str = "routemeter:pagination_offset_range_requests:rate5m";
+
+/// Whether any route has pagination: only then are its rules written.
+pub fn any_paginated(routes: &[RouteSpec]) -> bool {
+    routes.iter().any(|r| r.pagination.is_some())
+}
 
 /// Escapes a route template for a PromQL regex inside a double-quoted string.
 fn regex_escape(s: &str) -> String {
@@ -114,6 +128,10 @@ pub fn groups(
         }
     }
 
+    if any_paginated(routes) {
+        recording.extend(pagination_rules(&sel));
+    }
+
     let mut slo_rules = Vec::new();
     let mut budget = Vec::new();
     let objectives = objectives(monitoring, routes);
@@ -158,12 +176,79 @@ pub fn groups(
     dedup_records(&mut slo_rules);
     slo_rules.extend(budget);
 
-    let alerts = alert_rules(&sel, service, monitoring, &objectives);
+    let mut alerts = alert_rules(&sel, service, monitoring, &objectives);
+    if any_paginated(routes) {
+        alerts.extend(deep_pages_alerts(&sel, service, monitoring, &objectives));
+    }
     json!([
         { "name": format!("routemeter.{namespace}.{service}.recording"), "rules": recording },
         { "name": format!("routemeter.{namespace}.{service}.slo"), "interval": "1m", "rules": slo_rules },
         { "name": format!("routemeter.{namespace}.{service}.alerts"), "rules": alerts },
     ])
+}
+
+/// The recording rules of routes with pagination, per route and range (methods added).
+fn pagination_rules(sel: &str) -> Vec<Value> {
+    vec![
+        rule(
+            "routemeter:pagination_requests:rate5m",
+            format!("sum by ({BY_ROUTE}, outcome) (rate({PAGINATION_REQUESTS}{{{sel}}}[5m]))"),
+        ),
+        rule(
+            OFFSET_RANGE_RATE,
+            format!("sum by ({BY_ROUTE}, offset_range) (rate({PAGINATION_COUNT}{{{sel}}}[5m]))"),
+        ),
+        rule(
+            OFFSET_RANGE_P95,
+            format!(
+                "histogram_quantile(0.95, sum by ({BY_ROUTE}, offset_range, le) (rate({PAGINATION_BUCKET}{{{sel}}}[5m])))"
+            ),
+        ),
+        rule(
+            "routemeter:pagination_request_duration_by_page_size_seconds:p95_rate5m",
+            format!(
+                "histogram_quantile(0.95, sum by ({BY_ROUTE}, page_size_range, le) (rate({PAGE_SIZE_BUCKET}{{{sel}}}[5m])))"
+            ),
+        ),
+    ]
+}
+
+/// `RoutemeterDeepPagesSlow`, one rule per objective (each route held to its own latency
+/// threshold): when enabled, the p95 of an offset range from `deepPages.minOffset` over
+/// the route's threshold, with at least `deepPages.minRequestsPerSecond` in that range.
+fn deep_pages_alerts(
+    sel: &str,
+    service: &str,
+    m: &MonitoringSpec,
+    objectives: &[(String, &SloSpec, String)],
+) -> Vec<Value> {
+    let (a, deep) = (&m.alerts, &m.alerts.deep_pages);
+    if !(a.enabled && deep.enabled) {
+        return Vec::new();
+    }
+    let ranges: Vec<String> = pagination::ranges_from(deep.min_offset)
+        .iter()
+        .map(|r| regex_escape(r))
+        .collect();
+    let ranges = ranges.join("|");
+    let min_rate = deep.min_requests_per_second;
+    objectives
+        .iter()
+        .map(|(matcher, slo, objective)| {
+            let threshold = slo.latency_threshold_seconds;
+            let m = format!(r#"{sel}{matcher},offset_range=~"{ranges}""#);
+            json!({
+                "alert": "RoutemeterDeepPagesSlow",
+                "expr": format!("{OFFSET_RANGE_P95}{{{m}}} > {threshold} and on ({BY_ROUTE}, offset_range) {OFFSET_RANGE_RATE}{{{m}}} >= {min_rate}"),
+                "for": a.for_,
+                "labels": { "severity": "warning", "objective": objective },
+                "annotations": annotations(
+                    format!("Deep pages are slow on {service} {{{{ $labels.http_route }}}}"),
+                    format!("p95 latency of {service} route {{{{ $labels.http_route }}}} in namespace {{{{ $labels.namespace }}}} at offsets {{{{ $labels.offset_range }}}} is {{{{ $value | humanizeDuration }}}} (threshold {threshold}s). An OFFSET query reads every row it skips: paginate with a cursor, or cap the offset."),
+                    &a.runbook_url),
+            })
+        })
+        .collect()
 }
 
 fn dedup_records(rules: &mut Vec<Value>) {
@@ -322,12 +407,74 @@ mod tests {
             methods: vec![],
             name: None,
             slo: Some(slo),
+            pagination: None,
         }];
         let g = groups("shop", "api", &spec(), &routes).to_string();
         assert!(g.contains(r#"http_route!~\"/navigate\""#), "{g}");
         assert!(g.contains(r#"http_route=\"/navigate\""#));
         assert!(g.contains("(14.4 * 0.01)"));
         assert!(g.contains(r#"le=\"2\""#));
+    }
+
+    fn paginated(path: &str) -> RouteSpec {
+        RouteSpec {
+            path: path.into(),
+            methods: vec![],
+            name: None,
+            slo: None,
+            pagination: Some(Default::default()),
+        }
+    }
+
+    #[test]
+    fn pagination_rules_only_for_routes_with_pagination() {
+        let plain = groups("shop", "api", &spec(), &[]).to_string();
+        assert!(!plain.contains("pagination"), "{plain}");
+        let g = groups("shop", "api", &spec(), &[paginated("/items")]).to_string();
+        for record in [
+            "routemeter:pagination_requests:rate5m",
+            "routemeter:pagination_offset_range_requests:rate5m",
+            "routemeter:pagination_request_duration_seconds:p95_rate5m",
+            "routemeter:pagination_request_duration_by_page_size_seconds:p95_rate5m",
+        ] {
+            assert!(g.contains(record), "{record}");
+        }
+        assert!(!g.contains("RoutemeterDeepPagesSlow"), "off by default");
+    }
+
+    #[test]
+    fn the_deep_pages_alert_holds_each_route_to_its_threshold() {
+        let mut m = spec();
+        m.alerts.deep_pages.enabled = true;
+        m.alerts.deep_pages.min_offset = 10_000;
+        let mut own = paginated("/search");
+        own.slo = Some(SloSpec {
+            latency_threshold_seconds: 2.0,
+            ..Default::default()
+        });
+        let g = groups("shop", "api", &m, &[paginated("/items"), own]);
+        let alerts: Vec<&Value> = g[2]["rules"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .filter(|r| r["alert"] == "RoutemeterDeepPagesSlow")
+            .collect();
+        assert_eq!(alerts.len(), 2, "the service's objective and /search's");
+        assert_eq!(
+            alerts[0]["expr"],
+            r#"routemeter:pagination_request_duration_seconds:p95_rate5m{namespace="shop",monitored_service="api",http_route!~"/search",offset_range=~"10000-99999|100000\\+"} > 0.5 and on (namespace, monitored_service, http_route, offset_range) routemeter:pagination_offset_range_requests:rate5m{namespace="shop",monitored_service="api",http_route!~"/search",offset_range=~"10000-99999|100000\\+"} >= 0.1"#
+        );
+        assert!(
+            alerts[1]["expr"]
+                .as_str()
+                .expect("expr")
+                .contains(r#"http_route="/search",offset_range=~"10000-99999|100000\\+"} > 2 and"#)
+        );
+        assert_eq!(alerts[1]["labels"]["objective"], "/search");
+        // The threshold alerts' switch turns it off too.
+        m.alerts.enabled = false;
+        let g = groups("shop", "api", &m, &[paginated("/items")]).to_string();
+        assert!(!g.contains("RoutemeterDeepPagesSlow"));
     }
 
     #[test]

@@ -438,7 +438,11 @@ pub fn build(
     });
     let dashboard_cm = resources::config_map();
     let dashboard = spec.monitoring.dashboard.enabled.then(|| {
-        let dash = monitoring::dashboard::for_service(&ns, &msvc.name_any());
+        let dash = monitoring::dashboard::for_service(
+            &ns,
+            &msvc.name_any(),
+            monitoring::rules::any_paginated(&spec.routes),
+        );
         manifest(
             &dashboard_cm,
             metadata(
@@ -942,6 +946,69 @@ mod tests {
     }
 
     #[test]
+    fn pagination_reaches_the_proxy_config_the_dashboard_and_the_rules() {
+        let mut m = msvc(Some("u"));
+        m.spec.routes = serde_json::from_value(json!([
+            { "path": "/items", "methods": ["GET"], "pagination": {} },
+            { "path": "/users", "pagination": { "sizeParam": "per_page" } },
+        ]))
+        .expect("routes");
+        let target = TargetInfo {
+            upstream: "shop:80".into(),
+            service_port: 80,
+            headless: None,
+            takeover: None,
+        };
+        let config = proxy_config(&m, &target).expect("valid");
+        assert_eq!(
+            config.routes[0].pagination,
+            Some(crate::config::Pagination::default())
+        );
+        assert_eq!(
+            config.routes[1]
+                .pagination
+                .as_ref()
+                .and_then(|p| p.size_param.as_deref()),
+            Some("per_page")
+        );
+        let children = built(&m);
+        let dashboard = children
+            .optional
+            .iter()
+            .find(|(_, name, _)| *name == dashboard_name(&m))
+            .and_then(|(_, _, manifest)| manifest.as_ref())
+            .expect("a dashboard");
+        assert!(
+            dashboard
+                .to_string()
+                .contains("Latency p95 by offset range")
+        );
+        let rules = children
+            .monitoring
+            .iter()
+            .filter_map(|(_, _, manifest)| manifest.as_ref())
+            .find(|manifest| manifest["kind"] == "PrometheusRule")
+            .expect("rules");
+        assert!(
+            rules
+                .to_string()
+                .contains("routemeter:pagination_offset_range_requests:rate5m")
+        );
+
+        // An invalid name is an invalid spec, naming the field.
+        m.spec.routes[1]
+            .pagination
+            .as_mut()
+            .expect("pagination")
+            .size_param = Some("page".into());
+        let error = proxy_config(&m, &target).expect_err("shares the page's name");
+        assert_eq!(
+            error.to_string(),
+            "spec.routes[1].pagination.sizeParam: \"page\" is also the page parameter"
+        );
+    }
+
+    #[test]
     fn owner_references_only_with_the_owner_uid() {
         let with = built(&msvc(Some("0b9f6c8e-1")));
         for m in every_manifest(&with) {
@@ -1159,6 +1226,7 @@ mod tests {
             methods: Vec::new(),
             name: None,
             latency_objective: None,
+            pagination: Some(Default::default()),
         });
         assert_eq!(
             restart_hash(&routes),

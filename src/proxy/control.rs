@@ -115,8 +115,8 @@ impl ControlLoop {
         }
         let current = self.state.load_full();
         let text = String::from_utf8_lossy(&bytes);
-        let snapshot =
-            ProxyConfig::from_yaml(&text).and_then(|c| Snapshot::build(c, Some(&current)));
+        let snapshot = ProxyConfig::from_yaml(&text)
+            .and_then(|c| Snapshot::build(c, Some(&current), &self.metrics.pagination));
         match snapshot {
             Ok(next) => {
                 warn_on_restart_only_changes(&current.config, &next.config);

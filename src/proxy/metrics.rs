@@ -17,6 +17,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+use super::pagination::PaginationFamilies;
 use super::recorder::Recorder;
 use super::state::SharedState;
 
@@ -95,6 +96,8 @@ pub struct ProxyMetrics {
     pub websocket_total: IntCounterVec,
     /// `routemeter_websocket_connection_duration_seconds{http_route}`.
     pub websocket_duration: HistogramVec,
+    /// The `routemeter_pagination_*` families of routes with pagination.
+    pub pagination: PaginationFamilies,
     /// The windows of `/api/summary`, on the same duration boundaries (not Prometheus).
     pub summary: Arc<Recorder>,
 }
@@ -110,6 +113,7 @@ impl ProxyMetrics {
         let summary = Arc::new(Recorder::new(duration_buckets.clone()));
         let m = ProxyMetrics {
             summary,
+            pagination: PaginationFamilies::register(registry, &duration_buckets)?,
             request_duration: HistogramVec::new(
                 HistogramOpts::new("http_server_request_duration_seconds", "Duration of HTTP server requests.")
                     .buckets(duration_buckets),
@@ -365,7 +369,10 @@ mod tests {
         use std::sync::Arc;
 
         let config = ProxyConfig::new(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()], vec![]);
-        let snapshot = Snapshot::build(config, None).expect("valid");
+        let families =
+            super::super::pagination::PaginationFamilies::register(&Registry::new(), &[1.0])
+                .expect("families");
+        let snapshot = Snapshot::build(config, None, &families).expect("valid");
         let balancer = snapshot.balancer.clone();
         let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
         let registry = Registry::new();

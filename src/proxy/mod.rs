@@ -5,6 +5,7 @@
 //! - [`balancer`]: endpoint choice, passive ejection, per-endpoint figures;
 //! - [`ewma`]: the endpoints' latency estimate (peak-EWMA);
 //! - [`metrics`]: the metric families and their buckets;
+//! - [`pagination`]: the pagination series of routes with pagination;
 //! - [`recorder`]: the sliding windows behind `/api/summary`;
 //! - [`admin`]: the admin listener, and the live page it serves at `/` (`page.html`);
 //! - [`control`]: config reload, and keeping the endpoints current;
@@ -18,6 +19,7 @@ pub mod discovery;
 pub mod ewma;
 pub mod forward;
 pub mod metrics;
+pub mod pagination;
 pub mod recorder;
 pub mod service;
 pub mod state;
@@ -148,7 +150,11 @@ impl Args {
                 source,
             })?;
         }
-        let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, None)?));
+        let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+            config,
+            None,
+            &metrics.pagination,
+        )?));
         registry.register(Box::new(metrics::EndpointCollector::new(state.clone())?))?;
 
         let workers = match server_settings.workers {
@@ -259,6 +265,7 @@ pub fn parse_route_flag(flag: &str) -> Result<Route, ProxyError> {
         methods,
         name: None,
         latency_objective: None,
+        pagination: None,
     })
 }
 

@@ -12,10 +12,14 @@
 //! Memory is fixed per (route, method): 62 ten-second slots and 122 one-minute slots
 //! ([`crate::summary::window::Resolution`]), each of 8 + 4 × (boundaries + 3) + 24 bytes:
 //! 100 bytes with the 14 default boundaries, so 18,400 bytes of slots and about 18.7 KB in
-//! all per (route, method) ([`Recorder::memory_bytes`]). Routes are bounded by the route
-//! table and the inference cap, methods by their closed list; a series idle for longer
-//! than the coarse ring (2 h) and with nothing in flight is dropped when a summary is
-//! read, so routes removed by a reload do not stay.
+//! all per (route, method) ([`Recorder::memory_bytes`]). A route with pagination holds
+//! its pagination figures in the same slots, so one reset clears them together: 3 outcome
+//! counts, 8 page-size buckets and a latency histogram per offset range, 6 × (boundaries
+//! plus 1), of 4 bytes, and 8 sums of 8 bytes: 468 bytes more per slot with the default
+//! boundaries (568 in all), about 105 KB per paginated (route, method). Routes are
+//! bounded by the route table and the inference cap, methods by their closed list; a
+//! series idle for longer than the coarse ring (2 h) and with nothing in flight is
+//! dropped when a summary is read, so routes removed by a reload do not stay.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -24,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::pagination::{OFFSET_RANGES, Outcome, Reading, offset_range, page_size_range};
+use crate::summary::pagination::{PAGE_SIZE_BUCKETS, PaginationCounts, RangeCounts};
 use crate::summary::window::{Resolution, Span, bucket_index};
 use crate::summary::{self, Counts, Objectives, SeriesWindow, Summary, Window};
 
@@ -34,6 +40,47 @@ const UNUSED: u64 = u64::MAX;
 const EXTRA_COUNTS: usize = 2;
 /// Sums per slot: latency (µs), request bytes, response bytes.
 const SUMS: usize = 3;
+/// Sums per slot of a route with pagination, after those: page sizes, offsets, then the
+/// latency (µs) of each offset range.
+const PAGINATION_SUMS: usize = 2 + OFFSET_RANGES.len();
+
+/// Where a slot's figures are, for a series of `buckets` latency buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    buckets: usize,
+    /// Whether the slot holds pagination figures after the rest: counts of the outcomes,
+    /// the page-size buckets, then each offset range's latency buckets.
+    paginated: bool,
+}
+
+impl Layout {
+    /// Counts per slot.
+    fn counts(self) -> usize {
+        let pagination =
+            Outcome::ALL.len() + PAGE_SIZE_BUCKETS + OFFSET_RANGES.len() * self.buckets;
+        self.buckets + EXTRA_COUNTS + if self.paginated { pagination } else { 0 }
+    }
+
+    /// Sums per slot.
+    fn sums(self) -> usize {
+        SUMS + if self.paginated { PAGINATION_SUMS } else { 0 }
+    }
+
+    /// The first pagination count: the outcomes.
+    fn outcomes(self) -> usize {
+        self.buckets + EXTRA_COUNTS
+    }
+
+    /// The first page-size bucket.
+    fn page_sizes(self) -> usize {
+        self.outcomes() + Outcome::ALL.len()
+    }
+
+    /// The first latency bucket of offset range `range`.
+    fn range(self, range: usize) -> usize {
+        self.page_sizes() + PAGE_SIZE_BUCKETS + range * self.buckets
+    }
+}
 
 /// What one finished request adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,36 +90,50 @@ pub struct Observation {
     pub status: u16,
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// What its query said, on a route with pagination.
+    pub pagination: Option<Reading>,
 }
 
 /// One ring of slots, laid out flat: slot `i` owns `counts[i * stride..][..stride]` and
-/// `sums[i * SUMS..][..SUMS]`.
+/// `sums[i * sum_stride..][..sum_stride]`, as [`Layout`] says.
 #[derive(Debug)]
 struct Ring {
     resolution: Resolution,
     /// The period each slot holds, [`UNUSED`] before its first.
     epochs: Box<[AtomicU64]>,
-    /// Per slot: one count per bucket, then 5xx, then 4xx. 32 bits: 4 billion requests per
-    /// minute and route before a count wraps.
+    /// Per slot: one count per bucket, then 5xx, then 4xx (then the pagination counts).
+    /// 32 bits: 4 billion requests per minute and route before a count wraps.
     counts: Box<[AtomicU32]>,
     sums: Box<[AtomicU64]>,
+    layout: Layout,
     stride: usize,
+    sum_stride: usize,
     /// Taken to reset a slot for a new period.
     reset: Mutex<()>,
 }
 
 impl Ring {
-    fn new(resolution: Resolution, buckets: usize) -> Self {
+    fn new(resolution: Resolution, layout: Layout) -> Self {
         let slots = resolution.ring_len();
-        let stride = buckets + EXTRA_COUNTS;
+        let (stride, sum_stride) = (layout.counts(), layout.sums());
         Ring {
             resolution,
             epochs: (0..slots).map(|_| AtomicU64::new(UNUSED)).collect(),
             counts: (0..slots * stride).map(|_| AtomicU32::new(0)).collect(),
-            sums: (0..slots * SUMS).map(|_| AtomicU64::new(0)).collect(),
+            sums: (0..slots * sum_stride).map(|_| AtomicU64::new(0)).collect(),
+            layout,
             stride,
+            sum_stride,
             reset: Mutex::new(()),
         }
+    }
+
+    fn slot_counts(&self, i: usize) -> &[AtomicU32] {
+        &self.counts[i * self.stride..(i + 1) * self.stride]
+    }
+
+    fn slot_sums(&self, i: usize) -> &[AtomicU64] {
+        &self.sums[i * self.sum_stride..(i + 1) * self.sum_stride]
     }
 
     fn slot(&self, epoch: u64) -> usize {
@@ -87,10 +148,10 @@ impl Ring {
         if self.epochs[i].load(Ordering::Acquire) != epoch {
             let _guard = self.reset.lock().unwrap_or_else(|e| e.into_inner());
             if self.epochs[i].load(Ordering::Acquire) != epoch {
-                for c in &self.counts[i * self.stride..(i + 1) * self.stride] {
+                for c in self.slot_counts(i) {
                     c.store(0, Ordering::Relaxed);
                 }
-                for s in &self.sums[i * SUMS..(i + 1) * SUMS] {
+                for s in self.slot_sums(i) {
                     s.store(0, Ordering::Relaxed);
                 }
                 self.epochs[i].store(epoch, Ordering::Release);
@@ -101,41 +162,87 @@ impl Ring {
 
     fn record(&self, now: Duration, bucket: usize, o: &Observation) {
         let i = self.claim(self.resolution.epoch(now));
-        let counts = &self.counts[i * self.stride..(i + 1) * self.stride];
+        let (counts, sums) = (self.slot_counts(i), self.slot_sums(i));
+        let buckets = self.layout.buckets;
         counts[bucket].fetch_add(1, Ordering::Relaxed);
-        let buckets = self.stride - EXTRA_COUNTS;
         if (500..600).contains(&o.status) {
             counts[buckets].fetch_add(1, Ordering::Relaxed);
         } else if (400..500).contains(&o.status) {
             counts[buckets + 1].fetch_add(1, Ordering::Relaxed);
         }
-        let sums = &self.sums[i * SUMS..(i + 1) * SUMS];
         let micros = u64::try_from(o.latency.as_micros()).unwrap_or(u64::MAX);
         sums[0].fetch_add(micros, Ordering::Relaxed);
         sums[1].fetch_add(o.request_bytes, Ordering::Relaxed);
         sums[2].fetch_add(o.response_bytes, Ordering::Relaxed);
+        if let (true, Some(reading)) = (self.layout.paginated, o.pagination) {
+            self.record_pagination(counts, sums, bucket, micros, reading);
+        }
+    }
+
+    fn record_pagination(
+        &self,
+        counts: &[AtomicU32],
+        sums: &[AtomicU64],
+        bucket: usize,
+        micros: u64,
+        reading: Reading,
+    ) {
+        let layout = self.layout;
+        counts[layout.outcomes() + reading.outcome().index()].fetch_add(1, Ordering::Relaxed);
+        let Reading::Paginated { size, offset } = reading else {
+            return;
+        };
+        if let Some(size) = size {
+            counts[layout.page_sizes() + page_size_range(size)].fetch_add(1, Ordering::Relaxed);
+            sums[SUMS].fetch_add(size, Ordering::Relaxed);
+        }
+        if let Some(offset) = offset {
+            let range = offset_range(offset);
+            counts[layout.range(range) + bucket].fetch_add(1, Ordering::Relaxed);
+            sums[SUMS + 1].fetch_add(offset, Ordering::Relaxed);
+            sums[SUMS + 2 + range].fetch_add(micros, Ordering::Relaxed);
+        }
     }
 
     /// The counts of the slots of `span`. A slot reset while it was read (a new period
     /// began meanwhile) is left out, rather than read half old and half new.
     fn sum(&self, span: &Span) -> Counts {
-        let buckets = self.stride - EXTRA_COUNTS;
+        let layout = self.layout;
+        let buckets = layout.buckets;
         let mut total = Counts::empty(buckets - 1);
+        if layout.paginated {
+            total.pagination = Some(PaginationCounts::empty(buckets - 1));
+        }
+        let load = |a: &AtomicU32| u64::from(a.load(Ordering::Relaxed));
         for epoch in span.epochs.clone() {
             let i = self.slot(epoch);
             if self.epochs[i].load(Ordering::Acquire) != epoch {
                 continue;
             }
-            let counts = &self.counts[i * self.stride..(i + 1) * self.stride];
-            let sums = &self.sums[i * SUMS..(i + 1) * SUMS];
-            let load = |a: &AtomicU32| u64::from(a.load(Ordering::Relaxed));
+            let (counts, sums) = (self.slot_counts(i), self.slot_sums(i));
+            let sum = |j: usize| sums[j].load(Ordering::Relaxed);
             let slot = Counts {
                 buckets: counts[..buckets].iter().map(load).collect(),
                 server_errors: load(&counts[buckets]),
                 client_errors: load(&counts[buckets + 1]),
-                latency_micros: sums[0].load(Ordering::Relaxed),
-                request_bytes: sums[1].load(Ordering::Relaxed),
-                response_bytes: sums[2].load(Ordering::Relaxed),
+                latency_micros: sum(0),
+                request_bytes: sum(1),
+                response_bytes: sum(2),
+                pagination: layout.paginated.then(|| PaginationCounts {
+                    outcomes: std::array::from_fn(|o| load(&counts[layout.outcomes() + o])),
+                    page_sizes: std::array::from_fn(|b| load(&counts[layout.page_sizes() + b])),
+                    page_size_sum: sum(SUMS),
+                    offset_sum: sum(SUMS + 1),
+                    ranges: (0..OFFSET_RANGES.len())
+                        .map(|r| RangeCounts {
+                            buckets: counts[layout.range(r)..][..buckets]
+                                .iter()
+                                .map(load)
+                                .collect(),
+                            latency_micros: sum(SUMS + 2 + r),
+                        })
+                        .collect(),
+                }),
             };
             if self.epochs[i].load(Ordering::Acquire) == epoch {
                 total.add(&slot);
@@ -176,8 +283,17 @@ pub struct Series {
 }
 
 impl Series {
-    fn new(route: Arc<str>, method: &'static str, bounds: Arc<[f64]>, started: Instant) -> Self {
-        let buckets = bounds.len() + 1;
+    fn new(
+        route: Arc<str>,
+        method: &'static str,
+        bounds: Arc<[f64]>,
+        started: Instant,
+        paginated: bool,
+    ) -> Self {
+        let layout = Layout {
+            buckets: bounds.len() + 1,
+            paginated,
+        };
         Series {
             route,
             method,
@@ -185,8 +301,8 @@ impl Series {
             started,
             created: Resolution::Coarse.epoch(started.elapsed()),
             in_flight: AtomicI64::new(0),
-            fine: Ring::new(Resolution::Fine, buckets),
-            coarse: Ring::new(Resolution::Coarse, buckets),
+            fine: Ring::new(Resolution::Fine, layout),
+            coarse: Ring::new(Resolution::Coarse, layout),
         }
     }
 
@@ -195,6 +311,11 @@ impl Series {
         let bucket = bucket_index(&self.bounds, o.latency.as_secs_f64());
         self.fine.record(now, bucket, o);
         self.coarse.record(now, bucket, o);
+    }
+
+    /// Whether it records pagination figures.
+    pub fn paginated(&self) -> bool {
+        self.fine.layout.paginated
     }
 
     fn ring(&self, resolution: Resolution) -> &Ring {
@@ -257,15 +378,18 @@ impl Recorder {
         self.started.elapsed()
     }
 
-    /// The series of (route, method), created the first time.
-    pub fn series(&self, route: &Arc<str>, method: &'static str) -> Arc<Series> {
+    /// The series of (route, method), created the first time, with pagination figures
+    /// when `paginated`. A series whose route gained or lost pagination in a reload is
+    /// replaced: its windows start again.
+    pub fn series(&self, route: &Arc<str>, method: &'static str, paginated: bool) -> Arc<Series> {
         let key = (route.clone(), method);
-        if let Some(s) = self.series.load().get(&key) {
+        let fits = |s: &Arc<Series>| s.paginated() == paginated;
+        if let Some(s) = self.series.load().get(&key).filter(|s| fits(s)) {
             return s.clone();
         }
         let _guard = self.publish.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.series.load_full();
-        if let Some(s) = current.get(&key) {
+        if let Some(s) = current.get(&key).filter(|s| fits(s)) {
             return s.clone();
         }
         let series = Arc::new(Series::new(
@@ -273,6 +397,7 @@ impl Recorder {
             method,
             self.bounds.clone(),
             self.started,
+            paginated,
         ));
         let mut next = HashMap::clone(&current);
         next.insert(key, series.clone());
@@ -281,8 +406,8 @@ impl Recorder {
     }
 
     /// Counts a request in flight on (route, method) until the handle is dropped.
-    pub fn start(&self, route: &Arc<str>, method: &'static str) -> Pending {
-        let series = self.series(route, method);
+    pub fn start(&self, route: &Arc<str>, method: &'static str, paginated: bool) -> Pending {
+        let series = self.series(route, method, paginated);
         series.in_flight.fetch_add(1, Ordering::Relaxed);
         Pending(series)
     }
@@ -366,6 +491,7 @@ mod tests {
             status: 200,
             request_bytes: 10,
             response_bytes: 100,
+            pagination: None,
         }
     }
 
@@ -385,7 +511,7 @@ mod tests {
     #[test]
     fn old_slots_drop_out_of_the_window() {
         let r = recorder();
-        let a = r.series(&Arc::from("/a"), "GET");
+        let a = r.series(&Arc::from("/a"), "GET", false);
         // 3 requests in slot 0, 2 in slot 5, 1 in slot 6.
         for _ in 0..3 {
             a.record_at(secs(1), &ok(5));
@@ -416,7 +542,7 @@ mod tests {
     #[test]
     fn a_reused_slot_starts_from_zero() {
         let r = recorder();
-        let a = r.series(&Arc::from("/a"), "GET");
+        let a = r.series(&Arc::from("/a"), "GET", false);
         a.record_at(secs(5), &ok(5));
         // 62 slots later the same slot holds a new period.
         let later = secs(5 + 62 * 10);
@@ -430,7 +556,7 @@ mod tests {
     fn recorded_counts_agree_with_the_reference() {
         let bounds = DEFAULT_DURATION_BUCKETS;
         let r = recorder();
-        let s = r.series(&Arc::from("/a"), "POST");
+        let s = r.series(&Arc::from("/a"), "POST", false);
         let mut reference = Counts::empty(bounds.len());
         for (ms, status) in [(3, 200), (40, 404), (300, 500), (20_000, 503), (100, 499)] {
             let o = Observation { status, ..ok(ms) };
@@ -447,8 +573,8 @@ mod tests {
     fn in_flight_counts_until_the_handle_is_dropped() {
         let r = recorder();
         let route: Arc<str> = Arc::from("/a");
-        let first = r.start(&route, "GET");
-        let second = r.start(&route, "GET");
+        let first = r.start(&route, "GET", false);
+        let second = r.start(&route, "GET", false);
         let summary = r.summary_at(Window::OneMinute, secs(1), &Objectives::default());
         assert_eq!(
             summary.routes[0].in_flight, 2,
@@ -465,8 +591,9 @@ mod tests {
     #[test]
     fn idle_series_are_forgotten_after_the_coarse_ring() {
         let r = recorder();
-        r.series(&Arc::from("/a"), "GET").record_at(secs(1), &ok(1));
-        let held = r.start(&Arc::from("/b"), "GET");
+        r.series(&Arc::from("/a"), "GET", false)
+            .record_at(secs(1), &ok(1));
+        let held = r.start(&Arc::from("/b"), "GET", false);
         let o = Objectives::default();
         r.summary_at(Window::OneHour, secs(60 * 122), &o);
         assert_eq!(r.len(), 2, "still within the ring");
@@ -482,7 +609,8 @@ mod tests {
         let r = recorder();
         let routes: Vec<Arc<str>> = (0..1000).map(|i| Arc::from(format!("/r{i:04}"))).collect();
         for (i, route) in routes.iter().enumerate() {
-            r.series(route, "GET").record_at(secs(i as u64), &ok(5));
+            r.series(route, "GET", false)
+                .record_at(secs(i as u64), &ok(5));
         }
         assert_eq!(r.len(), 1000);
         let after_first = r.memory_bytes();
@@ -503,11 +631,121 @@ mod tests {
         // More traffic over the whole two hours adds nothing.
         for t in (0..7200).step_by(7) {
             for route in routes.iter().step_by(97) {
-                r.series(route, "GET").record_at(secs(t), &ok(50));
+                r.series(route, "GET", false).record_at(secs(t), &ok(50));
             }
         }
         assert_eq!(r.len(), 1000);
         assert_eq!(r.memory_bytes(), after_first);
+    }
+
+    #[test]
+    fn pagination_figures_agree_with_the_reference() {
+        use crate::pagination::Reading;
+        let bounds = DEFAULT_DURATION_BUCKETS;
+        let r = recorder();
+        let s = r.series(&Arc::from("/items"), "GET", true);
+        let mut reference = Counts::empty(bounds.len());
+        reference.pagination = Some(PaginationCounts::empty(bounds.len()));
+        let readings = [
+            (
+                3,
+                Reading::Paginated {
+                    size: Some(20),
+                    offset: Some(0),
+                },
+            ),
+            (
+                40,
+                Reading::Paginated {
+                    size: Some(50),
+                    offset: Some(100),
+                },
+            ),
+            (
+                700,
+                Reading::Paginated {
+                    size: Some(100),
+                    offset: Some(5000),
+                },
+            ),
+            (
+                2,
+                Reading::Paginated {
+                    size: None,
+                    offset: None,
+                },
+            ),
+            (
+                2,
+                Reading::Paginated {
+                    size: Some(1000),
+                    offset: Some(u64::from(u32::MAX)),
+                },
+            ),
+            (1, Reading::Absent),
+            (1, Reading::Invalid),
+        ];
+        for (ms, reading) in readings {
+            let o = Observation {
+                pagination: Some(reading),
+                ..ok(ms)
+            };
+            s.record_at(secs(30), &o);
+            reference.observe(&bounds, o.latency, 200, (10, 100));
+            if let Some(p) = reference.pagination.as_mut() {
+                p.observe(&bounds, o.latency, reading);
+            }
+        }
+        for w in Window::ALL {
+            let (_, windows) = r.windows_at(w, secs(40));
+            assert_eq!(windows[0].current, reference, "{w}");
+        }
+        // An unpaginated series keeps no pagination figures, whatever it is given.
+        let plain = r.series(&Arc::from("/plain"), "GET", false);
+        plain.record_at(
+            secs(30),
+            &Observation {
+                pagination: Some(readings[0].1),
+                ..ok(3)
+            },
+        );
+        let (_, windows) = r.windows_at(Window::OneMinute, secs(40));
+        let plain = windows
+            .iter()
+            .find(|w| w.route == "/plain")
+            .expect("listed");
+        assert_eq!(plain.current.pagination, None);
+    }
+
+    #[test]
+    fn a_route_that_gains_pagination_starts_a_new_series() {
+        let r = recorder();
+        let route: Arc<str> = Arc::from("/items");
+        r.series(&route, "GET", false).record_at(secs(1), &ok(1));
+        let paginated = r.series(&route, "GET", true);
+        assert!(paginated.paginated());
+        assert_eq!(r.len(), 1, "replaced, not added");
+        assert!(Arc::ptr_eq(&paginated, &r.series(&route, "GET", true)));
+        assert_eq!(requests(&r, Window::OneMinute, secs(2)), 0);
+    }
+
+    #[test]
+    fn a_paginated_route_takes_its_documented_memory() {
+        let r = recorder();
+        r.series(&Arc::from("/plain"), "GET", false);
+        let plain = r.memory_bytes();
+        let r = recorder();
+        r.series(&Arc::from("/plain"), "GET", true);
+        let paginated = r.memory_bytes();
+        let slots = Resolution::Fine.ring_len() + Resolution::Coarse.ring_len();
+        let buckets = DEFAULT_DURATION_BUCKETS.len() + 1;
+        let extra_per_slot = 4 * (3 + 8 + 6 * buckets) + 8 * 8;
+        assert_eq!(extra_per_slot, 468);
+        assert_eq!(paginated - plain, slots * extra_per_slot);
+        assert!(
+            (104_000..=106_000).contains(&paginated),
+            "{paginated} bytes: about 105 KB"
+        );
     }
 
     #[test]
@@ -521,7 +759,7 @@ mod tests {
                     for i in 0..10_000u64 {
                         // Crossing slot boundaries while the others record.
                         let now = Duration::from_millis(t * 7 + i * 3);
-                        r.series(&route, "GET").record_at(now, &ok(1));
+                        r.series(&route, "GET", false).record_at(now, &ok(1));
                     }
                 });
             }

@@ -19,7 +19,7 @@ use super::forward;
 use super::metrics::ProxyMetrics;
 use super::recorder::{Observation, Pending};
 use super::state::{SharedState, Snapshot};
-use crate::route::method_label;
+use crate::route::{RouteId, method_label};
 
 /// Why the proxy, not the upstream, decided a request's outcome. The `error_type` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +141,8 @@ pub struct RequestCtx {
     start: Instant,
     snapshot: Arc<Snapshot>,
     route: Option<Arc<str>>,
+    /// The declared route matched, if any: its pagination, if it has one, is recorded.
+    route_id: Option<RouteId>,
     method: &'static str,
     active: Option<IntGauge>,
     /// The attempt on the endpoint chosen, counted on the endpoint when dropped.
@@ -168,17 +170,23 @@ impl MeteringProxy {
         MeteringProxy { state, metrics }
     }
 
-    fn resolve_route(&self, ctx: &Snapshot, method: &http::Method, path: &str) -> Arc<str> {
+    /// The route label of a request, and the declared route it matched.
+    fn resolve_route(
+        &self,
+        ctx: &Snapshot,
+        method: &http::Method,
+        path: &str,
+    ) -> (Arc<str>, Option<RouteId>) {
         match ctx.routes.find(method, path) {
-            Some(id) => ctx.routes.label(id).clone(),
+            Some(id) => (ctx.routes.label(id).clone(), Some(id)),
             None if ctx.config.auto_template.enabled => {
                 let label = ctx.inferred.label(path);
                 self.metrics
                     .inferred_routes
                     .set(i64::try_from(ctx.inferred.len()).unwrap_or(i64::MAX));
-                label
+                (label, None)
             }
-            None => ctx.unmatched.clone(),
+            None => (ctx.unmatched.clone(), None),
         }
     }
 }
@@ -204,6 +212,7 @@ impl ProxyHttp for MeteringProxy {
             start: Instant::now(),
             snapshot: self.state.load_full(),
             route: None,
+            route_id: None,
             method: "_OTHER",
             active: None,
             endpoint: None,
@@ -220,9 +229,11 @@ impl ProxyHttp for MeteringProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.method = method_label(&req.method);
-        let route = self.resolve_route(&ctx.snapshot, &req.method, req.uri.path());
-        ctx.summary = Some(self.metrics.summary.start(&route, ctx.method));
+        let (route, id) = self.resolve_route(&ctx.snapshot, &req.method, req.uri.path());
+        let paginated = id.is_some_and(|id| ctx.snapshot.pagination(id).is_some());
+        ctx.summary = Some(self.metrics.summary.start(&route, ctx.method, paginated));
         ctx.route = Some(route);
+        ctx.route_id = id;
         let active = self
             .metrics
             .active_requests
@@ -504,14 +515,27 @@ impl ProxyHttp for MeteringProxy {
             .with_label_values(&sizes)
             .observe(downstream.body_bytes_sent() as f64);
 
+        // The query is read once the request is done, off the path to the upstream.
+        let pagination = ctx.route_id.and_then(|id| ctx.snapshot.pagination(id));
+        let reading = pagination.map(|p| {
+            let reading = p.read(session.req_header().uri.query());
+            p.record(ctx.method, reading, elapsed.as_secs_f64());
+            reading
+        });
+
         let summary = ctx.summary.take();
         summary
-            .unwrap_or_else(|| self.metrics.summary.start(&route, ctx.method))
+            .unwrap_or_else(|| {
+                self.metrics
+                    .summary
+                    .start(&route, ctx.method, pagination.is_some())
+            })
             .record(&Observation {
                 latency: elapsed,
                 status,
                 request_bytes: downstream.body_bytes_read() as u64,
                 response_bytes: downstream.body_bytes_sent() as u64,
+                pagination: reading,
             });
     }
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::balancer::Balancer;
+use super::pagination::{PaginationFamilies, RoutePagination};
 use crate::config::{ConfigError, ProxyConfig, split_host_port};
-use crate::route::{InferredRoutes, RouteTable, UNMATCHED_ROUTE};
+use crate::route::{InferredRoutes, RouteId, RouteTable, UNMATCHED_ROUTE};
 
 /// The state shared by the proxy service, the admin listener and the control loop.
 pub type SharedState = Arc<ArcSwap<Snapshot>>;
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub config: ProxyConfig,
     /// The compiled routes.
     pub routes: RouteTable,
+    /// The pagination of each route, by [`RouteId`]: `None` for routes without.
+    pagination: Box<[Option<RoutePagination>]>,
     /// The upstream endpoints.
     pub balancer: Arc<Balancer>,
     /// Templates inferred for unmatched requests.
@@ -35,11 +38,25 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles a validated config. The upstream state (ejections, resolved addresses) and
-    /// inferred templates of `previous` are kept when the settings they depend on did not
-    /// change, so a reload that only adds a route forgets nothing.
-    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>) -> Result<Self, ConfigError> {
+    /// Compiles a validated config; routes with pagination record on `families`. The
+    /// upstream state (ejections, resolved addresses) and inferred templates of `previous`
+    /// are kept when the settings they depend on did not change, so a reload that only
+    /// adds a route forgets nothing.
+    pub fn build(
+        config: ProxyConfig,
+        previous: Option<&Snapshot>,
+        families: &PaginationFamilies,
+    ) -> Result<Self, ConfigError> {
         let routes = config.route_table()?;
+        let pagination = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(id, route)| {
+                let params = route.pagination_params(id)?;
+                Ok(params.map(|p| RoutePagination::new(routes.label(id).clone(), p, families)))
+            })
+            .collect::<Result<_, ConfigError>>()?;
         let balancer = match previous {
             Some(p) if p.config.upstream == config.upstream => p.balancer.clone(),
             _ => {
@@ -80,10 +97,16 @@ impl Snapshot {
             listen_port,
             config,
             routes,
+            pagination,
             balancer,
             inferred,
             unmatched: Arc::from(UNMATCHED_ROUTE),
         })
+    }
+
+    /// The pagination of route `id`, when it has one.
+    pub fn pagination(&self, id: RouteId) -> Option<&RoutePagination> {
+        self.pagination.get(id).and_then(Option::as_ref)
     }
 }
 
@@ -191,23 +214,42 @@ mod tests {
                     methods: vec![],
                     name: None,
                     latency_objective: None,
+                    pagination: p.ends_with("/items").then(Default::default),
                 })
                 .collect(),
         )
     }
 
+    fn families() -> PaginationFamilies {
+        PaginationFamilies::register(&prometheus::Registry::new(), &[1.0]).expect("families")
+    }
+
+    #[test]
+    fn routes_with_pagination_get_theirs() {
+        let s = Snapshot::build(
+            config(&["127.0.0.1:1"], &["/a", "/items"]),
+            None,
+            &families(),
+        )
+        .expect("valid");
+        assert!(s.pagination(0).is_none());
+        assert!(s.pagination(1).is_some());
+        assert!(s.pagination(2).is_none(), "no such route");
+    }
+
     #[test]
     fn reload_keeps_upstream_state_when_upstream_is_unchanged() {
-        let first = Snapshot::build(config(&["127.0.0.1:1"], &["/a"]), None).expect("valid");
-        let second =
-            Snapshot::build(config(&["127.0.0.1:1"], &["/a", "/b"]), Some(&first)).expect("valid");
+        let f = families();
+        let first = Snapshot::build(config(&["127.0.0.1:1"], &["/a"]), None, &f).expect("valid");
+        let second = Snapshot::build(config(&["127.0.0.1:1"], &["/a", "/b"]), Some(&first), &f)
+            .expect("valid");
         assert!(Arc::ptr_eq(&first.balancer, &second.balancer));
         assert!(
             !Arc::ptr_eq(&first.inferred, &second.inferred),
             "routes changed: inference starts over"
         );
-        let third =
-            Snapshot::build(config(&["127.0.0.1:2"], &["/a", "/b"]), Some(&second)).expect("valid");
+        let third = Snapshot::build(config(&["127.0.0.1:2"], &["/a", "/b"]), Some(&second), &f)
+            .expect("valid");
         assert!(!Arc::ptr_eq(&second.balancer, &third.balancer));
         assert!(Arc::ptr_eq(&second.inferred, &third.inferred));
     }

@@ -91,21 +91,32 @@ pub fn normalize_method(method: &str) -> Result<String, TemplateError> {
     Ok(method.to_ascii_uppercase())
 }
 
+/// Every `http_request_method` label value, `_OTHER` last: a closed list, so per-method
+/// state can be an array indexed by [`method_index`].
+pub const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+
+/// The position of `method`'s label in [`METHOD_LABELS`].
+pub fn method_index(method: &http::Method) -> usize {
+    match *method {
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::DELETE => 4,
+        http::Method::CONNECT => 5,
+        http::Method::OPTIONS => 6,
+        http::Method::TRACE => 7,
+        http::Method::PATCH => 8,
+        _ => METHOD_LABELS.len() - 1,
+    }
+}
+
 /// The `http_request_method` label: the method if it is one of the well-known ones, else
 /// `_OTHER`, as the OpenTelemetry HTTP conventions ask, so a client cannot mint label values.
 pub fn method_label(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::TRACE => "TRACE",
-        http::Method::PATCH => "PATCH",
-        _ => "_OTHER",
-    }
+    METHOD_LABELS[method_index(method)]
 }
 
 /// Splits off the next non-empty segment of a path, returning it and what follows.
@@ -183,6 +194,10 @@ mod tests {
         assert_eq!(method_label(&http::Method::GET), "GET");
         let custom = http::Method::from_bytes(b"PURGE").expect("valid token");
         assert_eq!(method_label(&custom), "_OTHER");
+        for label in METHOD_LABELS.iter().take(METHOD_LABELS.len() - 1) {
+            let method = http::Method::from_bytes(label.as_bytes()).expect("a method");
+            assert_eq!(method_label(&method), *label);
+        }
     }
 
     #[test]

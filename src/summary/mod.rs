@@ -17,6 +17,7 @@
 //! they equal Prometheus' up to float rounding (docs/score.md). Means are exact.
 
 pub mod compare;
+pub mod pagination;
 pub mod score;
 pub mod top;
 pub mod window;
@@ -25,6 +26,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use pagination::{PaginationCounts, PaginationEntry};
 use score::{Figures, Previous, Status};
 pub use window::{Counts, Window};
 
@@ -104,6 +106,10 @@ pub struct Entry {
     /// Requests per latency bucket (one per boundary of `bounds`, then `+Inf`), so that
     /// summaries of several proxies merge exactly: add the buckets, then take quantiles.
     pub buckets: Vec<u64>,
+    /// Page sizes, offsets and latency by offset range, for a route with pagination
+    /// (docs/pagination.md); absent for other routes and for `overall`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<PaginationEntry>,
 }
 
 /// A recommendation for one route, in plain words.
@@ -180,6 +186,8 @@ pub fn build(
         }
         total.in_flight += s.in_flight;
     }
+    // Offsets of different routes are not one listing's: `overall` has no pagination.
+    total.current.pagination = None;
     let rate_seconds = seconds.max(1.0);
     let overall = entry(&total, bounds, rate_seconds, objectives.default);
 
@@ -259,7 +267,7 @@ pub fn merge(parts: &[Summary]) -> Option<Summary> {
                     previous: None,
                     in_flight: 0,
                 });
-            s.current.add(&counts_of(e));
+            s.current.add(&counts_of(e, n + 1)?);
             s.in_flight += e.in_flight;
         }
     }
@@ -275,8 +283,9 @@ pub fn merge(parts: &[Summary]) -> Option<Summary> {
 }
 
 /// The counts behind an entry: its buckets exactly; errors and the latency sum from its
-/// ratios and mean (exact up to rounding).
-fn counts_of(e: &Entry) -> Counts {
+/// ratios and mean (exact up to rounding). `None` when its pagination buckets are not of
+/// `buckets` latency buckets per range.
+fn counts_of(e: &Entry, buckets: usize) -> Option<Counts> {
     let requests = e.requests as f64;
     let count = |x: f64| {
         let x = x.round();
@@ -286,14 +295,19 @@ fn counts_of(e: &Entry) -> Counts {
             0
         }
     };
-    Counts {
+    let pagination = match &e.pagination {
+        Some(p) => Some(PaginationCounts::from_entry(p, buckets)?),
+        None => None,
+    };
+    Some(Counts {
         buckets: e.buckets.clone(),
         server_errors: count(e.error_ratio.unwrap_or(0.0) * requests),
         client_errors: count(e.client_error_ratio.unwrap_or(0.0) * requests),
         latency_micros: count(e.mean.unwrap_or(0.0) * requests * 1e6),
         request_bytes: e.request_bytes,
         response_bytes: e.response_bytes,
-    }
+        pagination,
+    })
 }
 
 /// Every route's recommendations, the lowest score first, capped.
@@ -319,13 +333,18 @@ fn recommendations(
         };
         let previous = s.previous.as_ref().and_then(|p| previous(p, bounds));
         let subject = format!("{} {}", e.method, e.route);
-        for message in score::recommendations(
-            &subject,
-            &now,
-            previous.as_ref(),
-            objectives.of(&e.route),
-            window,
-        ) {
+        let objective = objectives.of(&e.route);
+        let mut messages =
+            score::recommendations(&subject, &now, previous.as_ref(), objective, window);
+        if let Some(p) = &s.current.pagination {
+            messages.extend(score::pagination_recommendations(
+                &subject,
+                &p.figures(bounds),
+                objective,
+                window,
+            ));
+        }
+        for message in messages {
             out.push(Recommendation {
                 route: e.route.clone(),
                 method: e.method.clone(),
@@ -379,6 +398,7 @@ fn entry(s: &SeriesWindow, bounds: &[f64], rate_seconds: f64, objective: f64) ->
         score,
         status: score.map(Status::of),
         buckets: c.buckets.clone(),
+        pagination: c.pagination.as_ref().map(|p| p.entry(bounds)),
     }
 }
 
@@ -498,6 +518,110 @@ mod tests {
                 .message
                 .starts_with("POST /fail: 100.0 % of its requests answered 5xx in the last 1m")
         );
+    }
+
+    /// `/items` with pagination: 20 fast first pages of 20, 10 deep pages of 500 items
+    /// taking 800 ms, 2 without parameters.
+    fn paginated() -> SeriesWindow {
+        use crate::pagination::Reading;
+        let bounds = DEFAULT_DURATION_BUCKETS;
+        let mut s = series("/items", "GET", &[]);
+        let mut p = pagination::PaginationCounts::empty(bounds.len());
+        let mut add = |ms: u64, reading: Reading, n: usize| {
+            for _ in 0..n {
+                let latency = Duration::from_millis(ms);
+                s.current.observe(&bounds, latency, 200, (0, 100));
+                p.observe(&bounds, latency, reading);
+            }
+        };
+        let first = Reading::Paginated {
+            size: Some(20),
+            offset: Some(0),
+        };
+        let deep = Reading::Paginated {
+            size: Some(500),
+            offset: Some(5000),
+        };
+        add(20, first, 20);
+        add(800, deep, 10);
+        add(20, Reading::Absent, 2);
+        s.current.pagination = Some(p);
+        s
+    }
+
+    #[test]
+    fn a_paginated_route_has_its_figures_and_recommendations() {
+        let bounds = DEFAULT_DURATION_BUCKETS;
+        let s = build(
+            Window::FiveMinutes,
+            300.0,
+            &bounds,
+            &[paginated(), series("/plain", "GET", &[(3, 200, 10)])],
+            &Objectives::default(),
+        );
+        assert!(s.overall.pagination.is_none(), "no pagination overall");
+        assert!(s.routes[1].pagination.is_none(), "/plain has none");
+        let p = s.routes[0]
+            .pagination
+            .as_ref()
+            .expect("/items has pagination");
+        assert_eq!((p.paginated, p.absent, p.invalid), (30, 2, 0));
+        assert_eq!(p.page_size.buckets, [0, 20, 0, 0, 0, 10, 0, 0]);
+        assert_eq!(p.page_size.mean, Some(5400.0 / 30.0));
+        assert_eq!((p.page_size.p50, p.page_size.p95), (Some(20), Some(500)));
+        assert_eq!(p.offset.buckets, [20, 0, 0, 10, 0, 0]);
+        assert_eq!(p.offset.mean, Some(50_000.0 / 30.0));
+        assert_eq!(p.offset_ranges[3].range, "1000-9999");
+        assert_eq!(p.offset_ranges[3].requests, 10);
+        assert_eq!(p.offset_ranges[3].mean, Some(0.8));
+        let deep_p95 = p.offset_ranges[3].p95.expect("deep p95");
+        let first_p95 = p.offset_ranges[0].p95.expect("first-page p95");
+        let messages: Vec<&str> = s
+            .recommendations
+            .iter()
+            .filter(|r| r.route == "/items")
+            .map(|r| r.message.as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                format!(
+                    "GET /items: p95 {} over its 500 ms objective in the last 5m; look at what it waits on (queries, calls to other services) or cache its answers",
+                    score::seconds(s.routes[0].p95.expect("p95"))
+                ),
+                format!(
+                    "GET /items: p95 {} at offsets of 1000 and more in the last 5m, over its 500 ms objective (the first page: {}); an OFFSET query reads every row it skips: paginate with a cursor (keyset) instead, or cap the offset",
+                    score::seconds(deep_p95),
+                    score::seconds(first_p95)
+                ),
+                "GET /items: 33.3 % of the requests giving a page size ask for more than 100 items in the last 5m; large pages are slow to build and to send: lower the largest page size it allows".to_string(),
+            ]
+        );
+
+        // In the JSON only where there is pagination; read back and merged exactly.
+        let json = serde_json::to_value(&s).expect("json");
+        assert!(json["routes"][1].get("pagination").is_none());
+        assert!(json["overall"].get("pagination").is_none());
+        assert_eq!(
+            json["routes"][0]["pagination"]["offsetRanges"][3]["range"],
+            "1000-9999"
+        );
+        assert_eq!(json["routes"][0]["pagination"]["pageSize"]["p95"], 500);
+        let back: Summary = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, s);
+        let merged = merge(&[s.clone(), back]).expect("merged");
+        let twice = merged.routes[0]
+            .pagination
+            .as_ref()
+            .expect("merged pagination");
+        assert_eq!((twice.paginated, twice.absent), (60, 4));
+        assert_eq!(twice.offset.buckets, [40, 0, 0, 20, 0, 0]);
+        assert_eq!(twice.offset_ranges[3].p95, Some(deep_p95));
+        let mut broken = s.clone();
+        if let Some(p) = broken.routes[0].pagination.as_mut() {
+            p.offset_ranges.pop();
+        }
+        assert!(merge(&[s, broken]).is_none(), "a broken pagination object");
     }
 
     #[test]

@@ -45,6 +45,13 @@ pub const CLIENT_ERROR_RECOMMENDATION_RATIO: f64 = 0.1;
 /// The most recommendations in a summary, the worst routes' first.
 pub const MAX_RECOMMENDATIONS: usize = 20;
 
+/// A route with pagination gets a recommendation when more than this share of the
+/// requests giving a page size ask for more than [`crate::pagination::LARGE_PAGE_SIZE`].
+pub const LARGE_PAGE_RECOMMENDATION_RATIO: f64 = 0.25;
+/// A route with pagination gets a recommendation when more than this share of its
+/// requests carry an invalid pagination parameter.
+pub const INVALID_PAGINATION_RECOMMENDATION_RATIO: f64 = 0.1;
+
 /// What a score says in a word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,6 +100,25 @@ pub struct Previous {
     pub p95: f64,
     /// Its 5xx ratio.
     pub error_ratio: f64,
+}
+
+/// The pagination figures of a route the recommendations look at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PaginationFigures {
+    /// Requests of the route in the window, whatever their parameters.
+    pub requests: u64,
+    /// Of those, with an invalid pagination parameter (or page 0).
+    pub invalid: u64,
+    /// Requests giving a page size, and of those, asking for more than
+    /// [`crate::pagination::LARGE_PAGE_SIZE`] items.
+    pub sized: u64,
+    pub large: u64,
+    /// Requests at offsets from [`crate::pagination::DEEP_OFFSET`], and their p95 in
+    /// seconds.
+    pub deep: u64,
+    pub deep_p95: Option<f64>,
+    /// p95 of the requests for the first page (offset 0), in seconds.
+    pub first_page_p95: Option<f64>,
 }
 
 /// Points of the latency rule: p95 ≤ ½ objective 40, ≤ objective 30, ≤ 2× 15, ≤ 4× 5,
@@ -210,6 +236,52 @@ pub fn recommendations(
             "{subject}: 5xx rose from {} to {} of its requests against the {window} before",
             percent(p.error_ratio),
             percent(now.error_ratio),
+        ));
+    }
+    out
+}
+
+/// The recommendations about a route's pagination, in this order: deep pages slower than
+/// the objective (p95 of the requests at offsets from
+/// [`crate::pagination::DEEP_OFFSET`], at least [`RECOMMENDATION_MIN_REQUESTS`] of them),
+/// large pages (more than [`LARGE_PAGE_RECOMMENDATION_RATIO`] of the requests giving a
+/// size), invalid parameters (more than [`INVALID_PAGINATION_RECOMMENDATION_RATIO`]). The
+/// shares need [`RECOMMENDATION_MIN_REQUESTS`] requests to count.
+pub fn pagination_recommendations(
+    subject: &str,
+    p: &PaginationFigures,
+    objective: f64,
+    window: Window,
+) -> Vec<String> {
+    use crate::pagination::{DEEP_OFFSET, LARGE_PAGE_SIZE};
+    let mut out = Vec::new();
+    if let Some(deep_p95) = p.deep_p95.filter(|p95| *p95 > objective)
+        && p.deep >= RECOMMENDATION_MIN_REQUESTS
+    {
+        let first_page = p
+            .first_page_p95
+            .map(|f| format!(" (the first page: {})", seconds(f)))
+            .unwrap_or_default();
+        out.push(format!(
+            "{subject}: p95 {} at offsets of {DEEP_OFFSET} and more in the last {window}, over its {} objective{first_page}; an OFFSET query reads every row it skips: paginate with a cursor (keyset) instead, or cap the offset",
+            seconds(deep_p95),
+            seconds(objective),
+        ));
+    }
+    if p.sized >= RECOMMENDATION_MIN_REQUESTS
+        && p.large as f64 / p.sized as f64 > LARGE_PAGE_RECOMMENDATION_RATIO
+    {
+        out.push(format!(
+            "{subject}: {} of the requests giving a page size ask for more than {LARGE_PAGE_SIZE} items in the last {window}; large pages are slow to build and to send: lower the largest page size it allows",
+            percent(p.large as f64 / p.sized as f64),
+        ));
+    }
+    if p.requests >= RECOMMENDATION_MIN_REQUESTS
+        && p.invalid as f64 / p.requests as f64 > INVALID_PAGINATION_RECOMMENDATION_RATIO
+    {
+        out.push(format!(
+            "{subject}: {} of its requests carry a pagination parameter that is not a whole number (or page 0) in the last {window}; check what its clients send",
+            percent(p.invalid as f64 / p.requests as f64),
         ));
     }
     out
@@ -422,6 +494,59 @@ mod tests {
         assert!(none(few).is_empty());
         few.requests = RECOMMENDATION_MIN_REQUESTS;
         assert_eq!(none(few).len(), 2);
+    }
+
+    #[test]
+    fn pagination_recommendations_at_their_thresholds() {
+        let w = Window::FiveMinutes;
+        let quiet = PaginationFigures {
+            requests: 100,
+            invalid: 10,
+            sized: 80,
+            large: 20,
+            deep: 10,
+            deep_p95: Some(OBJ),
+            first_page_p95: Some(0.03),
+        };
+        assert!(
+            pagination_recommendations("GET /a", &quiet, OBJ, w).is_empty(),
+            "every figure at its threshold"
+        );
+        let loud = PaginationFigures {
+            invalid: 11,
+            large: 24,
+            deep_p95: Some(1.2),
+            ..quiet
+        };
+        assert_eq!(
+            pagination_recommendations("GET /a", &loud, OBJ, w),
+            [
+                "GET /a: p95 1.2 s at offsets of 1000 and more in the last 5m, over its 500 ms objective (the first page: 30 ms); an OFFSET query reads every row it skips: paginate with a cursor (keyset) instead, or cap the offset",
+                "GET /a: 30.0 % of the requests giving a page size ask for more than 100 items in the last 5m; large pages are slow to build and to send: lower the largest page size it allows",
+                "GET /a: 11.0 % of its requests carry a pagination parameter that is not a whole number (or page 0) in the last 5m; check what its clients send",
+            ]
+        );
+        // Too few requests to say anything.
+        let few = PaginationFigures {
+            requests: RECOMMENDATION_MIN_REQUESTS - 1,
+            invalid: 4,
+            sized: RECOMMENDATION_MIN_REQUESTS - 1,
+            large: 4,
+            deep: RECOMMENDATION_MIN_REQUESTS - 1,
+            first_page_p95: None,
+            ..loud
+        };
+        assert!(pagination_recommendations("GET /a", &few, OBJ, w).is_empty());
+        let deep_only = PaginationFigures {
+            deep: RECOMMENDATION_MIN_REQUESTS,
+            ..few
+        };
+        assert_eq!(
+            pagination_recommendations("GET /a", &deep_only, OBJ, w),
+            [
+                "GET /a: p95 1.2 s at offsets of 1000 and more in the last 5m, over its 500 ms objective; an OFFSET query reads every row it skips: paginate with a cursor (keyset) instead, or cap the offset"
+            ]
+        );
     }
 
     #[test]

@@ -675,6 +675,7 @@ mod tests {
                 Status::Excellent
             }),
             buckets: vec![],
+            pagination: None,
         }
     }
 

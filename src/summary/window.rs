@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::pagination::PaginationCounts;
+
 /// Slots kept beyond twice the longest window of a resolution, so that the slot being
 /// reset for a new period is never one a summary is reading.
 pub const GUARD_SLOTS: usize = 2;
@@ -169,6 +171,8 @@ pub struct Counts {
     pub request_bytes: u64,
     /// Response body bytes sent.
     pub response_bytes: u64,
+    /// The pagination figures of a route with pagination; `None` for other routes.
+    pub pagination: Option<PaginationCounts>,
 }
 
 impl Counts {
@@ -203,6 +207,13 @@ impl Counts {
         self.latency_micros += other.latency_micros;
         self.request_bytes += other.request_bytes;
         self.response_bytes += other.response_bytes;
+        if let Some(theirs) = &other.pagination {
+            self.pagination
+                .get_or_insert_with(|| {
+                    PaginationCounts::empty(self.buckets.len().saturating_sub(1))
+                })
+                .add(theirs);
+        }
     }
 
     /// Requests in the window.
