@@ -321,6 +321,53 @@ mod in_pods {
                 }
             }
         }
+
+        // `routemeter top --msvc` through the real API server's pod proxy: the merged
+        // summary of both proxies equals what each proxy's own /api/summary says, merged.
+        let direct: Vec<routemeter::summary::Summary> = {
+            let http = http_client(true);
+            let mut parts = Vec::new();
+            for ip in &proxies {
+                let part = http
+                    .get(format!("http://{ip}:9901/api/summary?window=1h"))
+                    .send()
+                    .await
+                    .expect("a proxy's summary")
+                    .json()
+                    .await
+                    .expect("summary JSON");
+                parts.push(part);
+            }
+            parts
+        };
+        let kubeconfig = kubeconfig_path();
+        let out = std::process::Command::new(common::BIN)
+            .args([
+                "top", "--msvc", "app", "-n", &ns, "--window", "1h", "--once", "-o", "json",
+            ])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .env_remove("ROUTEMETER_ADMIN")
+            .output()
+            .expect("run routemeter top");
+        assert!(
+            out.status.success(),
+            "routemeter top --msvc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let through_api: routemeter::summary::Summary =
+            serde_json::from_slice(&out.stdout).expect("top's JSON");
+        let merged = routemeter::summary::merge(&direct).expect("mergeable");
+        assert_eq!(
+            (through_api.overall.requests, through_api.routes.len()),
+            (merged.overall.requests, merged.routes.len()),
+            "top --msvc merged both proxies through the pod proxy"
+        );
+        assert!(
+            through_api.overall.requests >= 1000,
+            "{:?}",
+            through_api.overall
+        );
     }
 
     /// The chart's `trafficRefresh` in these tests (node_support installs it so): figures no
