@@ -36,8 +36,9 @@ pub enum Command {
     Crd,
     /// Print every object the operator would create for the MonitoredServices in a file.
     Render(crate::operator::render::Args),
-    /// Compare two /api/summary snapshots: exit 1 when the current one regressed past the
-    /// thresholds, 2 when either cannot be read.
+    /// Compare two /api/summary snapshots, files or two windows of a MonitoredService's
+    /// proxies (`--msvc`, through the API server): exit 1 when the current one regressed
+    /// past the thresholds, 2 when either cannot be read.
     Compare(crate::summary::compare::Args),
     /// Show the live summary in the terminal, like `kubectl top`, of one proxy
     /// (`--admin`) or of a MonitoredService's proxies merged (`--msvc`, through the API

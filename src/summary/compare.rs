@@ -11,6 +11,13 @@
 //! Only the fields compared are read (`route`, `method`, `requests`, `mean`, `p95`,
 //! `errorRatio` of `overall` and of each of `routes`), so a summary with more fields
 //! compares all the same. Exit status: 0 without regression, 1 with one, 2 on bad input.
+//!
+//! The two summaries are files (`--baseline`, `--current`), or two windows of a
+//! MonitoredService's proxies (`--msvc`, `--baseline-window` 1h, `--current-window` 5m),
+//! read and merged as `top --msvc` reads them ([`super::msvc`]). Those windows end at the
+//! same moment, so the baseline contains the current window: a regression in it raises the
+//! baseline too and shows smaller than against a separate run. A quick check of "worse
+//! than the last hour", not a substitute for two runs.
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +25,9 @@ use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
 
-use super::OVERALL_ROUTE;
+use super::msvc::{self, MsvcError, parse_name, parse_window};
 use super::score::{percent, seconds};
+use super::{OVERALL_ROUTE, Summary, Window};
 
 /// Why the summaries could not be compared; each names the file, and the field at fault.
 #[derive(Debug, Error)]
@@ -46,6 +54,27 @@ pub enum CompareError {
     Threshold { flag: &'static str, message: String },
     #[error("cannot write the report: {0}")]
     Write(#[source] std::io::Error),
+    #[error("give --baseline FILE and --current FILE, or --msvc NAME")]
+    NoSource,
+    #[error("--msvc and {0} name two sources: give --baseline and --current files, or --msvc")]
+    TwoSources(&'static str),
+    #[error("{given} without {missing}: give both summary files")]
+    OneFile {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error("{0} goes with --msvc, not --baseline/--current")]
+    MsvcFlag(&'static str),
+    #[error(
+        "--current-window {current} is not shorter than --baseline-window {baseline}: the \
+         current window is the recent part of the baseline's"
+    )]
+    Windows { baseline: Window, current: Window },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// Reading the MonitoredService's proxies (`--msvc`).
+    #[error(transparent)]
+    Msvc(#[from] MsvcError),
 }
 
 /// How the report is printed.
@@ -57,15 +86,45 @@ pub enum Output {
     Json,
 }
 
-/// Arguments of `routemeter compare`.
+/// The baseline window of `--msvc` when `--baseline-window` is not given.
+pub const BASELINE_WINDOW: Window = Window::OneHour;
+/// The current window of `--msvc` when `--current-window` is not given.
+pub const CURRENT_WINDOW: Window = Window::FiveMinutes;
+
+/// Arguments of `routemeter compare`: two summary files, or two windows of a
+/// MonitoredService.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// The baseline summary (JSON of `/api/summary`).
+    /// The baseline summary (JSON of `/api/summary`), with --current.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// The summary of the run under test, with --baseline.
+    #[arg(long, value_name = "FILE")]
+    pub current: Option<PathBuf>,
+    /// Instead of files: a MonitoredService, whose ready proxies' merged summary of
+    /// --current-window is compared with that of --baseline-window, both read through the
+    /// API server's pod proxy as `top --msvc` reads them. The baseline window contains the
+    /// current one, which dampens a regression: a quick check, not a second run.
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub msvc: Option<String>,
+    /// The MonitoredService's namespace [default: the kubeconfig context's, or the pod's
+    /// in a cluster].
+    #[arg(long, short = 'n', value_parser = parse_name)]
+    pub namespace: Option<String>,
+    /// The kubeconfig file [default: KUBECONFIG, then ~/.kube/config, then in-cluster].
     #[arg(long)]
-    pub baseline: PathBuf,
-    /// The summary of the run under test.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context [default: its current context].
     #[arg(long)]
-    pub current: PathBuf,
+    pub context: Option<String>,
+    /// With --msvc, the baseline's window: 5m, 15m or 1h, longer than --current-window
+    /// [default: 1h].
+    #[arg(long, value_name = "WINDOW", value_parser = parse_window)]
+    pub baseline_window: Option<Window>,
+    /// With --msvc, the current window: 1m, 5m or 15m, shorter than --baseline-window
+    /// [default: 5m].
+    #[arg(long, value_name = "WINDOW", value_parser = parse_window)]
+    pub current_window: Option<Window>,
     /// A mean latency above this factor of the baseline's is a regression.
     #[arg(long, default_value_t = Thresholds::default().mean_ratio)]
     pub mean_ratio: f64,
@@ -87,6 +146,22 @@ pub struct Args {
     pub output: Output,
 }
 
+/// What the flags compare.
+#[derive(Debug, PartialEq, Eq)]
+enum Inputs<'a> {
+    /// Two summary files.
+    Files {
+        baseline: &'a Path,
+        current: &'a Path,
+    },
+    /// Two windows of a MonitoredService's proxies.
+    Msvc {
+        name: &'a str,
+        baseline: Window,
+        current: Window,
+    },
+}
+
 impl Args {
     /// Compares and prints; `Ok(true)` when a regression was found.
     pub fn run(self) -> Result<bool, CompareError> {
@@ -98,9 +173,16 @@ impl Args {
             min_requests: self.min_requests,
         };
         thresholds.validate()?;
-        let baseline = read(&self.baseline)?;
-        let current = read(&self.current)?;
-        let report = compare(&baseline, &current, &thresholds);
+        let report = match self.inputs()? {
+            Inputs::Files { baseline, current } => {
+                compare(&read(baseline)?, &read(current)?, &thresholds)
+            }
+            Inputs::Msvc {
+                name,
+                baseline,
+                current,
+            } => self.compare_msvc(name, (baseline, current), &thresholds)?,
+        };
         let text = match self.output {
             Output::Table => report.table(),
             Output::Json => {
@@ -117,6 +199,193 @@ impl Args {
             .write_all(text.as_bytes())
             .map_err(CompareError::Write)?;
         Ok(report.regressed)
+    }
+
+    /// Which inputs the flags name, and whether the others go with them.
+    fn inputs(&self) -> Result<Inputs<'_>, CompareError> {
+        let files = [
+            ("--baseline", self.baseline.as_deref()),
+            ("--current", self.current.as_deref()),
+        ];
+        match (self.msvc.as_deref(), files) {
+            (Some(name), [(_, None), (_, None)]) => {
+                let baseline = self.baseline_window.unwrap_or(BASELINE_WINDOW);
+                let current = self.current_window.unwrap_or(CURRENT_WINDOW);
+                if current.seconds() >= baseline.seconds() {
+                    return Err(CompareError::Windows { baseline, current });
+                }
+                Ok(Inputs::Msvc {
+                    name,
+                    baseline,
+                    current,
+                })
+            }
+            (Some(_), [(flag, Some(_)), _] | [_, (flag, Some(_))]) => {
+                Err(CompareError::TwoSources(flag))
+            }
+            (None, [(_, Some(baseline)), (_, Some(current))]) => {
+                let msvc_flags = [
+                    ("-n/--namespace", self.namespace.is_some()),
+                    ("--kubeconfig", self.kubeconfig.is_some()),
+                    ("--context", self.context.is_some()),
+                    ("--baseline-window", self.baseline_window.is_some()),
+                    ("--current-window", self.current_window.is_some()),
+                ];
+                match msvc_flags.into_iter().find(|(_, given)| *given) {
+                    Some((flag, _)) => Err(CompareError::MsvcFlag(flag)),
+                    None => Ok(Inputs::Files { baseline, current }),
+                }
+            }
+            (None, [(given, Some(_)), (missing, None)] | [(missing, None), (given, Some(_))]) => {
+                Err(CompareError::OneFile { given, missing })
+            }
+            (None, [(_, None), (_, None)]) => Err(CompareError::NoSource),
+        }
+    }
+
+    /// The comparison of two windows of MonitoredService `name`'s proxies, both read from
+    /// the same proxies (found once); those that did not answer are warned of on stderr.
+    fn compare_msvc(
+        &self,
+        name: &str,
+        (baseline, current): (Window, Window),
+        thresholds: &Thresholds,
+    ) -> Result<Report, CompareError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CompareError::Runtime)?;
+        let (proxies, base, cur) = runtime.block_on(async {
+            let (client, namespace) = msvc::client(
+                self.kubeconfig.as_deref(),
+                self.context.as_deref(),
+                self.namespace.as_deref(),
+            )
+            .await?;
+            let proxies = msvc::find(&client, &namespace, name).await?;
+            let (base, cur) = futures::future::try_join(
+                proxies.read(&client, baseline),
+                proxies.read(&client, current),
+            )
+            .await?;
+            Ok::<_, MsvcError>((proxies, base, cur))
+        })?;
+        for failure in base.failures.iter().chain(&cur.failures) {
+            eprintln!("warning: {failure}");
+        }
+        let source = MsvcSource {
+            monitored_service: proxies.key(),
+            baseline: WindowSource::of(&base),
+            current: WindowSource::of(&cur),
+        };
+        if let Some(note) = source.same_traffic()
+            && self.output == Output::Json
+        {
+            // The table says it in its heading.
+            eprintln!("note: {note}");
+        }
+        let key = &source.monitored_service;
+        let report = compare(
+            &snapshot(key, &base.summary)?,
+            &snapshot(key, &cur.summary)?,
+            thresholds,
+        );
+        Ok(Report {
+            msvc: Some(source),
+            ..report
+        })
+    }
+}
+
+/// The compared fields of a merged summary of MonitoredService `key`.
+fn snapshot(key: &str, summary: &Summary) -> Result<Snapshot, CompareError> {
+    let path = format!("MonitoredService {key}, window {}", summary.window);
+    let value = serde_json::to_value(summary).map_err(|source| CompareError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&value).map_err(|(field, message)| CompareError::Field {
+        path,
+        field,
+        message,
+    })
+}
+
+/// Where the two summaries of `compare --msvc` come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MsvcSource {
+    /// `namespace/name`.
+    pub monitored_service: String,
+    pub baseline: WindowSource,
+    pub current: WindowSource,
+}
+
+/// One window of `compare --msvc`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowSource {
+    pub window: Window,
+    /// Seconds of traffic the window covers: less than its length in proxies younger than
+    /// the window.
+    pub seconds: f64,
+    /// Proxies merged.
+    pub proxies: usize,
+    /// Proxies ready and asked.
+    pub ready_proxies: usize,
+}
+
+impl WindowSource {
+    fn of(m: &msvc::Merged) -> Self {
+        WindowSource {
+            window: m.summary.window,
+            seconds: m.summary.seconds,
+            proxies: m.answered,
+            ready_proxies: m.ready,
+        }
+    }
+
+    /// `last 1h (2 of 3 ready proxies)`.
+    fn describe(&self) -> String {
+        format!(
+            "last {} ({} of {} ready proxies)",
+            self.window, self.proxies, self.ready_proxies
+        )
+    }
+}
+
+impl MsvcSource {
+    /// The table's heading: what was compared, and that the baseline contains the current
+    /// window.
+    fn heading(&self) -> String {
+        let (b, c) = (&self.baseline, &self.current);
+        let mut out = format!(
+            "baseline: MonitoredService {}, {}; current: {}\n\
+             (the {} baseline contains the last {}: a regression there raises the baseline \
+             too, and shows smaller than it is)\n",
+            self.monitored_service,
+            b.describe(),
+            c.describe(),
+            b.window,
+            c.window,
+        );
+        if let Some(note) = self.same_traffic() {
+            out.push_str(&format!("note: {note}\n"));
+        }
+        out
+    }
+
+    /// When the baseline covers no more time than the current window: then both hold the
+    /// same requests, and nothing can regress.
+    fn same_traffic(&self) -> Option<String> {
+        let (b, c) = (&self.baseline, &self.current);
+        (b.seconds <= c.window.seconds() as f64).then(|| {
+            format!(
+                "the proxies hold {:.0} s of traffic, no more than the {} window: both windows \
+                 hold the same requests",
+                b.seconds, c.window
+            )
+        })
     }
 }
 
@@ -232,6 +501,9 @@ pub struct RouteComparison {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// With `--msvc`: the MonitoredService and the two windows compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msvc: Option<MsvcSource>,
     /// Whether any route (or `overall`) regressed.
     pub regressed: bool,
     pub thresholds: Thresholds,
@@ -372,6 +644,7 @@ pub fn compare(baseline: &Snapshot, current: &Snapshot, t: &Thresholds) -> Repor
         }
     }
     Report {
+        msvc: None,
         regressed: routes.iter().any(|r| r.verdict == Verdict::Regressed),
         thresholds: *t,
         routes,
@@ -454,7 +727,11 @@ impl Report {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        let mut out = String::new();
+        let mut out = self
+            .msvc
+            .as_ref()
+            .map(MsvcSource::heading)
+            .unwrap_or_default();
         for row in &rows {
             let mut line = String::new();
             for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
@@ -630,6 +907,193 @@ mod tests {
             let (at, message) = parse(&value).expect_err("invalid");
             assert_eq!(at, field, "{value}: {message}");
         }
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        compare: Args,
+    }
+
+    fn args(line: &[&str]) -> Args {
+        use clap::Parser as _;
+        Command::try_parse_from(std::iter::once("compare").chain(line.iter().copied()))
+            .map(|c| c.compare)
+            .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    fn inputs_error(line: &[&str]) -> String {
+        args(line).inputs().expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn the_flags_name_two_files_or_a_monitored_services_two_windows() {
+        let files = args(&["--baseline", "b.json", "--current", "c.json"]);
+        assert_eq!(
+            files.inputs().expect("files"),
+            Inputs::Files {
+                baseline: Path::new("b.json"),
+                current: Path::new("c.json")
+            }
+        );
+        let msvc = args(&["--msvc", "api", "-n", "shop", "--context", "kind"]);
+        assert_eq!(
+            msvc.inputs().expect("a MonitoredService"),
+            Inputs::Msvc {
+                name: "api",
+                baseline: Window::OneHour,
+                current: Window::FiveMinutes
+            },
+            "1h against 5m by default"
+        );
+        let windows = args(&[
+            "--msvc",
+            "api",
+            "--baseline-window",
+            "15m",
+            "--current-window",
+            "1m",
+        ]);
+        assert_eq!(
+            windows.inputs().expect("a MonitoredService"),
+            Inputs::Msvc {
+                name: "api",
+                baseline: Window::FifteenMinutes,
+                current: Window::OneMinute
+            }
+        );
+        assert_eq!(
+            inputs_error(&[]),
+            "give --baseline FILE and --current FILE, or --msvc NAME"
+        );
+        assert_eq!(
+            inputs_error(&["--current", "c.json"]),
+            "--current without --baseline: give both summary files"
+        );
+        assert_eq!(
+            inputs_error(&["--baseline", "b.json"]),
+            "--baseline without --current: give both summary files"
+        );
+        for file in ["--baseline", "--current"] {
+            assert_eq!(
+                inputs_error(&["--msvc", "api", file, "x.json"]),
+                format!(
+                    "--msvc and {file} name two sources: give --baseline and --current \
+                     files, or --msvc"
+                )
+            );
+        }
+        let files = ["--baseline", "b.json", "--current", "c.json"];
+        for (flag, value) in [
+            ("--kubeconfig", "k"),
+            ("--context", "kind"),
+            ("--baseline-window", "1h"),
+            ("--current-window", "1m"),
+        ] {
+            assert_eq!(
+                inputs_error(&[&files[..], &[flag, value]].concat()),
+                format!("{flag} goes with --msvc, not --baseline/--current")
+            );
+        }
+        assert_eq!(
+            inputs_error(&[&files[..], &["-n", "shop"]].concat()),
+            "-n/--namespace goes with --msvc, not --baseline/--current"
+        );
+        for (baseline, current) in [("5m", "5m"), ("5m", "1h")] {
+            assert_eq!(
+                inputs_error(&[
+                    "--msvc",
+                    "api",
+                    "--baseline-window",
+                    baseline,
+                    "--current-window",
+                    current
+                ]),
+                format!(
+                    "--current-window {current} is not shorter than --baseline-window \
+                     {baseline}: the current window is the recent part of the baseline's"
+                )
+            );
+        }
+        assert_eq!(
+            inputs_error(&["--msvc", "api", "--current-window", "1h"]),
+            "--current-window 1h is not shorter than --baseline-window 1h: the current \
+             window is the recent part of the baseline's",
+            "against the default baseline window"
+        );
+        use clap::Parser as _;
+        for bad in [
+            &["--msvc", "Api"][..],
+            &["--msvc", "api", "--current-window", "2m"],
+        ] {
+            assert!(
+                Command::try_parse_from(std::iter::once("compare").chain(bad.iter().copied()))
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_msvc_heading_names_both_windows_and_that_one_contains_the_other() {
+        let source = |seconds| MsvcSource {
+            monitored_service: "shop/api".into(),
+            baseline: WindowSource {
+                window: Window::OneHour,
+                seconds,
+                proxies: 2,
+                ready_proxies: 3,
+            },
+            current: WindowSource {
+                window: Window::FiveMinutes,
+                seconds: 300.0,
+                proxies: 3,
+                ready_proxies: 3,
+            },
+        };
+        let s = summary(&[("/a", 500, 0.02, 0.09, 0.01)]);
+        let report = Report {
+            msvc: Some(source(3600.0)),
+            ..run(&s, &s)
+        };
+        let table = report.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[..2],
+            [
+                "baseline: MonitoredService shop/api, last 1h (2 of 3 ready proxies); current: \
+                 last 5m (3 of 3 ready proxies)",
+                "(the 1h baseline contains the last 5m: a regression there raises the baseline \
+                 too, and shows smaller than it is)"
+            ]
+        );
+        assert!(lines[2].starts_with("METHOD  ROUTE"), "{table}");
+        let json = serde_json::to_value(&report).expect("JSON");
+        assert_eq!(
+            json["msvc"],
+            json!({"monitoredService": "shop/api",
+                   "baseline": {"window": "1h", "seconds": 3600.0, "proxies": 2, "readyProxies": 3},
+                   "current": {"window": "5m", "seconds": 300.0, "proxies": 3, "readyProxies": 3}})
+        );
+        // Proxies younger than the current window: both windows hold the same requests.
+        let young = Report {
+            msvc: Some(source(42.0)),
+            ..run(&s, &s)
+        };
+        assert_eq!(
+            young.table().lines().nth(2),
+            Some(
+                "note: the proxies hold 42 s of traffic, no more than the 5m window: both \
+                 windows hold the same requests"
+            )
+        );
+        assert!(
+            serde_json::to_value(run(&s, &s))
+                .expect("JSON")
+                .get("msvc")
+                .is_none(),
+            "files: no msvc in the JSON"
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! - [`score`]: the score, its status and the recommendations (docs/score.md);
 //! - [`compare`]: `routemeter compare`, regressions between two summaries;
 //! - [`top`]: `routemeter top`, a proxy's or a MonitoredService's summary live in a
-//!   terminal.
+//!   terminal;
+//! - [`msvc`]: a MonitoredService's proxies read through the API server and merged, for
+//!   `top --msvc` and `compare --msvc` (with `top`, the parts
+//!   here that do I/O).
 //!
 //! Latencies are in seconds. Percentiles come from the counts per bucket of the same
 //! boundaries as `http_server_request_duration_seconds`, interpolated inside the bucket as
@@ -17,6 +20,7 @@
 //! they equal Prometheus' up to float rounding (docs/score.md). Means are exact.
 
 pub mod compare;
+pub mod msvc;
 pub mod pagination;
 pub mod score;
 pub mod top;

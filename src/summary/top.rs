@@ -10,33 +10,23 @@
 //!   svc/<name>-routemeter-metrics 9901`, then `--admin localhost:9901`). It takes any URL
 //!   below which `/api/summary` is served, so a path prefix (a proxy in between) works too;
 //!   `-o json` prints the summary as the proxy served it.
-//! - `--msvc NAME`: every ready proxy pod of a MonitoredService, found as the operator
-//!   finds them ([`crate::proxy_pods`]) and each read through the API server's pod proxy,
-//!   so it needs no port-forward and no route into the cluster, only `get` on the
-//!   MonitoredService, `list` on pods and `get` on `pods/proxy`. The summaries are merged
-//!   with [`super::merge`] (rates add, percentiles from the added buckets), as in the
-//!   MonitoredService's status. The client is configured as kubectl's: `--kubeconfig`,
-//!   `KUBECONFIG`, `~/.kube/config`, then in-cluster, `--context` or the current one.
+//! - `--msvc NAME`: every ready proxy pod of a MonitoredService, each read through the
+//!   API server's pod proxy and merged ([`super::msvc`], which `routemeter compare
+//!   --msvc` reads with too), so it needs no port-forward and no route into the cluster.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use thiserror::Error;
 
 use super::compare::Output;
+use super::msvc::{self, MsvcError, REQUEST_TIMEOUT, parse_name, parse_window};
 use super::score::{Status, percent, seconds};
 use super::{Entry, Summary, Window};
-use crate::crd::MonitoredService;
-use crate::proxy_pods::{self, PodsError, ReadyProxy};
 
 /// The environment variable `--admin` falls back to.
 const ADMIN_ENV: &str = "ROUTEMETER_ADMIN";
-
-/// How long one read of the summary may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Moves the cursor home and clears the screen (ANSI), before a refresh on a terminal.
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
@@ -76,61 +66,9 @@ pub enum TopError {
     ClusterFlag(&'static str),
     #[error("cannot write to stdout: {0}")]
     Write(#[source] std::io::Error),
-    #[error("cannot load the kubeconfig{}: {source}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
-    Kubeconfig {
-        path: Option<PathBuf>,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error("cannot configure a Kubernetes client (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
-    InferConfig(#[source] kube::config::InferConfigError),
-    #[error("cannot start the Kubernetes client: {0}")]
-    KubeClient(#[source] kube::Error),
-    #[error("cannot read MonitoredService {namespace}/{name}: {source}")]
-    ReadMonitoredService {
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error(
-        "no MonitoredService {name} in namespace {namespace} (kubectl get msvc -n {namespace})"
-    )]
-    NoMonitoredService { namespace: String, name: String },
-    #[error("cannot find the proxies of MonitoredService {namespace}/{name}: {source}")]
-    Pods {
-        namespace: String,
-        name: String,
-        #[source]
-        source: Box<PodsError>,
-    },
-    #[error("MonitoredService {namespace}/{name} has no ready proxy pod: {}", no_ready(*.matched, namespace, selector))]
-    NoReadyProxy {
-        namespace: String,
-        name: String,
-        matched: usize,
-        selector: String,
-    },
-    #[error("no proxy of MonitoredService {namespace}/{name} answered through the API server's pod proxy: {}", failures.join("; "))]
-    NoProxyAnswered {
-        namespace: String,
-        name: String,
-        failures: Vec<String>,
-    },
-    #[error(
-        "the summaries of MonitoredService {namespace}/{name}'s proxies do not merge: their windows or bucket boundaries differ (proxies of two configs, during a rollout?)"
-    )]
-    Unmergeable { namespace: String, name: String },
-}
-
-/// Why no proxy pod is ready, and where to look.
-fn no_ready(matched: usize, namespace: &str, selector: &str) -> String {
-    let look = format!("kubectl get pods -n {namespace} -l {selector}");
-    match matched {
-        0 => format!("no pod is labelled {selector} (is the operator running? {look})"),
-        1 => format!("the 1 pod labelled {selector} is not ready ({look})"),
-        n => format!("none of the {n} pods labelled {selector} is ready ({look})"),
-    }
+    /// Reading the MonitoredService's proxies (`--msvc`).
+    #[error(transparent)]
+    Msvc(#[from] MsvcError),
 }
 
 /// Arguments of `routemeter top`.
@@ -173,32 +111,6 @@ pub struct Args {
     /// Output format: a table, or the summary's JSON (one line per refresh).
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: Output,
-}
-
-fn parse_window(text: &str) -> Result<Window, String> {
-    Window::parse(text).ok_or_else(|| format!("{text:?}: expected one of 1m, 5m, 15m, 1h"))
-}
-
-/// A Kubernetes object name (an RFC 1123 subdomain: lower-case letters, digits, `-` and
-/// `.`, starting and ending with a letter or digit, at most 253 characters), so that it
-/// goes into a request path as it is.
-fn parse_name(text: &str) -> Result<String, String> {
-    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let valid = !text.is_empty()
-        && text.len() <= 253
-        && text
-            .chars()
-            .all(|c| alphanumeric(c) || c == '-' || c == '.')
-        && text.starts_with(alphanumeric)
-        && text.ends_with(alphanumeric);
-    if valid {
-        Ok(text.to_string())
-    } else {
-        Err(format!(
-            "{text:?} is not a Kubernetes name: lower-case letters, digits, '-' and '.', \
-             starting and ending with a letter or digit"
-        ))
-    }
 }
 
 /// One reading of the source.
@@ -288,17 +200,14 @@ impl Args {
         let admin_from_env = self.admin.is_some() && std::env::var(ADMIN_ENV).ok() == self.admin;
         match self.choice(admin_from_env)? {
             Choice::Msvc(name) => {
-                let mut config =
-                    kube_config(self.kubeconfig.as_deref(), self.context.as_deref()).await?;
-                // The API server answers 503 for a pod that does not answer, which the
-                // client would retry with backoff past the next refresh: the view
-                // reports it and reads again at the next one instead.
-                config.default_retry = false;
-                let namespace = self
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| config.default_namespace.clone());
-                let client = kube::Client::try_from(config).map_err(TopError::KubeClient)?;
+                // Without retries: a proxy that does not answer is reported, and read
+                // again at the next refresh.
+                let (client, namespace) = msvc::client(
+                    self.kubeconfig.as_deref(),
+                    self.context.as_deref(),
+                    self.namespace.as_deref(),
+                )
+                .await?;
                 Ok(Source::Cluster {
                     client,
                     namespace,
@@ -356,35 +265,6 @@ impl Args {
     }
 }
 
-/// The Kubernetes client's config, as kubectl finds it: the file of `--kubeconfig`, or
-/// `KUBECONFIG` / `~/.kube/config` (then in-cluster when neither is asked for by flag),
-/// with `--context` or the current context.
-async fn kube_config(
-    kubeconfig: Option<&Path>,
-    context: Option<&str>,
-) -> Result<kube::Config, TopError> {
-    let options = KubeConfigOptions {
-        context: context.map(String::from),
-        ..KubeConfigOptions::default()
-    };
-    let error = |path: Option<&Path>| {
-        let path = path.map(Path::to_path_buf);
-        move |source| TopError::Kubeconfig { path, source }
-    };
-    match (kubeconfig, context) {
-        (Some(path), _) => {
-            let file = Kubeconfig::read_from(path).map_err(error(Some(path)))?;
-            kube::Config::from_custom_kubeconfig(file, &options)
-                .await
-                .map_err(error(Some(path)))
-        }
-        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(error(None)),
-        (None, None) => kube::Config::infer().await.map_err(TopError::InferConfig),
-    }
-}
-
 impl Source {
     async fn read(&self) -> Result<Reading, TopError> {
         match self {
@@ -402,7 +282,20 @@ impl Source {
                 namespace,
                 name,
                 window,
-            } => read_cluster(client, namespace, name, *window).await,
+            } => {
+                let merged = msvc::read(client, namespace, name, *window).await?;
+                Ok(Reading {
+                    source: format!("MonitoredService {namespace}/{name}, {}", merged.proxies()),
+                    json: serde_json::to_string(&merged.summary).map_err(|source| {
+                        TopError::Json {
+                            url: format!("MonitoredService {namespace}/{name}"),
+                            source,
+                        }
+                    })?,
+                    summary: merged.summary,
+                    warnings: merged.failures,
+                })
+            }
         }
     }
 }
@@ -435,110 +328,6 @@ async fn read(http: &reqwest::Client, url: &str) -> Result<(String, Summary), To
         source,
     })?;
     Ok((body, summary))
-}
-
-/// The merged summary of the ready proxies of MonitoredService `namespace/name`, each
-/// read through the API server's pod proxy. Proxies that do not answer are left out and
-/// named in the warnings; it fails when none answers.
-async fn read_cluster(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    window: Window,
-) -> Result<Reading, TopError> {
-    let (ns, n) = (namespace.to_string(), name.to_string());
-    let msvc = Api::<MonitoredService>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|source| TopError::ReadMonitoredService {
-            namespace: ns.clone(),
-            name: n.clone(),
-            source,
-        })?
-        .ok_or_else(|| TopError::NoMonitoredService {
-            namespace: ns.clone(),
-            name: n.clone(),
-        })?;
-    let proxies = proxy_pods::list(client, &msvc)
-        .await
-        .map_err(|source| TopError::Pods {
-            namespace: ns.clone(),
-            name: n.clone(),
-            source: Box::new(source),
-        })?;
-    if proxies.ready.is_empty() {
-        return Err(TopError::NoReadyProxy {
-            namespace: ns,
-            name: n,
-            matched: proxies.matched,
-            selector: proxy_pods::label_selector(&msvc),
-        });
-    }
-    let path = super::api_path(window);
-    let answers = futures::future::join_all(
-        proxies
-            .ready
-            .iter()
-            .map(|p| read_pod(client, namespace, p, &path)),
-    )
-    .await;
-    let (mut summaries, mut failures) = (Vec::new(), Vec::new());
-    for answer in answers {
-        match answer {
-            Ok(summary) => summaries.push(summary),
-            Err(failure) => failures.push(failure),
-        }
-    }
-    if summaries.is_empty() {
-        return Err(TopError::NoProxyAnswered {
-            namespace: ns,
-            name: n,
-            failures,
-        });
-    }
-    let merged = super::merge(&summaries).ok_or_else(|| TopError::Unmergeable {
-        namespace: ns.clone(),
-        name: n.clone(),
-    })?;
-    Ok(Reading {
-        source: format!(
-            "MonitoredService {ns}/{n}, {} of {} ready proxies",
-            summaries.len(),
-            proxies.ready.len()
-        ),
-        json: serde_json::to_string(&merged).map_err(|source| TopError::Json {
-            url: format!("MonitoredService {ns}/{n}"),
-            source,
-        })?,
-        summary: merged,
-        warnings: failures,
-    })
-}
-
-/// An API error as `403 Forbidden: message`, others as they print.
-fn api_message(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
-        other => other.to_string(),
-    }
-}
-
-/// The summary of one proxy pod through the API server; `Err` says which pod and why.
-async fn read_pod(
-    client: &kube::Client,
-    namespace: &str,
-    proxy: &ReadyProxy,
-    path: &str,
-) -> Result<Summary, String> {
-    let failed = |why: String| format!("pod {} did not answer {path}: {why}", proxy.name);
-    let request = http::Request::get(proxy.api_server_path(namespace, path))
-        .body(Vec::new())
-        .map_err(|e| failed(e.to_string()))?;
-    let body = tokio::time::timeout(REQUEST_TIMEOUT, client.request_text(request))
-        .await
-        .map_err(|_| failed(format!("no answer within {REQUEST_TIMEOUT:?}")))?
-        .map_err(|e| failed(api_message(&e)))?;
-    serde_json::from_str(&body).map_err(|e| format!("pod {}: not a summary: {e}", proxy.name))
 }
 
 /// The view of one summary read from `source`: a heading line, the routes by requests (then
@@ -689,12 +478,6 @@ mod tests {
             summary_url("https://proxy.example/a/", Window::OneMinute),
             "https://proxy.example/a/api/summary?window=1m"
         );
-        assert_eq!(parse_window("1h"), Ok(Window::OneHour));
-        assert!(
-            parse_window("2m")
-                .expect_err("no such window")
-                .contains("1m, 5m")
-        );
     }
 
     #[derive(Debug, clap::Parser)]
@@ -740,39 +523,6 @@ mod tests {
             assert!(error.contains("is not a Kubernetes name"), "{bad}: {error}");
         }
         assert!(args(&["--msvc", "api", "-n", "a_b"]).is_err());
-        assert_eq!(parse_name("trips-api.v2"), Ok("trips-api.v2".into()));
-    }
-
-    #[test]
-    fn missing_proxies_are_named_with_where_to_look() {
-        let error = |matched| {
-            TopError::NoReadyProxy {
-                namespace: "shop".into(),
-                name: "api".into(),
-                matched,
-                selector: "a=b".into(),
-            }
-            .to_string()
-        };
-        assert_eq!(
-            error(0),
-            "MonitoredService shop/api has no ready proxy pod: no pod is labelled a=b (is the \
-             operator running? kubectl get pods -n shop -l a=b)"
-        );
-        assert_eq!(
-            error(3),
-            "MonitoredService shop/api has no ready proxy pod: none of the 3 pods labelled a=b \
-             is ready (kubectl get pods -n shop -l a=b)"
-        );
-        let forbidden = kube::Error::Api(
-            kube::core::Status::failure("pods \"x\" is forbidden", "Forbidden")
-                .with_code(403)
-                .boxed(),
-        );
-        assert_eq!(
-            api_message(&forbidden),
-            "403 Forbidden: pods \"x\" is forbidden"
-        );
     }
 
     #[test]
