@@ -368,6 +368,27 @@ mod in_pods {
             "{:?}",
             through_api.overall
         );
+        // And `routemeter compare --msvc` over its two windows, which hold the same traffic
+        // here (all of it within the last 5 minutes): no regression, exit 0.
+        let out = std::process::Command::new(common::BIN)
+            .args(["compare", "--msvc", "app", "-n", &ns, "-o", "json"])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .output()
+            .expect("run routemeter compare");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "routemeter compare --msvc: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("compare's JSON");
+        assert!(
+            report["msvc"].is_object() && report["regressed"] == false,
+            "{report:#}"
+        );
     }
 
     /// The chart's `trafficRefresh` in these tests (node_support installs it so): figures no
