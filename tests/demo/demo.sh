@@ -73,6 +73,13 @@ for pod_ip in $(k get pods -l app.kubernetes.io/name=routemeter-proxy,app.kubern
   curl -s --max-time 5 "http://$pod_ip:9901/metrics"
 done | python3 "$root/tests/demo/counts.py"
 
+step "The live summary, every proxy merged through the API server's pod proxy"
+show "$root/target/release/routemeter" top --msvc trips-api --window 5m --once
+# GET /api/trips is paginated (manifests/examples/trips-api.yaml): its pages, from the same
+# summary's JSON.
+"$root/target/release/routemeter" top --msvc trips-api --window 5m --once -o json 2>/dev/null \
+  | python3 "$root/tests/demo/pages.py"
+
 cat <<EOF
 
 Where to look next:
