@@ -240,10 +240,16 @@ mod in_pods {
             .collect();
         let load = Load::start(base.clone(), paths, 2, Duration::from_millis(20));
         let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
+        // The worst route is named once it has enough requests in the minute to be scored
+        // with confidence (20, as a recommendation needs): a few refreshes (5 s here).
         let figures = wait_for("traffic figures in status", WAIT, || async {
             let t = api.get("app").await.ok()?.status?.traffic?;
             let rps: f64 = t.requests_per_second.parse().ok()?;
-            (rps > 5.0).then_some(t)
+            let worst_known = t
+                .worst_route
+                .as_deref()
+                .is_some_and(|w| w.starts_with("GET /status/{code}"));
+            (rps > 5.0 && worst_known).then_some(t)
         })
         .await;
         let printed = kubectl(&["get", "msvc", "app", "-n", &ns]);
