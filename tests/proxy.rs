@@ -84,6 +84,52 @@ async fn counts_every_request_once_per_route_method_and_status() {
 }
 
 #[tokio::test]
+async fn declared_routes_have_zero_series_before_any_request() {
+    let up = upstream().await;
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{up}']}}\n\
+         routes:\n  - {{path: '/orders/{{id}}', methods: [GET, post]}}\n  - {{path: /health}}\n"
+    ))
+    .await;
+    let m = proxy.metrics().await;
+    let zero = [
+        ("/orders/{id}", "GET"),
+        ("/orders/{id}", "POST"),
+        ("/health", "GET"),
+    ];
+    for (route, method) in zero {
+        let labels = [
+            ("http_route", route),
+            ("http_request_method", method),
+            ("http_response_status_code", "500"),
+            ("error_type", ""),
+        ];
+        let series = m.matching_count(COUNT, &labels);
+        assert_eq!(
+            series, 1,
+            "{method} {route}: a zero 500 series from the start"
+        );
+        assert_eq!(m.sum(COUNT, &labels), 0.0);
+        assert_eq!(m.sum(BUCKET, &[("http_route", route), ("le", "+Inf")]), 0.0);
+    }
+    assert_eq!(
+        m.label_values(COUNT, "http_response_status_code"),
+        ["500".to_string()].into(),
+        "only the zero series, no made-up code"
+    );
+    assert_eq!(m.sum(COUNT, &[]), 0.0, "nothing counted before a request");
+    let methods = m.label_values(COUNT, "http_request_method");
+    assert_eq!(methods, ["GET".to_string(), "POST".to_string()].into());
+
+    // A request lands beside it; the zero series stays 0 until a 500.
+    assert_eq!(send(client().get(proxy.url("/orders/1"))).await.0, 200);
+    let m = proxy.metrics_after(1.0).await;
+    assert_eq!(count(&m, "/orders/{id}", "GET", "200"), 1.0);
+    assert_eq!(count(&m, "/orders/{id}", "GET", "500"), 0.0);
+    assert_eq!(m.sum(COUNT, &[]), 1.0);
+}
+
+#[tokio::test]
 async fn latency_lands_in_the_right_bucket() {
     let up = upstream().await;
     let proxy = Proxy::start(&format!(

@@ -309,6 +309,14 @@ pub struct AlertsSpec {
     #[serde(default = "default_latency_p95")]
     #[schemars(range(min = 0.0))]
     pub latency_p95_seconds: f64,
+    /// The fewest requests per second a route needs for its ratio and latency alerts to
+    /// fire (default 1, 300 requests in 5m): a 5xx ratio or a p95 of a handful of
+    /// requests is noise, not an outage. Applied to `RoutemeterHighErrorRate` and
+    /// `RoutemeterHighLatency` over their 5m window, and to each burn-rate condition
+    /// over its long window (1h, 6h, 1d, 3d). 0 turns the guard off.
+    #[serde(default = "default_min_requests_per_second")]
+    #[schemars(range(min = 0.0))]
+    pub min_requests_per_second: f64,
     /// How long a condition must hold before the alert fires (default 5m).
     #[serde(default = "default_for", rename = "for")]
     #[schemars(regex(pattern = r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$"))]
@@ -327,6 +335,7 @@ impl Default for AlertsSpec {
             enabled: true,
             error_ratio: default_error_ratio(),
             latency_p95_seconds: default_latency_p95(),
+            min_requests_per_second: default_min_requests_per_second(),
             for_: default_for(),
             runbook_url: None,
             deep_pages: DeepPagesSpec::default(),
@@ -505,6 +514,9 @@ fn default_error_ratio() -> f64 {
 fn default_latency_p95() -> f64 {
     1.0
 }
+fn default_min_requests_per_second() -> f64 {
+    1.0
+}
 fn default_for() -> String {
     "5m".into()
 }
@@ -548,6 +560,7 @@ mod tests {
         assert_eq!(spec.monitoring.alerts.error_ratio, 0.05);
         assert_eq!(spec.monitoring.alerts.latency_p95_seconds, 1.0);
         assert_eq!(spec.monitoring.alerts.for_, "5m");
+        assert_eq!(spec.monitoring.alerts.min_requests_per_second, 1.0);
         assert!(!spec.monitoring.alerts.deep_pages.enabled);
         assert_eq!(spec.monitoring.alerts.deep_pages.min_offset, 1000);
         assert_eq!(

@@ -6,6 +6,9 @@
 
 use serde_json::{Value, json};
 
+use super::rules::{any_paginated, error_budgets};
+use crate::crd::{MonitoringSpec, RouteSpec};
+
 /// A time-series panel at a grid position.
 fn panel(
     id: u32,
@@ -31,10 +34,35 @@ fn panel(
     })
 }
 
-/// The PromQL of every panel, with `$namespace`, `$service` and `$route` variables.
-pub fn panels() -> Vec<Value> {
+/// The burn rate over 1h of each route: its error ratio divided by the error budget of
+/// its objective. `budgets` holds `(objective label, budget)` per objective in force
+/// ([`super::rules::error_budgets`]); the routes of different objectives are disjoint, so
+/// the terms are joined with `or`. An objective of `None` selects every route.
+fn burn_rate_expr(r: &str, budgets: &[(Option<String>, String)]) -> String {
+    budgets
+        .iter()
+        .map(|(objective, budget)| {
+            let objective = objective.as_ref().map_or(String::new(), |o| {
+                format!(
+                    r#",objective="{}""#,
+                    o.replace('\\', "\\\\").replace('"', "\\\"")
+                )
+            });
+            format!("max by (http_route) (routemeter_slo:errors:ratio_rate1h{{{r}{objective}}}) / {budget}")
+        })
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// The PromQL of every panel, with `$namespace`, `$service` and `$route` variables; the
+/// burn-rate panel divides by `budgets` (see [`burn_rate_expr`]).
+pub fn panels(budgets: &[(Option<String>, String)]) -> Vec<Value> {
     let s = r#"namespace="$namespace",monitored_service=~"$service""#;
     let r = format!(r#"{s},http_route=~"$route""#);
+    let burn_title = match budgets {
+        [(None, budget)] => format!("SLO burn rate (1h, errors, budget {budget})"),
+        _ => "SLO burn rate (1h, errors)".to_string(),
+    };
     vec![
         panel(
             1,
@@ -84,13 +112,10 @@ pub fn panels() -> Vec<Value> {
         ),
         panel(
             4,
-            "SLO burn rate (1h, errors)",
+            &burn_title,
             "none",
             (12, 8, 12),
-            &[(
-                &format!("max by (http_route) (routemeter_slo:errors:ratio_rate1h{{{r}}}) / 0.001"),
-                "{{http_route}}",
-            )],
+            &[(&burn_rate_expr(&r, budgets), "{{http_route}}")],
         ),
         panel(
             5,
@@ -271,6 +296,7 @@ fn dashboard(
     title: String,
     namespace: Option<&str>,
     service: Option<&str>,
+    budgets: &[(Option<String>, String)],
     pagination: bool,
 ) -> Value {
     let mut ns = variable(
@@ -297,12 +323,12 @@ fn dashboard(
             ns, svc,
             variable("route", r#"label_values(routemeter:http_requests:rate5m{namespace="$namespace",monitored_service=~"$service"}, http_route)"#, true),
         ]},
-        "panels": all_panels(pagination),
+        "panels": all_panels(budgets, pagination),
     })
 }
 
-fn all_panels(pagination: bool) -> Vec<Value> {
-    let mut all = panels();
+fn all_panels(budgets: &[(Option<String>, String)], pagination: bool) -> Vec<Value> {
+    let mut all = panels(budgets);
     if pagination {
         all.push(pagination_row());
         all.extend(pagination_panels());
@@ -310,27 +336,44 @@ fn all_panels(pagination: bool) -> Vec<Value> {
     all
 }
 
-/// The dashboard of one MonitoredService, opening on it; with the pagination row when
-/// one of its routes has pagination.
-pub fn for_service(namespace: &str, service: &str, pagination: bool) -> Value {
+/// The dashboard of one MonitoredService, opening on it: the burn rate against each
+/// route's objective (the service's or the route's own), with the pagination row when one
+/// of its routes has pagination.
+pub fn for_service(
+    namespace: &str,
+    service: &str,
+    monitoring: &MonitoringSpec,
+    routes: &[RouteSpec],
+) -> Value {
     let uid = format!("routemeter-{namespace}-{service}");
     let uid: String = uid.chars().take(40).collect();
+    let budgets: Vec<(Option<String>, String)> = error_budgets(monitoring, routes)
+        .into_iter()
+        .map(|(objective, budget)| (Some(objective), budget))
+        .collect();
     dashboard(
         uid,
         format!("routemeter / {namespace} / {service}"),
         Some(namespace),
         Some(service),
-        pagination,
+        &budgets,
+        any_paginated(routes),
     )
 }
 
-/// The overall dashboard, over every monitored service.
+/// The overall dashboard, over every monitored service. It knows no spec, so its
+/// burn-rate panel is against the default objective, which its title says.
 pub fn overview() -> Value {
+    let budget = error_budgets(&MonitoringSpec::default(), &[])
+        .into_iter()
+        .map(|(_, budget)| (None, budget))
+        .collect::<Vec<_>>();
     dashboard(
         "routemeter-overview".into(),
         "routemeter / overview".into(),
         None,
         None,
+        &budget,
         false,
     )
 }
@@ -338,6 +381,7 @@ pub fn overview() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::SloSpec;
 
     #[test]
     fn the_pagination_row_comes_with_pagination_only() {
@@ -349,9 +393,10 @@ mod tests {
                 .filter_map(|p| p["title"].as_str().map(str::to_string))
                 .collect()
         };
-        let plain = for_service("shop", "api", false);
+        let m = MonitoringSpec::default();
+        let plain = for_service("shop", "api", &m, &[]);
         assert!(!titles(&plain).iter().any(|t| t == "Pagination"));
-        let paged = for_service("shop", "api", true);
+        let paged = for_service("shop", "api", &m, &[route("/items", None, true)]);
         let t = titles(&paged);
         assert_eq!(
             t[t.len() - 5..],
@@ -369,11 +414,68 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), all.len());
-        let bottom = panels()
+        let bottom = panels(&[(None, "0.001".into())])
             .iter()
             .filter_map(|p| Some(p["gridPos"]["y"].as_u64()? + p["gridPos"]["h"].as_u64()?))
             .max();
         assert_eq!(bottom, Some(u64::from(PAGINATION_ROW_Y)));
         assert!(!titles(&overview()).iter().any(|t| t == "Pagination"));
+    }
+
+    fn route(path: &str, slo: Option<SloSpec>, paginated: bool) -> RouteSpec {
+        RouteSpec {
+            path: path.into(),
+            methods: vec![],
+            name: None,
+            slo,
+            pagination: paginated.then(Default::default),
+        }
+    }
+
+    fn burn_query(d: &Value) -> String {
+        let panel = d["panels"]
+            .as_array()
+            .expect("panels")
+            .iter()
+            .find(|p| p["id"] == 4)
+            .expect("the burn-rate panel");
+        panel["targets"][0]["expr"]
+            .as_str()
+            .expect("expr")
+            .to_string()
+    }
+
+    #[test]
+    fn the_burn_rate_is_against_each_routes_objective() {
+        let r = r#"namespace="$namespace",monitored_service=~"$service",http_route=~"$route""#;
+        let mut m = MonitoringSpec::default();
+        m.slo.availability = 99.0;
+        assert_eq!(
+            burn_query(&for_service("shop", "api", &m, &[])),
+            format!(
+                r#"max by (http_route) (routemeter_slo:errors:ratio_rate1h{{{r},objective="service"}}) / 0.01"#
+            )
+        );
+        let own = SloSpec {
+            availability: 99.5,
+            ..Default::default()
+        };
+        let d = for_service("shop", "api", &m, &[route("/navigate", Some(own), false)]);
+        assert_eq!(
+            burn_query(&d),
+            format!(
+                r#"max by (http_route) (routemeter_slo:errors:ratio_rate1h{{{r},objective="service"}}) / 0.01 or max by (http_route) (routemeter_slo:errors:ratio_rate1h{{{r},objective="/navigate"}}) / 0.005"#
+            )
+        );
+        // The overview knows no spec: the default objective, named in the title.
+        let o = overview();
+        assert_eq!(
+            burn_query(&o),
+            format!("max by (http_route) (routemeter_slo:errors:ratio_rate1h{{{r}}}) / 0.001")
+        );
+        assert!(
+            o.to_string()
+                .contains("SLO burn rate (1h, errors, budget 0.001)")
+        );
     }
 }

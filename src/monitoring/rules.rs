@@ -100,6 +100,15 @@ fn objectives<'a>(
     out
 }
 
+/// The error budget of each objective in force, by its `objective` label: what the
+/// dashboard's burn-rate panel divides each route's error ratio by.
+pub fn error_budgets(monitoring: &MonitoringSpec, routes: &[RouteSpec]) -> Vec<(String, String)> {
+    objectives(monitoring, routes)
+        .into_iter()
+        .map(|(_, slo, objective)| (objective, budget_of(slo.availability)))
+        .collect()
+}
+
 /// The rule groups, as the PrometheusRule's `spec.groups`.
 pub fn groups(
     namespace: &str,
@@ -153,6 +162,17 @@ pub fn groups(
                 format!(r#"1 - sum by ({BY_ROUTE}) (rate({BUCKET}{{{sel}{matcher},le="{le}"}}[{w}])) / {total}"#),
                 objective,
             ));
+        }
+        // The request rate of each burn-rate condition's long window, which the alerts
+        // require to reach `alerts.minRequestsPerSecond`.
+        for (_, pairs) in BURN_RATES {
+            for (long, _, _) in pairs {
+                slo_rules.push(objective_rule(
+                    &format!("routemeter_slo:http_requests:rate{long}"),
+                    format!("sum by ({BY_ROUTE}) (rate({COUNT}{{{sel}{matcher}}}[{long}]))"),
+                    objective,
+                ));
+            }
         }
         let (err_budget, lat_budget) = (
             budget_of(slo.availability),
@@ -271,6 +291,16 @@ fn annotations(summary: String, description: String, runbook: &Option<String>) -
     a
 }
 
+/// ` and REQUESTS >= min`: the traffic a ratio or quantile needs to mean something
+/// (`alerts.minRequestsPerSecond`); nothing when the guard is off (0).
+fn traffic_guard(min: f64, requests: &str) -> String {
+    if min.is_finite() && min > 0.0 {
+        format!(" and {requests} >= {min}")
+    } else {
+        String::new()
+    }
+}
+
 fn alert_rules(
     sel: &str,
     service: &str,
@@ -278,11 +308,13 @@ fn alert_rules(
     objectives: &[(String, &SloSpec, String)],
 ) -> Vec<Value> {
     let a = &m.alerts;
+    let min = a.min_requests_per_second;
     let mut out = Vec::new();
     if a.enabled {
+        let guard = traffic_guard(min, &format!("routemeter:http_requests:rate5m{{{sel}}}"));
         out.push(json!({
             "alert": "RoutemeterHighErrorRate",
-            "expr": format!("routemeter:http_errors:ratio_rate5m{{{sel}}} > {}", a.error_ratio),
+            "expr": format!("routemeter:http_errors:ratio_rate5m{{{sel}}} > {}{guard}", a.error_ratio),
             "for": a.for_,
             "labels": { "severity": "critical" },
             "annotations": annotations(
@@ -292,7 +324,7 @@ fn alert_rules(
         }));
         out.push(json!({
             "alert": "RoutemeterHighLatency",
-            "expr": format!("routemeter:http_request_duration_seconds:p95_rate5m{{{sel}}} > {}", a.latency_p95_seconds),
+            "expr": format!("routemeter:http_request_duration_seconds:p95_rate5m{{{sel}}} > {}{guard}", a.latency_p95_seconds),
             "for": a.for_,
             "labels": { "severity": "warning" },
             "annotations": annotations(
@@ -331,8 +363,12 @@ fn alert_rules(
                 let expr = pairs
                     .iter()
                     .map(|(long, short, factor)| {
+                        let guard = traffic_guard(
+                            min,
+                            &format!("routemeter_slo:http_requests:rate{long}{{{sel}{matcher}}}"),
+                        );
                         format!(
-                            "(routemeter_slo:{record}:ratio_rate{long}{{{sel}{matcher}}} > ({factor} * {budget}) and routemeter_slo:{record}:ratio_rate{short}{{{sel}{matcher}}} > ({factor} * {budget}))"
+                            "(routemeter_slo:{record}:ratio_rate{long}{{{sel}{matcher}}} > ({factor} * {budget}) and routemeter_slo:{record}:ratio_rate{short}{{{sel}{matcher}}} > ({factor} * {budget}){guard})"
                         )
                     })
                     .collect::<Vec<_>>()
@@ -475,6 +511,86 @@ mod tests {
         m.alerts.enabled = false;
         let g = groups("shop", "api", &m, &[paginated("/items")]).to_string();
         assert!(!g.contains("RoutemeterDeepPagesSlow"));
+    }
+
+    fn alert<'a>(g: &'a Value, name: &str, severity: &str) -> Vec<&'a str> {
+        g[2]["rules"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .filter(|r| r["alert"] == name && r["labels"]["severity"] == severity)
+            .filter_map(|r| r["expr"].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn ratio_alerts_need_the_minimum_traffic() {
+        let g = groups("shop", "api", &spec(), &[]);
+        let sel = r#"{namespace="shop",monitored_service="api"}"#;
+        assert_eq!(
+            alert(&g, "RoutemeterHighErrorRate", "critical"),
+            [format!(
+                "routemeter:http_errors:ratio_rate5m{sel} > 0.05 and routemeter:http_requests:rate5m{sel} >= 1"
+            )]
+        );
+        assert_eq!(
+            alert(&g, "RoutemeterHighLatency", "warning"),
+            [format!(
+                "routemeter:http_request_duration_seconds:p95_rate5m{sel} > 1 and routemeter:http_requests:rate5m{sel} >= 1"
+            )]
+        );
+        let page = alert(&g, "RoutemeterErrorBudgetBurn", "critical");
+        assert_eq!(
+            page,
+            [format!(
+                "(routemeter_slo:errors:ratio_rate1h{sel} > (14.4 * 0.001) and routemeter_slo:errors:ratio_rate5m{sel} > (14.4 * 0.001) and routemeter_slo:http_requests:rate1h{sel} >= 1) or (routemeter_slo:errors:ratio_rate6h{sel} > (6 * 0.001) and routemeter_slo:errors:ratio_rate30m{sel} > (6 * 0.001) and routemeter_slo:http_requests:rate6h{sel} >= 1)"
+            )]
+        );
+        let ticket = alert(&g, "RoutemeterLatencyBudgetBurn", "warning");
+        assert!(ticket[0].contains("http_requests:rate1d{"), "{ticket:?}");
+        assert!(ticket[0].contains("http_requests:rate3d{"), "{ticket:?}");
+        // Each long window's request rate is recorded, per objective.
+        let text = g.to_string();
+        for w in ["1h", "6h", "1d", "3d"] {
+            assert!(
+                text.contains(&format!(
+                    r#""record":"routemeter_slo:http_requests:rate{w}""#
+                )),
+                "{w}"
+            );
+        }
+
+        // 0 turns the guard off: the expressions of before.
+        let mut m = spec();
+        m.alerts.min_requests_per_second = 0.0;
+        m.alerts.error_ratio = 0.1;
+        let g = groups("shop", "api", &m, &[]);
+        assert_eq!(
+            alert(&g, "RoutemeterHighErrorRate", "critical"),
+            [format!("routemeter:http_errors:ratio_rate5m{sel} > 0.1")]
+        );
+        assert!(!alert(&g, "RoutemeterErrorBudgetBurn", "critical")[0].contains("http_requests"));
+    }
+
+    #[test]
+    fn route_objectives_guard_with_their_own_routes_traffic() {
+        let routes = vec![RouteSpec {
+            path: "/navigate".into(),
+            methods: vec![],
+            name: Some("navigate".into()),
+            slo: Some(SloSpec {
+                availability: 99.5,
+                ..Default::default()
+            }),
+            pagination: None,
+        }];
+        let mut m = spec();
+        m.alerts.min_requests_per_second = 0.5;
+        let g = groups("shop", "api", &m, &routes);
+        let page = alert(&g, "RoutemeterErrorBudgetBurn", "critical");
+        assert_eq!(page.len(), 2);
+        assert!(page[0].contains(r#"routemeter_slo:http_requests:rate1h{namespace="shop",monitored_service="api",http_route!~"/navigate"} >= 0.5"#), "{}", page[0]);
+        assert!(page[1].contains(r#"routemeter_slo:http_requests:rate1h{namespace="shop",monitored_service="api",http_route="/navigate"} >= 0.5"#), "{}", page[1]);
     }
 
     #[test]

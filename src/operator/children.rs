@@ -441,7 +441,8 @@ pub fn build(
         let dash = monitoring::dashboard::for_service(
             &ns,
             &msvc.name_any(),
-            monitoring::rules::any_paginated(&spec.routes),
+            &spec.monitoring,
+            &spec.routes,
         );
         manifest(
             &dashboard_cm,

@@ -124,6 +124,7 @@ impl ControlLoop {
                 if !Arc::ptr_eq(&current.balancer, &next.balancer) {
                     self.update_endpoints(&next, discovery).await;
                 }
+                self.metrics.init_route_series(&next);
                 self.state.store(Arc::new(next));
                 self.metrics.config_reloads.inc();
                 self.metrics.config_last_reload_successful.set(1);

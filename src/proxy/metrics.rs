@@ -19,7 +19,8 @@ use prometheus::{
 
 use super::pagination::PaginationFamilies;
 use super::recorder::Recorder;
-use super::state::SharedState;
+use super::state::{SharedState, Snapshot};
+use crate::route::method_label;
 
 /// Boundaries of `routemeter_proxy_overhead_seconds`: 10 µs to 50 ms, where a proxy's own
 /// cost lives; anything above is a problem worth seeing whole.
@@ -54,6 +55,16 @@ pub const REQUEST_LABELS: [&str; 4] = [
     "http_response_status_code",
     "error_type",
 ];
+
+/// The status code of the zero series created for each declared route (see
+/// [`ProxyMetrics::init_route_series`]): a code the 5xx rules select
+/// (`http_response_status_code=~"5.."`), and the very series an upstream's 500 lands on,
+/// so no made-up label value appears; it stays at 0 until a real 500.
+pub const ZERO_SERIES_STATUS: &str = "500";
+
+/// The method of the zero series of a route that declares no method (it serves any): GET,
+/// the method most such routes serve. Other methods get their series on first use.
+pub const ZERO_SERIES_DEFAULT_METHOD: &str = "GET";
 
 /// All the proxy's metrics.
 #[derive(Debug, Clone)]
@@ -214,6 +225,38 @@ impl ProxyMetrics {
     }
 }
 
+impl ProxyMetrics {
+    /// Creates, at 0, the request-duration series of every declared route × declared
+    /// method (GET for a route without methods) with status [`ZERO_SERIES_STATUS`] and no
+    /// error type. The rules then find their series from the first scrape: a 5xx ratio is
+    /// 0, not absent, until the first error, and the burn-rate alerts are never blind to
+    /// a route that has not failed yet. Called when a config is loaded or reloaded (not
+    /// per request); a route removed by a reload keeps its series, as counters do.
+    pub fn init_route_series(&self, snapshot: &Snapshot) {
+        for (id, route) in snapshot.config.routes.iter().enumerate() {
+            let label = snapshot.routes.label(id);
+            let zero = |method: &str| {
+                // Creating the child is all: its buckets, count and sum start at 0.
+                let _ = self.request_duration.with_label_values(&[
+                    label,
+                    method,
+                    ZERO_SERIES_STATUS,
+                    "",
+                ]);
+            };
+            if route.methods.is_empty() {
+                zero(ZERO_SERIES_DEFAULT_METHOD);
+            }
+            for method in &route.methods {
+                // The label a request of this method gets (`_OTHER` for an unknown one).
+                let m = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                    .map_or("_OTHER", |m| method_label(&m));
+                zero(m);
+            }
+        }
+    }
+}
+
 /// The per-endpoint families, read from the endpoints of the snapshot in use at each
 /// scrape ([`EndpointCollector`]).
 #[derive(Debug, Clone)]
@@ -360,6 +403,49 @@ mod tests {
             assert!(text.contains(r#"http_server_request_duration_seconds_bucket{error_type="",http_request_method="GET",http_response_status_code="200",http_route="/a",le="0.1"} 1"#), "{text}");
             assert!(text.contains("routemeter_build_info"));
         }
+    }
+
+    #[test]
+    fn declared_routes_have_zero_series_from_the_start() {
+        use crate::config::{ProxyConfig, Route};
+
+        let route = |path: &str, methods: &[&str]| Route {
+            path: path.into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            name: None,
+            latency_objective: None,
+            pagination: None,
+        };
+        let config = ProxyConfig::new(
+            vec!["127.0.0.1:1".into()],
+            vec![
+                route("/any", &[]),
+                route("/items", &["get", "POST", "PURGE"]),
+            ],
+        );
+        let registry = Registry::new();
+        let m = ProxyMetrics::register(&registry, vec![0.5]).expect("register");
+        let snapshot = Snapshot::build(config, None, &m.pagination).expect("valid");
+        m.init_route_series(&snapshot);
+        m.init_route_series(&snapshot);
+        let text = String::from_utf8(encode(&registry)).expect("utf8");
+        for (route, method) in [
+            ("/any", "GET"),
+            ("/items", "GET"),
+            ("/items", "POST"),
+            ("/items", "_OTHER"),
+        ] {
+            let series = format!(
+                r#"http_server_request_duration_seconds_count{{error_type="",http_request_method="{method}",http_response_status_code="500",http_route="{route}"}} 0"#
+            );
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        assert_eq!(
+            text.matches("http_server_request_duration_seconds_count{")
+                .count(),
+            4,
+            "one series per route and method, however often: {text}"
+        );
     }
 
     #[test]

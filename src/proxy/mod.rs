@@ -155,6 +155,7 @@ impl Args {
             None,
             &metrics.pagination,
         )?));
+        metrics.init_route_series(&state.load());
         registry.register(Box::new(metrics::EndpointCollector::new(state.clone())?))?;
 
         let workers = match server_settings.workers {

@@ -470,6 +470,12 @@ impl Metrics {
             .fold(0.0, |sum, s| sum + s.value)
     }
 
+    /// How many samples of `name` have labels including every `(label, value)`.
+    #[allow(dead_code)] // only tests/proxy.rs uses it
+    pub fn matching_count(&self, name: &str, labels: &[(&str, &str)]) -> usize {
+        self.matching(name, labels).count()
+    }
+
     /// The distinct values of `label` across the samples of `name`.
     pub fn label_values(&self, name: &str, label: &str) -> BTreeSet<String> {
         self.matching(name, &[])
