@@ -313,7 +313,8 @@ pub struct AlertsSpec {
     /// fire (default 1, 300 requests in 5m): a 5xx ratio or a p95 of a handful of
     /// requests is noise, not an outage. Applied to `RoutemeterHighErrorRate` and
     /// `RoutemeterHighLatency` over their 5m window, and to each burn-rate condition
-    /// over its long window (1h, 6h, 1d, 3d). 0 turns the guard off.
+    /// with as many requests (min × 300) over its long window (1h, 6h, 1d, 3d). 0 turns the
+    /// guard off.
     #[serde(default = "default_min_requests_per_second")]
     #[schemars(range(min = 0.0))]
     pub min_requests_per_second: f64,

@@ -291,6 +291,20 @@ fn annotations(summary: String, description: String, runbook: &Option<String>) -
     a
 }
 
+/// The guard of a burn-rate condition over `long`: as many requests over `long` as the
+/// ratio alerts need over their 5m (`min` × 300), as a rate over `long`. A service too
+/// quiet for the 5m alerts still has its SLO judged over hours and days, where it has the
+/// requests to judge by; 0 (off) stays 0.
+fn burn_guard_rate(min: f64, long: &str) -> f64 {
+    const RATIO_WINDOW_SECONDS: f64 = 300.0;
+    match humantime::parse_duration(long) {
+        Ok(window) if window.as_secs_f64() > 0.0 => {
+            min * RATIO_WINDOW_SECONDS / window.as_secs_f64()
+        }
+        _ => min,
+    }
+}
+
 /// ` and REQUESTS >= min`: the traffic a ratio or quantile needs to mean something
 /// (`alerts.minRequestsPerSecond`); nothing when the guard is off (0).
 fn traffic_guard(min: f64, requests: &str) -> String {
@@ -364,7 +378,7 @@ fn alert_rules(
                     .iter()
                     .map(|(long, short, factor)| {
                         let guard = traffic_guard(
-                            min,
+                            burn_guard_rate(min, long),
                             &format!("routemeter_slo:http_requests:rate{long}{{{sel}{matcher}}}"),
                         );
                         format!(
@@ -543,12 +557,22 @@ mod tests {
         assert_eq!(
             page,
             [format!(
-                "(routemeter_slo:errors:ratio_rate1h{sel} > (14.4 * 0.001) and routemeter_slo:errors:ratio_rate5m{sel} > (14.4 * 0.001) and routemeter_slo:http_requests:rate1h{sel} >= 1) or (routemeter_slo:errors:ratio_rate6h{sel} > (6 * 0.001) and routemeter_slo:errors:ratio_rate30m{sel} > (6 * 0.001) and routemeter_slo:http_requests:rate6h{sel} >= 1)"
+                "(routemeter_slo:errors:ratio_rate1h{sel} > (14.4 * 0.001) and routemeter_slo:errors:ratio_rate5m{sel} > (14.4 * 0.001) and routemeter_slo:http_requests:rate1h{sel} >= 0.08333333333333333) or (routemeter_slo:errors:ratio_rate6h{sel} > (6 * 0.001) and routemeter_slo:errors:ratio_rate30m{sel} > (6 * 0.001) and routemeter_slo:http_requests:rate6h{sel} >= 0.013888888888888888)"
             )]
         );
+        // 300 requests over each long window, as the 5m alerts need over theirs.
         let ticket = alert(&g, "RoutemeterLatencyBudgetBurn", "warning");
-        assert!(ticket[0].contains("http_requests:rate1d{"), "{ticket:?}");
-        assert!(ticket[0].contains("http_requests:rate3d{"), "{ticket:?}");
+        assert!(
+            ticket[0].contains(&format!("http_requests:rate1d{sel} >= {}", 300.0 / 86400.0)),
+            "{ticket:?}"
+        );
+        assert!(
+            ticket[0].contains(&format!(
+                "http_requests:rate3d{sel} >= {}",
+                300.0 / 259200.0
+            )),
+            "{ticket:?}"
+        );
         // Each long window's request rate is recorded, per objective.
         let text = g.to_string();
         for w in ["1h", "6h", "1d", "3d"] {
@@ -589,8 +613,8 @@ mod tests {
         let g = groups("shop", "api", &m, &routes);
         let page = alert(&g, "RoutemeterErrorBudgetBurn", "critical");
         assert_eq!(page.len(), 2);
-        assert!(page[0].contains(r#"routemeter_slo:http_requests:rate1h{namespace="shop",monitored_service="api",http_route!~"/navigate"} >= 0.5"#), "{}", page[0]);
-        assert!(page[1].contains(r#"routemeter_slo:http_requests:rate1h{namespace="shop",monitored_service="api",http_route="/navigate"} >= 0.5"#), "{}", page[1]);
+        assert!(page[0].contains(r#"routemeter_slo:http_requests:rate1h{namespace="shop",monitored_service="api",http_route!~"/navigate"} >= 0.041666666666666664"#), "{}", page[0]);
+        assert!(page[1].contains(r#"routemeter_slo:http_requests:rate1h{namespace="shop",monitored_service="api",http_route="/navigate"} >= 0.041666666666666664"#), "{}", page[1]);
     }
 
     #[test]
