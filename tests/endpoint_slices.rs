@@ -22,7 +22,7 @@ use cluster_support::{CLUSTER_WIDE, client, delete_namespace, kubeconfig_path, n
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
-use support::{Proxy, config_yaml, free_port, named_upstream_on, upstream, wait_for};
+use support::{Proxy, config_yaml, named_upstream_on, upstream, wait_for};
 
 /// The bound on applying a slice change: the proxy aims at 1 s, on a loaded machine.
 const APPLY_BOUND: Duration = Duration::from_secs(3);
@@ -464,7 +464,7 @@ async fn serves_through_the_dns_endpoints_when_the_api_is_unreachable() {
     let fallback = upstream().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    let closed = free_port();
+    let (_closed_port, closed) = support::refusing_port();
     std::fs::write(
         &kubeconfig,
         format!(

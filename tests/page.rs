@@ -559,7 +559,8 @@ async fn top_shows_the_summary_once_as_json_and_as_a_table_and_refreshes() {
     assert!(text.contains("recommendations:\n  GET /status/{code}: 100.0 % of its requests answered 5xx in the last 1m, over the 1.0 % target; see the application's logs for this route\n\nhttp://"), "{text}");
 
     // A proxy that does not answer: exit 1, saying which URL.
-    let gone = format!("127.0.0.1:{}", support::free_port());
+    let (_gone_port, port) = support::refusing_port();
+    let gone = format!("127.0.0.1:{port}");
     let (code, _, err) = routemeter(&["top", "--admin", &gone, "--once"]);
     assert_eq!(code, 1, "{err}");
     assert!(

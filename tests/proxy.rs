@@ -481,7 +481,7 @@ async fn trusted_hops_forwarded_and_via_change_on_reload() {
 
 #[tokio::test]
 async fn upstream_down_then_back() {
-    let port = free_port();
+    let (reserved, port) = support::refusing_port();
     let endpoint = format!("127.0.0.1:{port}");
     // Ready at first all the same: the endpoint has not failed yet.
     let proxy = Proxy::start(&format!(
@@ -531,9 +531,9 @@ async fn upstream_down_then_back() {
 
     // The upstream comes back on the same port: once the ejection backoff (200 ms at
     // most) is over, requests go through again.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("rebind the upstream port");
+    let listener = reserved
+        .listen(1024)
+        .expect("listen on the upstream's port");
     upstream_on(listener).await;
     wait_for("requests to succeed", Duration::from_secs(10), || async {
         let r = http.get(proxy.url("/x")).send().await.ok()?;
@@ -766,7 +766,8 @@ async fn peak_ewma_sends_less_to_a_slow_endpoint_than_round_robin() {
 #[tokio::test]
 async fn a_dead_upstream_is_retried_around_and_ejected() {
     let (a, b) = (upstream().await, upstream().await);
-    let dead = format!("127.0.0.1:{}", free_port());
+    let (_dead_port, port) = support::refusing_port();
+    let dead = format!("127.0.0.1:{port}");
     // A long ejection, so the dead endpoint stays out for the whole test.
     let proxy = Proxy::start(&format!(
         "upstream: {{endpoints: ['{a}', '{b}', '{dead}'], ejectionBase: 30s, ejectionMax: 30s}}\n"

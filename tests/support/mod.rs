@@ -48,6 +48,20 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, String) {
     (status, response.text().await.expect("the body"))
 }
 
+/// A port on 127.0.0.1 that refuses connections and that no other test can take: the
+/// socket is bound and not listening for as long as it is kept (`listen` on it brings an
+/// upstream up on the same port, with no window for another test to take it). A port
+/// from `free_port` alone may be given to a parallel test's listener meanwhile, which
+/// then answers, or hangs, in its place.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a port");
+    let port = socket.local_addr().expect("its address").port();
+    (socket, port)
+}
+
 /// Starts an upstream on a port of its own; see [`upstream_on`].
 pub async fn upstream() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
