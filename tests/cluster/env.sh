@@ -14,8 +14,22 @@ kubeconfig="$state/kubeconfig"
 if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
   PATH="/usr/local/go/bin:$PATH"
 fi
-# Pinned Prometheus Operator release whose official CRDs are installed.
-prom_operator_version="v0.93.0"
+# Pinned Prometheus Operator release: its official CRDs (prom-crds.sh), the operator and
+# its config reloader (build-monitoring.sh, prometheus-stack.sh). The one place it is
+# written is the wrapper module's go.mod (tools/pin.sh --prometheus-operator changes it).
+prom_operator_version="$(awk '$1 == "require" && $2 == "github.com/prometheus-operator/prometheus-operator" {print $3}' \
+  "$root/tests/cluster/tools/prometheus-operator/go.mod")"
+# Pinned Prometheus 3 release, v3.MM.P: its Go module version is v0.3MM.P
+# (tools/prometheus/go.mod; tools/pin.sh --prometheus).
+prometheus_version="$(awk '$1 == "require" && $2 == "github.com/prometheus/prometheus" {print $3}' \
+  "$root/tests/cluster/tools/prometheus/go.mod")"
+if [[ "$prometheus_version" =~ ^v0\.3([0-9]{2})\.([0-9]+)$ ]]; then
+  prometheus_version="v3.$((10#${BASH_REMATCH[1]})).${BASH_REMATCH[2]}"
+fi
+# The images tests/image/build.sh makes of them (`build.sh monitoring`).
+prometheus_image="docker.io/routemeter/prometheus:$prometheus_version"
+prom_operator_image="docker.io/routemeter/prometheus-operator:$prom_operator_version"
+prom_config_reloader_image="docker.io/routemeter/prometheus-config-reloader:$prom_operator_version"
 
 # The node (node.sh): its files, containerd's socket (tests/image/build.sh --load imports
 # images through it), and the addresses, all on this machine. Pods live on the bridge,
@@ -40,6 +54,29 @@ cluster_dns="$node_ip"
 bins() {
   eval "$(bash "$root/tests/cluster/build.sh")"
   kubectl="$K8S_BIN/kubectl"
+}
+
+# Sets PROMETHEUS_BIN and PROM_OPERATOR_BIN (directories of prometheus and promtool, of
+# operator and prometheus-config-reloader), building them on first use.
+monitoring_bins() {
+  eval "$(bash "$root/tests/cluster/build-monitoring.sh")"
+}
+
+# The directory of the pinned Prometheus Operator module (its CRDs and example
+# manifests), from the module cache, downloaded if needed. The root module has replace
+# directives, so it can only be downloaded, not built or installed as it is. Run outside
+# any module (from /), so no go.mod of ours is consulted or changed.
+prom_operator_module_dir() {
+  local json dir
+  json="$(cd / && GO111MODULE=on GOFLAGS=-mod=mod go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@$prom_operator_version")"
+  dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
+  if [[ -z "$dir" || ! -d "$dir/example/prometheus-operator-crd" ]]; then
+    echo "could not download the Prometheus Operator $prom_operator_version module:" >&2
+    echo "$json" >&2
+    return 1
+  fi
+  echo "$dir"
 }
 
 kctl() {

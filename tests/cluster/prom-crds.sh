@@ -9,21 +9,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 crds=(servicemonitors prometheusrules prometheuses)
 
-# The CRDs are read from the release's Go module: it is reachable through the Go module
-# proxy, checked against Go's checksum database, and cached in the module cache, so a
-# second install needs no network. The root module has replace directives, so it can
-# only be downloaded, not built or installed. Run outside any module (from /), so no
-# go.mod of ours is consulted or changed.
+# The CRDs are read from the release's Go module (env.sh: prom_operator_module_dir): it is
+# reachable through the Go module proxy, checked against Go's checksum database, and
+# cached in the module cache, so a second install needs no network.
 crd_dir() {
-  local json dir
-  json="$(cd / && GO111MODULE=on GOFLAGS=-mod=mod go mod download -json \
-    "github.com/prometheus-operator/prometheus-operator@$prom_operator_version")"
-  dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
-  if [[ -z "$dir" || ! -d "$dir/example/prometheus-operator-crd" ]]; then
-    echo "could not download the Prometheus Operator $prom_operator_version module:" >&2
-    echo "$json" >&2
-    exit 1
-  fi
+  local dir
+  dir="$(prom_operator_module_dir)" || exit 1
   echo "$dir/example/prometheus-operator-crd"
 }
 

@@ -4,15 +4,21 @@
 #   target/images/routemeter.tar  docker.io/routemeter/routemeter:<Cargo.toml version>
 #   target/images/sample-api.tar  docker.io/routemeter/sample-api:dev
 #   target/images/pause.tar       docker.io/routemeter/pause:3.10   (the CRI sandbox image)
+# and, only when named (`monitoring` names all three), Prometheus 3 and the Prometheus
+# Operator at the releases tests/cluster/tools/prometheus{,-operator} pin:
+#   target/images/prometheus.tar                  docker.io/routemeter/prometheus:v3.MM.P
+#   target/images/prometheus-operator.tar         docker.io/routemeter/prometheus-operator:<version>
+#   target/images/prometheus-config-reloader.tar  docker.io/routemeter/prometheus-config-reloader:<version>
 #
-# Usage: tests/image/build.sh [routemeter|sample-api|pause]... [--load | --load-if-up]
-#   No names: all three. --load imports each archive into the node's containerd
+# Usage: tests/image/build.sh [routemeter|sample-api|pause|prometheus|prometheus-operator|prometheus-config-reloader|monitoring]... [--load | --load-if-up]
+#   No names: routemeter, sample-api, pause. --load imports each archive into the node's containerd
 #   (namespace k8s.io, where kubelet looks), which `make cluster-up` must have started;
 #   --load-if-up loads when the node is up and otherwise only builds, and says so.
 #
 # The routemeter image is made from target/release/routemeter (`cargo build --release
 # --bin routemeter` first); the Go and C programs are built here, each cached under
-# target/images/build by a hash of its sources and compiler. The same inputs give
+# target/images/build by a hash of its sources and compiler; Prometheus and the operator
+# by tests/cluster/build-monitoring.sh, cached by version. The same inputs give
 # byte-identical archives (tests/image/oci.py). See tests/image/README.md.
 set -euo pipefail
 
@@ -38,6 +44,8 @@ for arg in "$@"; do
     --load) load=1 ;;
     --load-if-up) load=2 ;;
     routemeter | sample-api | pause) images+=("$arg") ;;
+    prometheus | prometheus-operator | prometheus-config-reloader) images+=("$arg") ;;
+    monitoring) images+=(prometheus prometheus-operator prometheus-config-reloader) ;;
     -h | --help) usage ;;
     *) echo "tests/image/build.sh: unknown argument '$arg'" >&2; usage ;;
   esac
@@ -66,9 +74,21 @@ version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)"
 # The accounts of the non-root images: the chart and the operator's pods run as 65532.
 passwd=$'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/nologin\n'
 group=$'root:x:0:\nnonroot:x:65532:\n'
+# The monitoring images run as nobody (65534), as their upstream images do.
+passwd_nobody=$'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n'
+group_nobody=$'root:x:0:\nnobody:x:65534:\n'
+# What the Prometheus image runs with no other configuration (the upstream image's
+# default): itself as its only target. The operator's pods mount their own.
+prometheus_yml=$'global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ["localhost:9090"]\n'
 # glibc without nsswitch.conf asks DNS first and reads /etc/hosts only when DNS is
 # unreachable: hostAliases and `localhost` upstreams would not resolve.
 nsswitch=$'hosts: files dns\n'
+
+# Sets PROMETHEUS_BIN and PROM_OPERATOR_BIN (env.sh), building the binaries once.
+monitoring_bins_once() {
+  [[ -n "${PROMETHEUS_BIN:-}" ]] && return 0
+  monitoring_bins || die "building Prometheus and the Prometheus Operator failed (tests/cluster/build-monitoring.sh)"
+}
 
 # Prints the path of the sample API's static binary, building it when its sources or the
 # Go toolchain changed.
@@ -165,6 +185,37 @@ for img in "${images[@]}"; do
       image pause docker.io/routemeter/pause:3.10 \
         --entrypoint /pause --user 65535:65535 \
         --add "$bin:/pause:0755"
+      ;;
+    prometheus)
+      monitoring_bins_once
+      # As the upstream image: /bin/prometheus and /bin/promtool, a default configuration,
+      # the data in /prometheus (the working directory), user nobody. No owners in these
+      # layers (oci.py writes 0:0), so /prometheus is writable by all, as an emptyDir is;
+      # the operator's pods mount an emptyDir there anyway, and their configuration under
+      # /etc/prometheus. No web UI assets (build-monitoring.sh): the API works.
+      image prometheus "$prometheus_image" \
+        --entrypoint /bin/prometheus \
+        --cmd=--config.file=/etc/prometheus/prometheus.yml --cmd=--storage.tsdb.path=/prometheus \
+        --user 65534:65534 --workdir /prometheus \
+        --add "$PROMETHEUS_BIN/prometheus:/bin/prometheus:0755" \
+        --add "$PROMETHEUS_BIN/promtool:/bin/promtool:0755" \
+        --file "/etc/prometheus/prometheus.yml=$prometheus_yml" \
+        --file "/etc/passwd=$passwd_nobody" --file "/etc/group=$group_nobody" \
+        --mkdir /prometheus:0777
+      ;;
+    prometheus-operator)
+      monitoring_bins_once
+      image prometheus-operator "$prom_operator_image" \
+        --entrypoint /bin/operator --user 65534:65534 \
+        --add "$PROM_OPERATOR_BIN/operator:/bin/operator:0755" \
+        --file "/etc/passwd=$passwd_nobody" --file "/etc/group=$group_nobody"
+      ;;
+    prometheus-config-reloader)
+      monitoring_bins_once
+      image prometheus-config-reloader "$prom_config_reloader_image" \
+        --entrypoint /bin/prometheus-config-reloader --user 65534:65534 \
+        --add "$PROM_OPERATOR_BIN/prometheus-config-reloader:/bin/prometheus-config-reloader:0755" \
+        --file "/etc/passwd=$passwd_nobody" --file "/etc/group=$group_nobody"
       ;;
   esac
 done
