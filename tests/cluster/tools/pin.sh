@@ -113,6 +113,7 @@ if [[ -n "$prometheus" ]]; then
   # Prometheus 3.MM.P is published as the Go module version v0.3MM.P.
   [[ "$prometheus" =~ ^v0\.3([0-9]{2})\.([0-9]+)$ ]] \
     || { echo "--prometheus wants v0.3MM.P (the Go module version of Prometheus 3.MM.P)" >&2; exit 2; }
+  release="3.$((10#${BASH_REMATCH[1]})).${BASH_REMATCH[2]}"
   upstream="$(gomod_of "github.com/prometheus/prometheus@$prometheus")"
   [[ -f "$upstream" ]] || { echo "cannot download github.com/prometheus/prometheus@$prometheus" >&2; exit 1; }
   mapfile -t directives < <(directives_of "$upstream")
@@ -142,7 +143,7 @@ if [[ -n "$prometheus" ]]; then
   } > "$here/prometheus/go.mod"
   rm -f "$here/prometheus/go.sum"
   (cd "$here/prometheus" && GOTOOLCHAIN=local go mod tidy)
-  echo "tools/prometheus pinned to Prometheus 3.$((10#${BASH_REMATCH[1]})).${BASH_REMATCH[2]} ($prometheus, ${#directives[@]} exclude/replace lines repeated)"
+  echo "tools/prometheus pinned to Prometheus $release ($prometheus, ${#directives[@]} exclude/replace lines repeated)"
 fi
 
 if [[ -n "$operator" ]]; then
