@@ -1,4 +1,6 @@
-//! A real Prometheus server (Debian's package) scraping a real proxy under traffic:
+//! Real Prometheus servers scraping a real proxy under traffic, each test on Prometheus 2
+//! (Debian's package) and on Prometheus 3 (built from its Go module by
+//! tests/cluster/build-monitoring.sh):
 //!
 //! - the generated rules and dashboard: the recording rules give the values the traffic
 //!   implies, the 5xx alert goes pending then firing, and every dashboard query (the
@@ -6,11 +8,14 @@
 //! - the live summary: after known traffic with a known latency mix over several routes,
 //!   `/api/summary?window=1m` and Prometheus' own queries over the same minute agree:
 //!   p50 / p95 / p99 and 5xx ratios per route and overall up to float rounding, request
-//!   rates within what the two windows' spans imply (docs/score.md, "Percentiles").
+//!   rates within what the two windows' spans imply (docs/score.md, "Percentiles");
+//! - latency thresholds of a whole number of seconds (1 s, 2 s) and a fractional one
+//!   (0.3 s): Prometheus 3 stores `le="2"` as `le="2.0"`, and the SLO rules select the
+//!   threshold's bucket on both; the latency alerts fire on both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,7 +44,7 @@ impl Prom {
     /// Starts Prometheus with its data in `dir`, scraping `127.0.0.1:{admin}` every second
     /// as job `routemeter` (labels `namespace: e2e, monitored_service: live`), with
     /// `rules` if any evaluated every second, and waits until it has scraped the proxy.
-    async fn start(dir: &Path, admin: u16, rules: Option<&Path>) -> Prom {
+    async fn start(server: &Path, dir: &Path, admin: u16, rules: Option<&Path>) -> Prom {
         let port = free_port();
         let rule_files = rules.map_or_else(String::new, |r| {
             format!("rule_files: ['{}']\n", r.display())
@@ -53,7 +58,7 @@ impl Prom {
         )
         .expect("prometheus config");
         let process = Process(
-            Command::new("prometheus")
+            Command::new(server)
                 .arg(format!("--config.file={}", config.display()))
                 .arg(format!(
                     "--storage.tsdb.path={}",
@@ -162,24 +167,72 @@ impl Prom {
     }
 }
 
-/// Whether the `prometheus` server is installed; without it the tests skip, except in CI.
-fn prometheus_installed() -> bool {
-    if Command::new("prometheus").arg("--version").output().is_ok() {
-        return true;
+/// The Prometheus server of major version `major`: 2 is Debian's package (`prometheus`
+/// on PATH, tests/tools.sh), 3 the one tests/cluster/build-monitoring.sh builds from the
+/// pinned Go module. Without it the test skips, saying so, except in CI, where it fails.
+fn server(major: u32) -> Option<PathBuf> {
+    let bin = match major {
+        2 => Some(PathBuf::from("prometheus")),
+        _ => Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/cluster/build-monitoring.sh"
+            ))
+            .arg("--if-built")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("PROMETHEUS_BIN=").map(str::to_string))
+            })
+            .map(|dir| Path::new(&dir).join("prometheus")),
+    };
+    let version = bin.as_ref().and_then(|b| {
+        let out = Command::new(b).arg("--version").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        text.lines().next().map(str::to_string)
+    });
+    match version {
+        Some(v) if v.contains(&format!("version {major}.")) => {
+            eprintln!("on {v}");
+            bin
+        }
+        other => {
+            let why = format!(
+                "no Prometheus {major} (found: {other:?}); tests/tools.sh installs 2, tests/cluster/build-monitoring.sh builds 3"
+            );
+            assert!(std::env::var_os("CI").is_none(), "CI must have it: {why}");
+            eprintln!("SKIPPING: {why}");
+            None
+        }
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must install prometheus (tests/tools.sh)"
-    );
-    eprintln!("skipping: no prometheus binary (run tests/tools.sh)");
-    false
 }
 
-#[tokio::test]
-async fn rules_and_dashboard_work_on_a_real_prometheus() {
-    if !prometheus_installed() {
-        return;
-    }
+/// One test function per Prometheus major version, each running `$body(server path)`.
+macro_rules! on_each_prometheus {
+    ($body:ident: $($name:ident => $major:literal),+) => {$(
+        #[tokio::test]
+        async fn $name() {
+            if let Some(server) = server($major) {
+                $body(&server, $major).await;
+            }
+        }
+    )+};
+}
+
+on_each_prometheus!(rules_and_dashboard:
+    rules_and_dashboard_work_on_prometheus_2 => 2,
+    rules_and_dashboard_work_on_prometheus_3 => 3);
+on_each_prometheus!(latency_thresholds:
+    latency_alerts_fire_at_whole_and_fractional_thresholds_on_prometheus_2 => 2,
+    latency_alerts_fire_at_whole_and_fractional_thresholds_on_prometheus_3 => 3);
+on_each_prometheus!(summary_agrees:
+    the_summary_agrees_with_prometheus_2_over_the_same_minute => 2,
+    the_summary_agrees_with_prometheus_3_over_the_same_minute => 3);
+
+async fn rules_and_dashboard(server: &Path, _major: u32) {
     // An upstream: /slow takes 30 ms; `failing` turns every answer into a 500.
     let failing = Arc::new(AtomicBool::new(false));
     let f = failing.clone();
@@ -251,7 +304,7 @@ async fn rules_and_dashboard_work_on_a_real_prometheus() {
         serde_yaml::to_string(&serde_json::json!({ "groups": groups })).expect("yaml"),
     )
     .expect("rules");
-    let prom = Prom::start(dir.path(), admin, Some(&rules)).await;
+    let prom = Prom::start(server, dir.path(), admin, Some(&rules)).await;
 
     // Steady traffic for ~12 s: 9 in 10 requests to /items/{id}, 1 in 10 to /slow (30 ms),
     // the first page or page 60 (offset 1180) of 20.
@@ -390,6 +443,227 @@ async fn rules_and_dashboard_work_on_a_real_prometheus() {
             }
         }
     }
+}
+
+/// The alerts of name `name` in state `state`, by their `http_route` label.
+async fn alerting_routes(prom: &Prom, name: &str, state: &str) -> BTreeSet<String> {
+    let Ok(r) = prom
+        .http
+        .get(format!("{}/api/v1/alerts", prom.base))
+        .send()
+        .await
+    else {
+        return BTreeSet::new();
+    };
+    let r: Value = r.json().await.unwrap_or_default();
+    r["data"]["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["labels"]["alertname"] == name && a["state"] == state)
+        .filter_map(|a| a["labels"]["http_route"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Latency objectives at 1 s, 2 s and 0.3 s, each route answering slower than its own,
+/// and one answering in 1.2 s against a 2 s objective: the SLO rules select each
+/// threshold's bucket whatever the spelling Prometheus stores (`le="2"` on 2, `le="2.0"`
+/// on 3), so the slow share is exactly 1 on the slow routes and 0 on the other, and the
+/// latency alerts fire on the slow ones only.
+async fn latency_thresholds(server: &Path, major: u32) {
+    // An upstream that answers after `?ms=` milliseconds.
+    let app = axum::Router::new().fallback(
+        |axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+            let ms = q
+                .as_deref()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            "ok"
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // (route, its latency threshold, how long its answers take)
+    let plan = [
+        ("/one", 1.0, 1200),
+        ("/two", 2.0, 2200),
+        ("/frac", 0.3, 400),
+        ("/under-two", 2.0, 1200),
+    ];
+    let routes: Vec<RouteSpec> = plan
+        .iter()
+        .map(|(path, threshold, _)| RouteSpec {
+            path: (*path).into(),
+            methods: Vec::new(),
+            name: None,
+            slo: Some(routemeter::crd::SloSpec {
+                latency_threshold_seconds: *threshold,
+                ..Default::default()
+            }),
+            pagination: None,
+        })
+        .collect();
+    let mut monitoring = MonitoringSpec::default();
+    monitoring.alerts.for_ = "5s".into();
+    // 0.1/s: 30 requests over 5m, and 30 over the fast burn's 1h, which ~20 s of traffic
+    // at these latencies holds.
+    monitoring.alerts.min_requests_per_second = 0.1;
+    // The histogram boundaries the operator gives the proxy: its thresholds added.
+    let bounds = routemeter::monitoring::latency_thresholds(&monitoring, &routes);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin) = (free_port(), free_port());
+    let config = dir.path().join("proxy.yaml");
+    let paths: Vec<String> = plan
+        .iter()
+        .map(|(p, ..)| format!("{{path: {p}}}"))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin}\nupstream: {{endpoints: ['{upstream}']}}\nroutes: [{}]\nmetrics: {{latencyThresholds: {bounds:?}}}\n",
+            paths.join(", ")
+        ),
+    )
+    .expect("proxy config");
+    let _proxy = Process(
+        Command::new(BIN)
+            .args(["--log-format", "text", "proxy", "--config"])
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("proxy"),
+    );
+    let mut groups = routemeter::monitoring::rules::groups("e2e", "live", &monitoring, &routes);
+    for g in groups.as_array_mut().expect("groups") {
+        g["interval"] = "1s".into();
+    }
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        serde_yaml::to_string(&serde_json::json!({ "groups": groups })).expect("yaml"),
+    )
+    .expect("rules");
+    let prom = Prom::start(server, dir.path(), admin, Some(&rules)).await;
+
+    // 8 clients per route for 20 s.
+    let http = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut clients = Vec::new();
+    for (path, _, ms) in plan {
+        for _ in 0..8 {
+            let http = http.clone();
+            clients.push(tokio::spawn(async move {
+                let mut sent = 0u32;
+                while Instant::now() < until {
+                    let r = http
+                        .get(format!("http://127.0.0.1:{listen}{path}?ms={ms}"))
+                        .send()
+                        .await
+                        .expect("request");
+                    assert_eq!(r.status(), 200);
+                    sent += 1;
+                }
+                sent
+            }));
+        }
+    }
+    let mut total = 0u32;
+    for c in clients {
+        total += c.await.expect("a client");
+    }
+    wait_for(
+        "every request to be scraped",
+        Duration::from_secs(20),
+        || async {
+            prom.value(r#"sum(http_server_request_duration_seconds_count{http_route!=""})"#)
+                .await
+                .filter(|v| *v == f64::from(total))
+        },
+    )
+    .await;
+
+    // What each version stores: the proxy writes le="2"; Prometheus 3 normalises it.
+    let stored = |le: &'static str| {
+        let prom = &prom;
+        async move {
+            prom.value(&format!(
+                r#"count(http_server_request_duration_seconds_bucket{{http_route="/two",le="{le}"}})"#
+            ))
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    let (plain, float) = (stored("2").await, stored("2.0").await);
+    if major >= 3 {
+        assert!(
+            plain == 0.0 && float > 0.0,
+            "Prometheus 3 stores le=\"2.0\": {plain} {float}"
+        );
+    } else {
+        assert!(
+            plain > 0.0 && float == 0.0,
+            "Prometheus 2 stores le=\"2\": {plain} {float}"
+        );
+    }
+
+    let slow_share = |route: &'static str| {
+        let prom = &prom;
+        async move {
+            prom.value(&format!(
+                r#"routemeter_slo:slow_requests:ratio_rate5m{{http_route="{route}"}}"#
+            ))
+            .await
+        }
+    };
+    for (route, threshold, ms) in plan {
+        let expected = if f64::from(ms) / 1000.0 > threshold {
+            1.0
+        } else {
+            0.0
+        };
+        let share = wait_for(
+            &format!("the slow share of {route} (threshold {threshold} s)"),
+            Duration::from_secs(15),
+            || async { slow_share(route).await },
+        )
+        .await;
+        assert!(
+            (share - expected).abs() < 1e-9,
+            "{route}: {ms} ms answers against a {threshold} s threshold: slow share {share}, expected {expected}"
+        );
+    }
+    let burning: BTreeSet<String> = ["/one", "/two", "/frac"].map(String::from).into();
+    let fired = wait_for(
+        "RoutemeterLatencyBudgetBurn to fire on the slow routes",
+        Duration::from_secs(20),
+        || async {
+            Some(alerting_routes(&prom, "RoutemeterLatencyBudgetBurn", "firing").await)
+                .filter(|f| burning.is_subset(f))
+        },
+    )
+    .await;
+    assert_eq!(
+        fired, burning,
+        "no latency burn on /under-two (1.2 s against 2 s)"
+    );
+    // p95 over alerts.latencyP95Seconds (1 s, a whole number) for 5 s.
+    let slow: BTreeSet<String> = ["/one", "/two", "/under-two"].map(String::from).into();
+    let fired = wait_for(
+        "RoutemeterHighLatency to fire on the routes with p95 over 1 s",
+        Duration::from_secs(30),
+        || async {
+            Some(alerting_routes(&prom, "RoutemeterHighLatency", "firing").await)
+                .filter(|f| slow.is_subset(f))
+        },
+    )
+    .await;
+    assert_eq!(fired, slow, "/frac (0.4 s) is under the 1 s p95 threshold");
 }
 
 /// One request of the known mix: what the test sends, and what the upstream does with it.
@@ -551,11 +825,7 @@ fn same_quantile(q: f64, ours: f64, theirs: f64, buckets: &[u64], bounds: &[f64]
     false
 }
 
-#[tokio::test]
-async fn the_summary_agrees_with_prometheus_over_the_same_minute() {
-    if !prometheus_installed() {
-        return;
-    }
+async fn summary_agrees(server: &Path, _major: u32) {
     let upstream = scripted_upstream().await;
     let proxy = Proxy::start(&format!(
         "upstream: {{endpoints: ['{upstream}']}}\n\
@@ -564,7 +834,7 @@ async fn the_summary_agrees_with_prometheus_over_the_same_minute() {
     ))
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let prom = Prom::start(dir.path(), proxy.admin, None).await;
+    let prom = Prom::start(server, dir.path(), proxy.admin, None).await;
     let http = support::client();
     let selector = r#"{job="routemeter"}"#;
 
@@ -594,9 +864,11 @@ async fn the_summary_agrees_with_prometheus_over_the_same_minute() {
     )
     .await;
     // t0: the newest scrape, which holds the warm-up and nothing more. Prometheus' window
-    // will be exactly [t0, t0 + 60 s]: its first sample is on its left edge for every
-    // series (Prometheus 2 includes that edge), so `rate` extrapolates nothing there, and
-    // every series, bucket and status alike, is scaled by the same factor.
+    // will be [t0 - 1 ms, t0 + 60 s - 1 ms]: Prometheus 2 includes a range's left edge and
+    // Prometheus 3 does not, so a window starting 1 ms before t0 holds the scrape at t0 on
+    // both. Its first sample is then 1 ms from its left edge for every series, so `rate`
+    // extrapolates that 1 ms alike for all, and every series, bucket and status alike, is
+    // scaled by the same factor.
     let scrapes = prom
         .timestamps_at(&format!("{HISTOGRAM}_bucket{selector}[5s]"), None)
         .await;
@@ -671,7 +943,7 @@ async fn the_summary_agrees_with_prometheus_over_the_same_minute() {
     let summary: routemeter::summary::Summary = serde_json::from_str(&body).expect("a summary");
     sleep_until_ms(at + 1_500).await;
 
-    let at = Some(at);
+    let at = Some(at - 1);
     let mut prometheus: BTreeMap<(String, String), BTreeMap<&str, f64>> = BTreeMap::new();
     for by in ["http_route, http_request_method", ""] {
         let buckets = format!(
@@ -711,8 +983,9 @@ async fn the_summary_agrees_with_prometheus_over_the_same_minute() {
     }
 
     // Prometheus' rate is the increase over its samples' span, extrapolated to the
-    // range's right edge (the left one holds a sample): × 60 s it is the requests times
-    // a factor between 1 and 1 + 1.1 × the scrape interval over the sampled span.
+    // range's edges (1 ms on the left, up to 1.1 scrape intervals on the right): × 60 s
+    // it is the requests times a factor between 1 and 1 + (1.1 × the scrape interval +
+    // 1 ms) over the sampled span.
     let scrapes = prom
         .timestamps_at(&format!("up{selector}[1m]"), at)
         .await
@@ -727,7 +1000,7 @@ async fn the_summary_agrees_with_prometheus_over_the_same_minute() {
     );
     let sampled = (scrapes.last().copied().unwrap_or(t0) - t0) as f64 / 1000.0;
     let interval = sampled / (scrapes.len().max(2) - 1) as f64;
-    let extrapolation = 1.1 * interval / sampled;
+    let extrapolation = (1.1 * interval + 0.001) / sampled;
 
     let ours: BTreeMap<(String, String), &routemeter::summary::Entry> = summary
         .routes

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use super::le_label;
+use super::le_matcher;
 use crate::crd::{MonitoringSpec, RouteSpec, SloSpec};
 use crate::pagination;
 
@@ -145,7 +145,7 @@ pub fn groups(
     let mut budget = Vec::new();
     let objectives = objectives(monitoring, routes);
     for (matcher, slo, objective) in &objectives {
-        let le = le_label(slo.latency_threshold_seconds);
+        let le = le_matcher(slo.latency_threshold_seconds);
         let windows = SLO_WINDOWS
             .iter()
             .copied()
@@ -159,7 +159,7 @@ pub fn groups(
             ));
             slo_rules.push(objective_rule(
                 &format!("routemeter_slo:slow_requests:ratio_rate{w}"),
-                format!(r#"1 - sum by ({BY_ROUTE}) (rate({BUCKET}{{{sel}{matcher},le="{le}"}}[{w}])) / {total}"#),
+                format!(r#"1 - sum by ({BY_ROUTE}) (rate({BUCKET}{{{sel}{matcher},{le}}}[{w}])) / {total}"#),
                 objective,
             ));
         }
@@ -463,7 +463,7 @@ mod tests {
         assert!(g.contains(r#"http_route!~\"/navigate\""#), "{g}");
         assert!(g.contains(r#"http_route=\"/navigate\""#));
         assert!(g.contains("(14.4 * 0.01)"));
-        assert!(g.contains(r#"le=\"2\""#));
+        assert!(g.contains(r#"le=~\"2|2\\\\.0\""#), "{g}");
     }
 
     fn paginated(path: &str) -> RouteSpec {
