@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KUBECONFIG_TEST := $(CURDIR)/target/cluster/kubeconfig
 
-.PHONY: all build test unit-test lint fmt generate demo bench cluster-up cluster-down tools chart-test image
+.PHONY: all build test unit-test lint fmt generate demo bench cluster-up cluster-down tools chart-test image monitoring monitoring-images
 
 all: build
 
@@ -15,10 +15,11 @@ tools:
 	bash tests/tools.sh
 
 ## The whole test suite on the real cluster with its node: unit and proxy tests, the
-## operator against the API server, then routemeter in pods (the chart's operator, the
-## proxies, the sample app; tests/pods.rs, apart since the chart's operator watches every
-## namespace), promtool on the rendered rules, the chart, kube-score.
-test: tools cluster-up image
+## operator against the API server, the rules on Prometheus 2 and 3, then routemeter in
+## pods (the chart's operator, the proxies, the sample app, the Prometheus Operator with a
+## Prometheus 3; tests/pods.rs, apart since the chart's operator watches every
+## namespace), promtool 2 and 3 on the rendered rules, the chart, kube-score.
+test: tools cluster-up image monitoring-images
 	bash tests/e2e-reset.sh
 	$(CARGO) test --all-targets -- --test-threads=4 --skip in_pods::
 	$(CARGO) test --test pods -- --test-threads=3 in_pods::; status=$$?; bash tests/e2e-reset.sh; exit $$status
@@ -50,7 +51,7 @@ chart-test: tools cluster-up build
 
 ## The demo, as a user runs it: the cluster with its node, the images, helm install, the
 ## sample app, the trips-api MonitoredService, a minute of Locust traffic, the figures.
-demo: tools cluster-up image
+demo: tools cluster-up image monitoring-images
 	bash tests/demo/demo.sh
 
 ## Benchmark: direct vs routemeter vs nginx vs haproxy, one table.
@@ -63,6 +64,15 @@ bench:
 image:
 	$(CARGO) build --release --bin routemeter
 	bash tests/image/build.sh --load-if-up
+
+## Prometheus 3 (prometheus, promtool) and the Prometheus Operator (operator,
+## prometheus-config-reloader), built from their pinned Go modules into the cache.
+monitoring:
+	bash tests/cluster/build-monitoring.sh >/dev/null
+
+## Their images (tests/image/README.md), loaded into the node when it is up.
+monitoring-images: monitoring
+	bash tests/image/build.sh monitoring --load-if-up
 
 cluster-up:
 	bash tests/cluster/up.sh

@@ -126,6 +126,118 @@ fn tally_by_status(tally: &Tally) -> BTreeMap<u16, u64> {
     out
 }
 
+/// A Prometheus of the pinned Prometheus Operator release, as kube-prometheus-stack has
+/// it: the operator (installed once) and a Prometheus 3 named `release` in namespace
+/// `monitoring`, selecting ServiceMonitors and PrometheusRules labelled
+/// `release: <release>` in every namespace, scraping and evaluating every 5 s
+/// (tests/cluster/prometheus-stack.sh). Returns its API's address (its pod's: this
+/// process reaches pods, never Service addresses).
+fn prometheus_stack(release: &str) -> String {
+    let out = run(
+        "bash",
+        &[
+            "tests/cluster/prometheus-stack.sh",
+            "install",
+            "--release",
+            release,
+        ],
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix("PROMETHEUS_URL="))
+        .unwrap_or_else(|| panic!("prometheus-stack.sh printed no PROMETHEUS_URL: {out}"))
+        .to_string()
+}
+
+/// Removes the Prometheus of a release when dropped (the operator stays for the others).
+struct UninstallOnDrop(&'static str);
+
+impl Drop for UninstallOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .args([
+                "tests/cluster/prometheus-stack.sh",
+                "uninstall",
+                "--release",
+                self.0,
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output();
+    }
+}
+
+/// `GET {prometheus}{path}`'s `data`, when Prometheus answers with success.
+async fn prometheus_api(
+    http: &reqwest::Client,
+    prometheus: &str,
+    path: &str,
+) -> Option<serde_json::Value> {
+    let r: serde_json::Value = http
+        .get(format!("{prometheus}{path}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    (r["status"] == "success").then(|| r["data"].clone())
+}
+
+/// The active scrape targets of namespace `ns` by `monitored_service`, with their health.
+async fn targets_of(http: &reqwest::Client, prometheus: &str, ns: &str) -> Vec<(String, String)> {
+    let data = prometheus_api(http, prometheus, "/api/v1/targets?state=active")
+        .await
+        .unwrap_or_default();
+    data["activeTargets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["labels"]["namespace"] == ns)
+        .map(|t| {
+            (
+                t["labels"]["monitored_service"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                t["health"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The alerts of `name` about namespace `ns`: (monitored_service, http_route, state).
+async fn alerts_of(
+    http: &reqwest::Client,
+    prometheus: &str,
+    ns: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
+    let data = prometheus_api(http, prometheus, "/api/v1/alerts")
+        .await
+        .unwrap_or_default();
+    data["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["labels"]["alertname"] == name && a["labels"]["namespace"] == ns)
+        .map(|a| {
+            let label = |k: &str| a["labels"][k].as_str().unwrap_or_default().to_string();
+            (
+                label("monitored_service"),
+                label("http_route"),
+                a["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The value of an instant query's first sample.
+async fn prometheus_value(http: &reqwest::Client, prometheus: &str, q: &str) -> Option<f64> {
+    let mut url = reqwest::Url::parse(&format!("{prometheus}/api/v1/query")).ok()?;
+    url.query_pairs_mut().append_pair("query", q);
+    let data = prometheus_api(http, "", url.as_str()).await?;
+    data["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
 /// The tests, in a module of their own so `make test` can run them apart from the
 /// in-process operator tests (`--skip in_pods::`), with which the chart's operator would
 /// otherwise share namespaces.
@@ -1438,5 +1550,193 @@ mod in_pods {
         );
         let postrouting = run("iptables", &["-w", "-t", "mangle", "-S", "POSTROUTING"]);
         assert!(postrouting.contains("-j ROUTEMETER-GUARD"), "{postrouting}");
+    }
+
+    /// The Prometheus Operator of the pinned release managing a Prometheus 3 with
+    /// kube-prometheus-stack's selectors (`release: kps`), and a second Prometheus
+    /// (`release: other`): MonitoredServices without any label of the user's are selected
+    /// by kps alone (status.selectedBy), their proxies are its targets and up, their rules
+    /// are loaded, 6% of 5xx fires the 5xx alert, 4% never does, a slow route fires the
+    /// latency alert; `other` scrapes none of them.
+    #[tokio::test]
+    async fn the_prometheus_operator_selects_scrapes_and_fires_the_alerts() {
+        let Some(client) = client().await else { return };
+        let _shared = CLUSTER_WIDE.read().await;
+        chart_installed(&client).await;
+        let (kps, other) = (prometheus_stack("kps"), prometheus_stack("other"));
+        let _other = UninstallOnDrop("other");
+        let ns = namespace(&client, "prom").await;
+        let _cleanup = DeleteOnDrop(ns.clone());
+        sample_app(&client, &ns, "app", 1, json!(8080)).await;
+        // `loud`: scraped every 5 s, alerts after 10 s; `quiet`: every monitoring setting
+        // at its default. Neither has spec.monitoring.labels.
+        let one = json!({ "replicas": 1 });
+        apply_msvc(
+            &client,
+            &ns,
+            msvc(
+                "loud",
+                "app",
+                json!({ "proxy": one,
+            "monitoring": { "serviceMonitor": { "interval": "5s" }, "alerts": { "for": "10s" } } }),
+            ),
+        )
+        .await;
+        apply_msvc(&client, &ns, msvc("quiet", "app", json!({ "proxy": one }))).await;
+
+        let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
+        for name in ["loud", "quiet"] {
+            let by = wait_for(
+                &format!("{name} selected by monitoring/kps"),
+                WAIT,
+                || async {
+                    let status = api.get(name).await.ok()?.status?;
+                    (!status.selected_by.is_empty()).then_some(status.selected_by)
+                },
+            )
+            .await;
+            assert_eq!(
+                by,
+                ["monitoring/kps"],
+                "{name}: only kps selects it, not other"
+            );
+            let (status, reason, message) = condition(&client, &ns, name, "MonitoringConfigured")
+                .await
+                .expect("MonitoringConfigured");
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("True", "Selected"),
+                "{message}"
+            );
+        }
+        let loud = ready_pods(&client, &ns, &proxy_label("loud"), 1).await;
+        let quiet = ready_pods(&client, &ns, &proxy_label("quiet"), 1).await;
+
+        // kps scrapes both proxies (the admin port the ServiceMonitor names) and they are up.
+        let http = http_client(true);
+        let up = wait_for(
+            "kps to scrape both proxies, up",
+            Duration::from_secs(150),
+            || async {
+                let mut t = targets_of(&http, &kps, &ns).await;
+                t.sort();
+                (t.len() == 2 && t.iter().all(|(_, h)| h == "up")).then_some(t)
+            },
+        )
+        .await;
+        assert_eq!(
+            up.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
+            ["loud", "quiet"]
+        );
+        // Their rules are loaded: every group of both.
+        let groups = wait_for(
+            "kps to load both rule sets",
+            Duration::from_secs(150),
+            || async {
+                let data = prometheus_api(&http, &kps, "/api/v1/rules").await?;
+                let names: Vec<String> = data["groups"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|g| g["name"].as_str())
+                    .filter(|n| n.starts_with(&format!("routemeter.{ns}.")))
+                    .map(str::to_string)
+                    .collect();
+                (["loud", "quiet"].iter().all(|m| {
+                    ["recording", "slo", "alerts"]
+                        .iter()
+                        .all(|g| names.contains(&format!("routemeter.{ns}.{m}.{g}")))
+                }))
+                .then_some(names)
+            },
+        )
+        .await;
+        eprintln!("kps loaded {groups:?}");
+
+        // Traffic: loud's /status/{code} answers 500 to 6 requests in 100, quiet's to 4 in
+        // 100; loud's /delay/{ms} takes 1.2 s (its p95 is over the 1 s threshold), 10 at a
+        // time: 8 requests a second, so its traffic guard (1/s over 5m: 300 requests in the
+        // window) is met within 40 s.
+        // Errors spread evenly, never first: the ratio over any prefix of the traffic is
+        // at most the target's.
+        let mix = |errors: usize| -> Vec<String> {
+            (1..=100)
+                .map(|i| {
+                    let error = i * errors / 100 != (i - 1) * errors / 100;
+                    if error { "/status/500" } else { "/status/200" }.to_string()
+                })
+                .collect()
+        };
+        let pause = Duration::from_millis(20);
+        let loads = [
+            Load::start(format!("http://{}:8080", loud[0]), mix(6), 2, pause),
+            Load::start(format!("http://{}:8080", quiet[0]), mix(4), 2, pause),
+            Load::start(
+                format!("http://{}:8080", loud[0]),
+                vec!["/delay/1200".into()],
+                10,
+                pause,
+            ),
+        ];
+        let started = Instant::now();
+        let fired = wait_for(
+            "RoutemeterHighErrorRate and RoutemeterHighLatency firing for loud",
+            Duration::from_secs(240),
+            || async {
+                // Never any alert for quiet's 4%, pending or firing, all along.
+                let quiet_alerts: Vec<_> = alerts_of(&http, &kps, &ns, "RoutemeterHighErrorRate")
+                    .await
+                    .into_iter()
+                    .filter(|(m, ..)| m == "quiet")
+                    .collect();
+                assert!(quiet_alerts.is_empty(), "4% of 5xx fired: {quiet_alerts:?}");
+                let errors = alerts_of(&http, &kps, &ns, "RoutemeterHighErrorRate").await;
+                let latency = alerts_of(&http, &kps, &ns, "RoutemeterHighLatency").await;
+                let firing = |a: &[(String, String, String)], route: &str| {
+                    a.iter()
+                        .any(|(m, r, s)| m == "loud" && r == route && s == "firing")
+                };
+                (firing(&errors, "/status/{code}") && firing(&latency, "/delay/{ms}"))
+                    .then_some((errors, latency))
+            },
+        )
+        .await;
+        eprintln!(
+            "fired after {:.0} s: {fired:?}",
+            started.elapsed().as_secs_f64()
+        );
+        // quiet's ratio is there (4%), under the 5% threshold, and stays quiet a while more
+        // than loud needed to fire.
+        let ratio = wait_for("quiet's 5xx ratio", WAIT, || async {
+            prometheus_value(
+                &http,
+                &kps,
+                &format!(r#"routemeter:http_errors:ratio_rate5m{{namespace="{ns}",monitored_service="quiet",http_route="/status/{{code}}"}}"#),
+            )
+            .await
+        })
+        .await;
+        assert!((0.03..0.05).contains(&ratio), "quiet's 5xx ratio {ratio}");
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let quiet_alerts: Vec<_> = alerts_of(&http, &kps, &ns, "RoutemeterHighErrorRate")
+            .await
+            .into_iter()
+            .filter(|(m, ..)| m == "quiet")
+            .collect();
+        assert!(quiet_alerts.is_empty(), "4% of 5xx fired: {quiet_alerts:?}");
+        for load in loads {
+            load.stop().await;
+        }
+        // The second Prometheus selects none of it: no target, no rule of this namespace.
+        assert!(
+            targets_of(&http, &other, &ns).await.is_empty(),
+            "other scrapes nothing here"
+        );
+        let rules = prometheus_api(&http, &other, "/api/v1/rules")
+            .await
+            .expect("other's rules");
+        assert!(
+            !rules.to_string().contains(&format!("routemeter.{ns}.")),
+            "other loaded no rule of {ns}"
+        );
     }
 }

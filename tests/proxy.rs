@@ -98,23 +98,26 @@ async fn declared_routes_have_zero_series_before_any_request() {
         ("/health", "GET"),
     ];
     for (route, method) in zero {
-        let labels = [
-            ("http_route", route),
-            ("http_request_method", method),
-            ("http_response_status_code", "500"),
-            ("error_type", ""),
-        ];
-        let series = m.matching_count(COUNT, &labels);
-        assert_eq!(
-            series, 1,
-            "{method} {route}: a zero 500 series from the start"
-        );
-        assert_eq!(m.sum(COUNT, &labels), 0.0);
+        // 500 for the 5xx ratios' numerator, 200 for their denominator (docs/rules.md).
+        for status in ["200", "500"] {
+            let labels = [
+                ("http_route", route),
+                ("http_request_method", method),
+                ("http_response_status_code", status),
+                ("error_type", ""),
+            ];
+            let series = m.matching_count(COUNT, &labels);
+            assert_eq!(
+                series, 1,
+                "{method} {route}: a zero {status} series from the start"
+            );
+            assert_eq!(m.sum(COUNT, &labels), 0.0);
+        }
         assert_eq!(m.sum(BUCKET, &[("http_route", route), ("le", "+Inf")]), 0.0);
     }
     assert_eq!(
         m.label_values(COUNT, "http_response_status_code"),
-        ["500".to_string()].into(),
+        ["200".to_string(), "500".to_string()].into(),
         "only the zero series, no made-up code"
     );
     assert_eq!(m.sum(COUNT, &[]), 0.0, "nothing counted before a request");

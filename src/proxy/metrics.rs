@@ -56,11 +56,16 @@ pub const REQUEST_LABELS: [&str; 4] = [
     "error_type",
 ];
 
-/// The status code of the zero series created for each declared route (see
-/// [`ProxyMetrics::init_route_series`]): a code the 5xx rules select
-/// (`http_response_status_code=~"5.."`), and the very series an upstream's 500 lands on,
-/// so no made-up label value appears; it stays at 0 until a real 500.
-pub const ZERO_SERIES_STATUS: &str = "500";
+/// The status codes of the zero series created for each declared route (see
+/// [`ProxyMetrics::init_route_series`]): `500`, a code the 5xx rules select
+/// (`http_response_status_code=~"5.."`), so a 5xx ratio is 0 rather than absent before
+/// the first error; and `200`, the code most answers have, so the ratio's denominator has
+/// its series from the first scrape too. Without it the 500 series would have a sample
+/// before the traffic and the 200 series none: on the first scrape after a route's first
+/// requests `rate()` would see the errors and not yet the successes, a 100% error ratio
+/// for one scrape interval, and a burn-rate alert (which has no `for`) could page on it.
+/// Both are the very series real answers land on, so no made-up label value appears.
+pub const ZERO_SERIES_STATUSES: [&str; 2] = ["200", "500"];
 
 /// The method of the zero series of a route that declares no method (it serves any): GET,
 /// the method most such routes serve. Other methods get their series on first use.
@@ -227,7 +232,7 @@ impl ProxyMetrics {
 
 impl ProxyMetrics {
     /// Creates, at 0, the request-duration series of every declared route × declared
-    /// method (GET for a route without methods) with status [`ZERO_SERIES_STATUS`] and no
+    /// method (GET for a route without methods) with the statuses [`ZERO_SERIES_STATUSES`] and no
     /// error type. The rules then find their series from the first scrape: a 5xx ratio is
     /// 0, not absent, until the first error, and the burn-rate alerts are never blind to
     /// a route that has not failed yet. Called when a config is loaded or reloaded (not
@@ -237,12 +242,11 @@ impl ProxyMetrics {
             let label = snapshot.routes.label(id);
             let zero = |method: &str| {
                 // Creating the child is all: its buckets, count and sum start at 0.
-                let _ = self.request_duration.with_label_values(&[
-                    label,
-                    method,
-                    ZERO_SERIES_STATUS,
-                    "",
-                ]);
+                for status in ZERO_SERIES_STATUSES {
+                    let _ = self
+                        .request_duration
+                        .with_label_values(&[label, method, status, ""]);
+                }
             };
             if route.methods.is_empty() {
                 zero(ZERO_SERIES_DEFAULT_METHOD);
@@ -435,16 +439,18 @@ mod tests {
             ("/items", "POST"),
             ("/items", "_OTHER"),
         ] {
-            let series = format!(
-                r#"http_server_request_duration_seconds_count{{error_type="",http_request_method="{method}",http_response_status_code="500",http_route="{route}"}} 0"#
-            );
-            assert!(text.contains(&series), "{series} in {text}");
+            for status in ["200", "500"] {
+                let series = format!(
+                    r#"http_server_request_duration_seconds_count{{error_type="",http_request_method="{method}",http_response_status_code="{status}",http_route="{route}"}} 0"#
+                );
+                assert!(text.contains(&series), "{series} in {text}");
+            }
         }
         assert_eq!(
             text.matches("http_server_request_duration_seconds_count{")
                 .count(),
-            4,
-            "one series per route and method, however often: {text}"
+            8,
+            "two series per route and method, however often: {text}"
         );
     }
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The demo: what a user does, on the project's own cluster. `make demo` has already
 # started the cluster with its node (make cluster-up) and built and loaded the images
-# (make image). This script installs routemeter with Helm, deploys the sample trips API,
-# applies manifests/examples/trips-api.yaml, sends a minute of Locust traffic through
-# the proxy Service, and shows what the user gets: `kubectl get msvc` with live figures,
-# per-route counts, and where to look next.
+# (make image, make monitoring-images). This script installs routemeter with Helm and the
+# Prometheus Operator with a Prometheus 3 as kube-prometheus-stack sets them up (release
+# kps), deploys the sample trips API, applies manifests/examples/trips-api.yaml, sends a
+# minute of Locust traffic through the proxy Service, and shows what the user gets:
+# `kubectl get msvc` with live figures, per-route counts, the live summary, the targets,
+# rules and alerts Prometheus loaded, and where to look next.
 #
 # Environment: DEMO_RUN_TIME (Locust's run time, default 60s), DEMO_USERS (default 20).
 set -euo pipefail
@@ -33,6 +35,13 @@ show "$helm" --kubeconfig "$kubeconfig" upgrade --install routemeter "$root/char
   --namespace routemeter-system --create-namespace --wait --timeout 180s
 k -n routemeter-system get pods -o wide
 
+step "The Prometheus Operator $prom_operator_version with a Prometheus 3, as kube-prometheus-stack has them (release kps)"
+# tests/cluster/prometheus-stack.sh: the operator and a Prometheus selecting ServiceMonitors
+# and PrometheusRules labelled release: kps; it prints the Prometheus pod's address.
+eval "$(bash "$root/tests/cluster/prometheus-stack.sh" install --release kps)"
+k -n monitoring get deployment,statefulset,pods
+echo "Prometheus API: $PROMETHEUS_URL (pod $PROMETHEUS_POD)"
+
 step "Deploying the sample trips API (tests/sample-api/trips-api.yaml)"
 show kctl apply -f "$root/tests/sample-api/trips-api.yaml"
 k rollout status deployment/trips-api --timeout 120s
@@ -41,6 +50,9 @@ step "Monitoring it: kubectl apply -f manifests/examples/trips-api.yaml"
 show kctl apply -f "$root/manifests/examples/trips-api.yaml"
 k wait --for=condition=Ready msvc/trips-api --timeout 180s
 show kctl get msvc trips-api
+# No label was written by hand: the operator gave the ServiceMonitor and PrometheusRule
+# the labels kps selects (release: kps), and says which Prometheus selects them.
+k get msvc trips-api -o jsonpath='selectedBy: {.status.selectedBy}{"\n"}'
 k get configmap,deployment,service,hpa,pdb,servicemonitor,prometheusrule \
   -l routemeter.io/monitored-service=trips-api
 
@@ -80,6 +92,16 @@ show "$root/target/release/routemeter" top --msvc trips-api --window 5m --once
 "$root/target/release/routemeter" top --msvc trips-api --window 5m --once -o json 2>/dev/null \
   | python3 "$root/tests/demo/pages.py"
 
+step "What Prometheus loaded: targets, rule groups and alerts of the PrometheusRule"
+# The ServiceMonitor scrapes every 30 s (the default) and the rules take a sync of the
+# config-reloader: wait until both are in.
+for _ in $(seq 1 60); do
+  python3 "$root/tests/demo/prometheus.py" "$PROMETHEUS_URL" default trips-api 2>/dev/null \
+    | grep -q '^rule groups loaded from the PrometheusRule: [1-9]' && break
+  sleep 3
+done
+python3 "$root/tests/demo/prometheus.py" "$PROMETHEUS_URL" default trips-api
+
 cat <<EOF
 
 Where to look next:
@@ -89,5 +111,6 @@ Where to look next:
   curl http://<proxy pod IP>:9901/metrics            the proxies' own metrics (per route)
   curl http://<proxy pod IP>:9901/api/summary?window=5m   live summary: percentiles, score, recommendations
   target/demo/locust_stats.csv                      what Locust measured, per request name
+  curl $PROMETHEUS_URL/api/v1/alerts   Prometheus' alerts (the Prometheus Operator's, namespace monitoring)
   make cluster-down                                 removes the cluster, its node and everything it made
 EOF
