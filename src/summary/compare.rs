@@ -107,16 +107,9 @@ pub struct Args {
     /// current one, which dampens a regression: a quick check, not a second run.
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub msvc: Option<String>,
-    /// The MonitoredService's namespace [default: the kubeconfig context's, or the pod's
-    /// in a cluster].
-    #[arg(long, short = 'n', value_parser = parse_name)]
-    pub namespace: Option<String>,
-    /// The kubeconfig file [default: KUBECONFIG, then ~/.kube/config, then in-cluster].
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context [default: its current context].
-    #[arg(long)]
-    pub context: Option<String>,
+    /// -n/--namespace, --kubeconfig, --context: with --msvc.
+    #[command(flatten)]
+    pub cluster: msvc::ClusterArgs,
     /// With --msvc, the baseline's window: 5m, 15m or 1h, longer than --current-window
     /// [default: 1h].
     #[arg(long, value_name = "WINDOW", value_parser = parse_window)]
@@ -224,15 +217,14 @@ impl Args {
                 Err(CompareError::TwoSources(flag))
             }
             (None, [(_, Some(baseline)), (_, Some(current))]) => {
-                let msvc_flags = [
-                    ("-n/--namespace", self.namespace.is_some()),
-                    ("--kubeconfig", self.kubeconfig.is_some()),
-                    ("--context", self.context.is_some()),
+                let windows = [
                     ("--baseline-window", self.baseline_window.is_some()),
                     ("--current-window", self.current_window.is_some()),
-                ];
-                match msvc_flags.into_iter().find(|(_, given)| *given) {
-                    Some((flag, _)) => Err(CompareError::MsvcFlag(flag)),
+                ]
+                .into_iter()
+                .find_map(|(flag, given)| given.then_some(flag));
+                match self.cluster.given().or(windows) {
+                    Some(flag) => Err(CompareError::MsvcFlag(flag)),
                     None => Ok(Inputs::Files { baseline, current }),
                 }
             }
@@ -256,12 +248,7 @@ impl Args {
             .build()
             .map_err(CompareError::Runtime)?;
         let (proxies, base, cur) = runtime.block_on(async {
-            let (client, namespace) = msvc::client(
-                self.kubeconfig.as_deref(),
-                self.context.as_deref(),
-                self.namespace.as_deref(),
-            )
-            .await?;
+            let (client, namespace) = self.cluster.client().await?;
             let proxies = msvc::find(&client, &namespace, name).await?;
             let (base, cur) = futures::future::try_join(
                 proxies.read(&client, baseline),

@@ -108,6 +108,45 @@ pub fn parse_window(text: &str) -> Result<Window, String> {
     Window::parse(text).ok_or_else(|| format!("{text:?}: expected one of 1m, 5m, 15m, 1h"))
 }
 
+/// The flags that say where a MonitoredService is, shared by `top --msvc` and
+/// `compare --msvc` (flattened into each one's arguments).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// The MonitoredService's namespace [default: the kubeconfig context's, or the pod's
+    /// in a cluster].
+    #[arg(long, short = 'n', value_parser = parse_name)]
+    pub namespace: Option<String>,
+    /// The kubeconfig file [default: KUBECONFIG, then ~/.kube/config, then in-cluster].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context [default: its current context].
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+impl ClusterArgs {
+    /// The first of these flags given, by its name: they go with `--msvc` only.
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            ("-n/--namespace", self.namespace.is_some()),
+            ("--kubeconfig", self.kubeconfig.is_some()),
+            ("--context", self.context.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+
+    /// The client and namespace these flags name (see [`client`]).
+    pub async fn client(&self) -> Result<(kube::Client, String), MsvcError> {
+        client(
+            self.kubeconfig.as_deref(),
+            self.context.as_deref(),
+            self.namespace.as_deref(),
+        )
+        .await
+    }
+}
+
 /// A client configured as kubectl's (see [`kube_config`]), and the namespace to read in:
 /// `namespace`, else the context's. The client does not retry: the API server answers 503
 /// for a pod that does not answer, which it would retry with backoff; that pod is left out

@@ -15,7 +15,6 @@
 //!   --msvc` reads with too), so it needs no port-forward and no route into the cluster.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -89,16 +88,9 @@ pub struct Args {
     /// server's pod proxy and merged (rates add, percentiles from the added buckets).
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub msvc: Option<String>,
-    /// The MonitoredService's namespace [default: the kubeconfig context's, or the pod's
-    /// in a cluster].
-    #[arg(long, short = 'n', value_parser = parse_name)]
-    pub namespace: Option<String>,
-    /// The kubeconfig file [default: KUBECONFIG, then ~/.kube/config, then in-cluster].
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context [default: its current context].
-    #[arg(long)]
-    pub context: Option<String>,
+    /// -n/--namespace, --kubeconfig, --context: with --msvc.
+    #[command(flatten)]
+    pub cluster: msvc::ClusterArgs,
     /// The summary's window: 1m, 5m, 15m or 1h.
     #[arg(long, default_value = "1m", value_parser = parse_window)]
     pub window: Window,
@@ -202,12 +194,7 @@ impl Args {
             Choice::Msvc(name) => {
                 // Without retries: a proxy that does not answer is reported, and read
                 // again at the next refresh.
-                let (client, namespace) = msvc::client(
-                    self.kubeconfig.as_deref(),
-                    self.context.as_deref(),
-                    self.namespace.as_deref(),
-                )
-                .await?;
+                let (client, namespace) = self.cluster.client().await?;
                 Ok(Source::Cluster {
                     client,
                     namespace,
@@ -234,17 +221,10 @@ impl Args {
         match (self.msvc.as_deref(), self.admin.as_deref()) {
             (Some(_), Some(_)) if !admin_from_env => Err(TopError::TwoSources),
             (Some(name), _) => Ok(Choice::Msvc(name)),
-            (None, Some(admin)) => {
-                let cluster_flags = [
-                    ("-n/--namespace", self.namespace.is_some()),
-                    ("--kubeconfig", self.kubeconfig.is_some()),
-                    ("--context", self.context.is_some()),
-                ];
-                match cluster_flags.into_iter().find(|(_, given)| *given) {
-                    Some((flag, _)) => Err(TopError::ClusterFlag(flag)),
-                    None => Ok(Choice::Admin(admin)),
-                }
-            }
+            (None, Some(admin)) => match self.cluster.given() {
+                Some(flag) => Err(TopError::ClusterFlag(flag)),
+                None => Ok(Choice::Admin(admin)),
+            },
             (None, None) => Err(TopError::NoSource),
         }
     }
@@ -495,7 +475,7 @@ mod tests {
     fn the_flags_name_one_source_and_the_cluster_flags_go_with_msvc() {
         let msvc = args(&["--msvc", "api", "-n", "shop", "--context", "kind"]).expect("parses");
         assert_eq!(msvc.choice(false).expect("a source"), Choice::Msvc("api"));
-        assert_eq!(msvc.namespace.as_deref(), Some("shop"));
+        assert_eq!(msvc.cluster.namespace.as_deref(), Some("shop"));
         let admin = args(&["--admin", "localhost:9901"]).expect("parses");
         assert_eq!(
             admin.choice(false).expect("a source"),
