@@ -5,7 +5,8 @@
 //! - [`operator`]: reconciliation of a `MonitoredService` into a proxy and its monitoring;
 //! - [`proxy`]: the metering reverse proxy;
 //! - shared: [`config`] (the proxy config the operator writes), [`route`] (templates and
-//!   matching), [`pagination`] (pagination parameters, their ranges and the query reader),
+//!   matching), [`outcome`] (what counts as a failed request), [`pagination`]
+//!   (pagination parameters, their ranges and the query reader),
 //!   [`proxy_pods`] (how a MonitoredService's proxy pods are found and reached),
 //!   [`summary`] (the live summary's JSON, windows, score, `compare` and `top`), [`cli`]
 //!   and [`telemetry`].
@@ -15,6 +16,7 @@ pub mod config;
 pub mod crd;
 pub mod monitoring;
 pub mod operator;
+pub mod outcome;
 pub mod pagination;
 pub mod proxy;
 pub mod proxy_pods;

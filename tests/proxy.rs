@@ -1635,3 +1635,141 @@ async fn pagination_of_known_traffic_gives_known_histograms_and_summary() {
         about("/sleep/{ms}")
     );
 }
+
+/// An upstream on a raw socket: each connection reads a request head, then `answer`
+/// writes (and drops) the connection as it likes.
+async fn raw_upstream<F, Fut>(answer: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                answer(s).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Failures are never counted as successes (docs/rules.md, "What counts as an error"):
+/// an answer the upstream cuts off after a 200 head, closing or resetting the
+/// connection, is recorded as the client saw it (200) with `error_type="upstream_reset"`,
+/// and the summary counts it as an error; a client that leaves before its answer is
+/// recorded as 499 `client_aborted`, a client error, not the service's.
+#[tokio::test]
+async fn answers_cut_off_mid_body_count_as_errors_and_clients_that_leave_do_not() {
+    use tokio::io::AsyncWriteExt;
+    let closes = raw_upstream(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly ten b")
+            .await;
+        // Closed mid-body: 10 bytes of 1000.
+    })
+    .await;
+    let resets = raw_upstream(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            .await;
+        let _ = s.flush().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // SO_LINGER 0: the close is a reset, right after the head.
+        let _ = s.set_zero_linger();
+    })
+    .await;
+    let slow = raw_upstream(|mut s| async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+    })
+    .await;
+    let fine = upstream().await;
+    for (up, path) in [
+        (closes, "/closes"),
+        (resets, "/resets"),
+        (slow, "/slow"),
+        (fine, "/fine"),
+    ] {
+        let proxy = Proxy::start(&format!(
+            "upstream: {{endpoints: ['{up}']}}\nroutes: [{{path: {path}}}]\n"
+        ))
+        .await;
+        match path {
+            "/slow" => {
+                // The client gives up after 200 ms.
+                let r = client()
+                    .get(proxy.url(path))
+                    .timeout(Duration::from_millis(200))
+                    .send()
+                    .await;
+                assert!(r.is_err(), "the client left before the answer");
+            }
+            _ => {
+                let r = client().get(proxy.url(path)).send().await.expect("a head");
+                assert_eq!(r.status(), 200, "{path}: the head the client got");
+                let body = r.bytes().await;
+                if path == "/fine" {
+                    body.expect("a whole body");
+                } else {
+                    assert!(body.is_err(), "{path}: the body is cut off");
+                }
+            }
+        }
+        let m = proxy.metrics_after(1.0).await;
+        let (status, error_type) = match path {
+            "/closes" | "/resets" => ("200", "upstream_reset"),
+            "/slow" => ("499", "client_aborted"),
+            _ => ("200", ""),
+        };
+        assert_eq!(
+            m.sum(
+                COUNT,
+                &[
+                    ("http_route", path),
+                    ("http_response_status_code", status),
+                    ("error_type", error_type)
+                ]
+            ),
+            1.0,
+            "{path}: recorded as {status} {error_type:?}: {:?}",
+            m.label_values(COUNT, "error_type")
+        );
+        let (_, body) = proxy
+            .admin("/api/summary?window=1m")
+            .await
+            .expect("/api/summary");
+        let summary: routemeter::summary::Summary = serde_json::from_str(&body).expect("a summary");
+        let route = summary
+            .routes
+            .iter()
+            .find(|e| e.route == path)
+            .unwrap_or_else(|| panic!("{path} in {body}"));
+        let expected = match path {
+            "/closes" | "/resets" => (Some(1.0), Some(0.0)),
+            "/slow" => (Some(0.0), Some(1.0)),
+            _ => (Some(0.0), Some(0.0)),
+        };
+        assert_eq!(
+            (route.error_ratio, route.client_error_ratio),
+            expected,
+            "{path}: (error ratio, client error ratio)"
+        );
+    }
+}

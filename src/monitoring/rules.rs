@@ -44,6 +44,18 @@ pub fn any_paginated(routes: &[RouteSpec]) -> bool {
     routes.iter().any(|r| r.pagination.is_some())
 }
 
+/// The rate over `window` of the requests that count as errors (docs/rules.md, "What
+/// counts as an error"; [`crate::outcome`]): answers with a 5xx, and answers of any other
+/// status that the service's side cut off after their head (an `error_type` of
+/// [`crate::outcome::SERVER_ERROR_TYPES`]). The two selectors pick disjoint series (by
+/// status), so `or` adds them without counting one twice; summed `by`.
+fn errors_rate(by: &str, selector: &str, window: &str) -> String {
+    let cut = crate::outcome::server_error_types_regex();
+    format!(
+        r#"sum by ({by}) (rate({COUNT}{{{selector},http_response_status_code=~"5.."}}[{window}]) or rate({COUNT}{{{selector},http_response_status_code!~"5..",error_type=~"{cut}"}}[{window}]))"#
+    )
+}
+
 /// Escapes a route template for a PromQL regex inside a double-quoted string.
 fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 2);
@@ -126,7 +138,8 @@ pub fn groups(
         recording.push(rule(
             &format!("{level}:http_errors:ratio_rate5m"),
             format!(
-                r#"sum by ({by}) (rate({COUNT}{{{sel},http_response_status_code=~"5.."}}[5m])) / sum by ({by}) (rate({COUNT}{{{sel}}}[5m]))"#
+                "{} / sum by ({by}) (rate({COUNT}{{{sel}}}[5m]))",
+                errors_rate(by, &sel, "5m")
             ),
         ));
         for (q, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
@@ -154,7 +167,10 @@ pub fn groups(
             let total = format!("sum by ({BY_ROUTE}) (rate({COUNT}{{{sel}{matcher}}}[{w}]))");
             slo_rules.push(objective_rule(
                 &format!("routemeter_slo:errors:ratio_rate{w}"),
-                format!(r#"sum by ({BY_ROUTE}) (rate({COUNT}{{{sel}{matcher},http_response_status_code=~"5.."}}[{w}])) / {total}"#),
+                format!(
+                    "{} / {total}",
+                    errors_rate(BY_ROUTE, &format!("{sel}{matcher}"), w)
+                ),
                 objective,
             ));
             slo_rules.push(objective_rule(

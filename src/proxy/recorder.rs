@@ -88,6 +88,10 @@ pub struct Observation {
     pub latency: Duration,
     /// The status answered (or recorded: 499 for a client that left), 0 for none.
     pub status: u16,
+    /// Whether it counts as an error ([`crate::outcome::is_error`]): a 5xx, or an answer
+    /// the service's side cut off after its head (counted with the 5xx, whatever its
+    /// status).
+    pub error: bool,
     pub request_bytes: u64,
     pub response_bytes: u64,
     /// What its query said, on a route with pagination.
@@ -165,7 +169,7 @@ impl Ring {
         let (counts, sums) = (self.slot_counts(i), self.slot_sums(i));
         let buckets = self.layout.buckets;
         counts[bucket].fetch_add(1, Ordering::Relaxed);
-        if (500..600).contains(&o.status) {
+        if o.error {
             counts[buckets].fetch_add(1, Ordering::Relaxed);
         } else if (400..500).contains(&o.status) {
             counts[buckets + 1].fetch_add(1, Ordering::Relaxed);
@@ -489,6 +493,7 @@ mod tests {
         Observation {
             latency: Duration::from_millis(ms),
             status: 200,
+            error: false,
             request_bytes: 10,
             response_bytes: 100,
             pagination: None,
@@ -559,7 +564,11 @@ mod tests {
         let s = r.series(&Arc::from("/a"), "POST", false);
         let mut reference = Counts::empty(bounds.len());
         for (ms, status) in [(3, 200), (40, 404), (300, 500), (20_000, 503), (100, 499)] {
-            let o = Observation { status, ..ok(ms) };
+            let o = Observation {
+                status,
+                error: crate::outcome::is_error(status, ""),
+                ..ok(ms)
+            };
             s.record_at(secs(30), &o);
             reference.observe(&bounds, o.latency, status, (10, 100));
         }
@@ -567,6 +576,22 @@ mod tests {
             let (_, windows) = r.windows_at(w, secs(40));
             assert_eq!(windows[0].current, reference, "{w}");
         }
+    }
+
+    #[test]
+    fn an_answer_cut_after_its_head_counts_with_the_5xx() {
+        let r = recorder();
+        let s = r.series(&Arc::from("/a"), "GET", false);
+        // A 200 head, then the upstream reset the connection mid-body.
+        let cut = Observation {
+            error: crate::outcome::is_error(200, "upstream_reset"),
+            ..ok(5)
+        };
+        s.record_at(secs(30), &cut);
+        s.record_at(secs(30), &ok(5));
+        let (_, windows) = r.windows_at(Window::OneMinute, secs(40));
+        assert_eq!(windows[0].current.server_errors, 1);
+        assert_eq!(windows[0].current.client_errors, 0);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::forward;
 use super::metrics::ProxyMetrics;
 use super::recorder::{Observation, Pending};
 use super::state::{SharedState, Snapshot};
+use crate::outcome;
 use crate::route::{RouteId, method_label};
 
 /// Why the proxy, not the upstream, decided a request's outcome. The `error_type` label.
@@ -533,6 +534,7 @@ impl ProxyHttp for MeteringProxy {
             .record(&Observation {
                 latency: elapsed,
                 status,
+                error: outcome::is_error(status, ctx.failure.map_or("", Failure::as_str)),
                 request_bytes: downstream.body_bytes_read() as u64,
                 response_bytes: downstream.body_bytes_sent() as u64,
                 pagination: reading,
