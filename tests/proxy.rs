@@ -237,6 +237,70 @@ async fn unknown_paths_never_explode_cardinality_and_ids_collapse() {
     assert_eq!(m.sum("routemeter_inferred_routes", &[]), 100.0);
 }
 
+/// An application where only `/items/...` exists: 200 there, 400 under `/bad`, 404
+/// anywhere else, as a scanner probing random paths would see.
+async fn items_only_upstream() -> std::net::SocketAddr {
+    use axum::http::{StatusCode, Uri};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    let app = axum::Router::new().fallback(|uri: Uri| async move {
+        if uri.path().starts_with("/items/") {
+            StatusCode::OK
+        } else if uri.path().starts_with("/bad") {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::NOT_FOUND
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn scanners_answered_404_or_400_never_fill_the_inference_cap() {
+    let up = items_only_upstream().await;
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{up}']}}\nautoTemplate: {{maxRoutes: 10}}\n"
+    ))
+    .await;
+    // 200 distinct paths, twenty times the cap: 150 answered 404, 50 answered 400.
+    let http = client();
+    let scans = (0..150)
+        .map(|i| (format!("/wp-{}.php", word(i)), 404))
+        .chain((0..50).map(|i| (format!("/bad{}", word(i)), 400)));
+    futures::stream::iter(scans)
+        .for_each_concurrent(8, |(path, expected)| {
+            let request = http.get(proxy.url(&path));
+            async move {
+                assert_eq!(send(request).await.0, expected, "{path}");
+            }
+        })
+        .await;
+    let m = proxy.metrics_after(200.0).await;
+    let routes = m.label_values(COUNT, "http_route");
+    assert_eq!(
+        routes.into_iter().collect::<Vec<_>>(),
+        ["_other"],
+        "no template inferred from a 404 or a 400"
+    );
+    assert_eq!(count(&m, "_other", "GET", "404"), 150.0);
+    assert_eq!(count(&m, "_other", "GET", "400"), 50.0);
+    assert_eq!(m.sum("routemeter_inferred_routes", &[]), 0.0);
+
+    // The cap is untouched: the application's real routes still get their template.
+    get_all(&proxy, (1..=20).map(|i| format!("/items/{i}")), 4).await;
+    let m = proxy.metrics_after(220.0).await;
+    assert_eq!(count(&m, "/items/{id}", "GET", "200"), 20.0);
+    assert_eq!(m.sum("routemeter_inferred_routes", &[]), 1.0);
+    let routes = m.label_values(COUNT, "http_route");
+    assert_eq!(
+        routes.into_iter().collect::<Vec<_>>(),
+        ["/items/{id}", "_other"]
+    );
+}
+
 #[tokio::test]
 async fn unmatched_requests_share_one_label_without_inference() {
     let up = upstream().await;
