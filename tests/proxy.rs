@@ -1094,6 +1094,65 @@ async fn oversized_request_heads_get_431() {
     assert_eq!(m.sum(COUNT, &[]), 2.0);
 }
 
+/// Writes `request` on a new connection to the proxy and returns the response head.
+async fn raw_head(proxy: &Proxy, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", proxy.listen))
+            .await
+            .expect("connect to the proxy");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write the request");
+        let mut received = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read the response");
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("a response within 10 s")
+}
+
+/// The status code of a response head's status line.
+fn status_of(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn http11_without_host_gets_400_and_is_not_forwarded() {
+    let up = support::delayed_upstream(Duration::ZERO).await;
+    let proxy = Proxy::start(&format!("upstream: {{endpoints: ['{}']}}\n", up.addr)).await;
+
+    let head = raw_head(&proxy, "GET / HTTP/1.1\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    let m = proxy.metrics_after(1.0).await;
+    let missing_host = [
+        ("http_response_status_code", "400"),
+        ("error_type", "bad_request"),
+    ];
+    assert_eq!(m.sum(COUNT, &missing_host), 1.0);
+    // Answered before any upstream: its path `/` is not learnt as a template either.
+    assert_eq!(count(&m, "_other", "GET", "400"), 1.0);
+    assert_eq!(m.sum("routemeter_inferred_routes", &[]), 0.0);
+    assert_eq!(up.served(), 0, "the request never reached the upstream");
+
+    // HTTP/1.0 did not require Host: still forwarded.
+    let head = raw_head(&proxy, "GET / HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status_of(&head), "200", "{head}");
+    let m = proxy.metrics_after(2.0).await;
+    assert_eq!(count(&m, "/", "GET", "200"), 1.0);
+    assert_eq!(m.sum(COUNT, &[]), 2.0);
+    assert_eq!(up.served(), 1);
+}
+
 #[tokio::test]
 async fn quick_form_flags_and_their_errors() {
     let up = upstream().await;

@@ -275,6 +275,15 @@ impl ProxyHttp for MeteringProxy {
             session.respond_error_with_body(431, body).await?;
             return Ok(true);
         }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400, not forwarded.
+        // HTTP/1.0 did not require it, and HTTP/2 carries `:authority` instead.
+        let req = session.req_header();
+        if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+            ctx.failure = Some(Failure::BadRequest);
+            let body = Bytes::from_static(b"routemeter: HTTP/1.1 request without Host\n");
+            session.respond_error_with_body(400, body).await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 
