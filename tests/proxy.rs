@@ -237,6 +237,70 @@ async fn unknown_paths_never_explode_cardinality_and_ids_collapse() {
     assert_eq!(m.sum("routemeter_inferred_routes", &[]), 100.0);
 }
 
+/// An application where only `/items/...` exists: 200 there, 400 under `/bad`, 404
+/// anywhere else, as a scanner probing random paths would see.
+async fn items_only_upstream() -> std::net::SocketAddr {
+    use axum::http::{StatusCode, Uri};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    let app = axum::Router::new().fallback(|uri: Uri| async move {
+        if uri.path().starts_with("/items/") {
+            StatusCode::OK
+        } else if uri.path().starts_with("/bad") {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::NOT_FOUND
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn scanners_answered_404_or_400_never_fill_the_inference_cap() {
+    let up = items_only_upstream().await;
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{up}']}}\nautoTemplate: {{maxRoutes: 10}}\n"
+    ))
+    .await;
+    // 200 distinct paths, twenty times the cap: 150 answered 404, 50 answered 400.
+    let http = client();
+    let scans = (0..150)
+        .map(|i| (format!("/wp-{}.php", word(i)), 404))
+        .chain((0..50).map(|i| (format!("/bad{}", word(i)), 400)));
+    futures::stream::iter(scans)
+        .for_each_concurrent(8, |(path, expected)| {
+            let request = http.get(proxy.url(&path));
+            async move {
+                assert_eq!(send(request).await.0, expected, "{path}");
+            }
+        })
+        .await;
+    let m = proxy.metrics_after(200.0).await;
+    let routes = m.label_values(COUNT, "http_route");
+    assert_eq!(
+        routes.into_iter().collect::<Vec<_>>(),
+        ["_other"],
+        "no template inferred from a 404 or a 400"
+    );
+    assert_eq!(count(&m, "_other", "GET", "404"), 150.0);
+    assert_eq!(count(&m, "_other", "GET", "400"), 50.0);
+    assert_eq!(m.sum("routemeter_inferred_routes", &[]), 0.0);
+
+    // The cap is untouched: the application's real routes still get their template.
+    get_all(&proxy, (1..=20).map(|i| format!("/items/{i}")), 4).await;
+    let m = proxy.metrics_after(220.0).await;
+    assert_eq!(count(&m, "/items/{id}", "GET", "200"), 20.0);
+    assert_eq!(m.sum("routemeter_inferred_routes", &[]), 1.0);
+    let routes = m.label_values(COUNT, "http_route");
+    assert_eq!(
+        routes.into_iter().collect::<Vec<_>>(),
+        ["/items/{id}", "_other"]
+    );
+}
+
 #[tokio::test]
 async fn unmatched_requests_share_one_label_without_inference() {
     let up = upstream().await;
@@ -1028,6 +1092,65 @@ async fn oversized_request_heads_get_431() {
     assert_eq!(m.sum(COUNT, &too_large), 1.0);
     assert_eq!(count(&m, "/big", "GET", "200"), 1.0);
     assert_eq!(m.sum(COUNT, &[]), 2.0);
+}
+
+/// Writes `request` on a new connection to the proxy and returns the response head.
+async fn raw_head(proxy: &Proxy, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", proxy.listen))
+            .await
+            .expect("connect to the proxy");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write the request");
+        let mut received = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read the response");
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("a response within 10 s")
+}
+
+/// The status code of a response head's status line.
+fn status_of(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn http11_without_host_gets_400_and_is_not_forwarded() {
+    let up = support::delayed_upstream(Duration::ZERO).await;
+    let proxy = Proxy::start(&format!("upstream: {{endpoints: ['{}']}}\n", up.addr)).await;
+
+    let head = raw_head(&proxy, "GET / HTTP/1.1\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    let m = proxy.metrics_after(1.0).await;
+    let missing_host = [
+        ("http_response_status_code", "400"),
+        ("error_type", "bad_request"),
+    ];
+    assert_eq!(m.sum(COUNT, &missing_host), 1.0);
+    // Answered before any upstream: its path `/` is not learnt as a template either.
+    assert_eq!(count(&m, "_other", "GET", "400"), 1.0);
+    assert_eq!(m.sum("routemeter_inferred_routes", &[]), 0.0);
+    assert_eq!(up.served(), 0, "the request never reached the upstream");
+
+    // HTTP/1.0 did not require Host: still forwarded.
+    let head = raw_head(&proxy, "GET / HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status_of(&head), "200", "{head}");
+    let m = proxy.metrics_after(2.0).await;
+    assert_eq!(count(&m, "/", "GET", "200"), 1.0);
+    assert_eq!(m.sum(COUNT, &[]), 2.0);
+    assert_eq!(up.served(), 1);
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use super::metrics::ProxyMetrics;
 use super::recorder::{Observation, Pending};
 use super::state::{SharedState, Snapshot};
 use crate::outcome;
-use crate::route::{RouteId, method_label};
+use crate::route::{Inferred, RouteId, learns_from, method_label};
 
 /// Why the proxy, not the upstream, decided a request's outcome. The `error_type` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +141,11 @@ impl Failure {
 pub struct RequestCtx {
     start: Instant,
     snapshot: Arc<Snapshot>,
+    /// The route label, once decided: at once for a declared route or a known template.
     route: Option<Arc<str>>,
+    /// A template inferred for the path but not admitted yet: admitted once the answer's
+    /// status shows the path is a route (not 404 nor 400), see [`MeteringProxy::settle_route`].
+    new_template: Option<String>,
     /// The declared route matched, if any: its pagination, if it has one, is recorded.
     route_id: Option<RouteId>,
     method: &'static str,
@@ -171,24 +175,41 @@ impl MeteringProxy {
         MeteringProxy { state, metrics }
     }
 
-    /// The route label of a request, and the declared route it matched.
+    /// The route of a request as it arrives: its label if already decided, else the new
+    /// template inferred for its path; and the declared route it matched.
     fn resolve_route(
-        &self,
         ctx: &Snapshot,
         method: &http::Method,
         path: &str,
-    ) -> (Arc<str>, Option<RouteId>) {
+    ) -> (Inferred, Option<RouteId>) {
         match ctx.routes.find(method, path) {
-            Some(id) => (ctx.routes.label(id).clone(), Some(id)),
-            None if ctx.config.auto_template.enabled => {
-                let label = ctx.inferred.label(path);
+            Some(id) => (Inferred::Known(ctx.routes.label(id).clone()), Some(id)),
+            None if ctx.config.auto_template.enabled => (ctx.inferred.lookup(path), None),
+            None => (Inferred::Known(ctx.unmatched.clone()), None),
+        }
+    }
+
+    /// The route label of a request answered `status`, decided once: a new template is
+    /// admitted only if the status shows the path is a route ([`learns_from`]); a 404 or
+    /// 400 for a path of no known template counts as `_other` and admits nothing.
+    fn settle_route(&self, ctx: &mut RequestCtx, status: u16) -> Arc<str> {
+        if let Some(route) = &ctx.route {
+            return route.clone();
+        }
+        let inferred = &ctx.snapshot.inferred;
+        let route = match ctx.new_template.take() {
+            Some(template) if learns_from(status) => {
+                let label = inferred.admit(template);
                 self.metrics
                     .inferred_routes
-                    .set(i64::try_from(ctx.inferred.len()).unwrap_or(i64::MAX));
-                (label, None)
+                    .set(i64::try_from(inferred.len()).unwrap_or(i64::MAX));
+                label
             }
-            None => (ctx.unmatched.clone(), None),
-        }
+            Some(_) => inferred.other().clone(),
+            None => ctx.snapshot.unmatched.clone(),
+        };
+        ctx.route = Some(route.clone());
+        route
     }
 }
 
@@ -213,6 +234,7 @@ impl ProxyHttp for MeteringProxy {
             start: Instant::now(),
             snapshot: self.state.load_full(),
             route: None,
+            new_template: None,
             route_id: None,
             method: "_OTHER",
             active: None,
@@ -230,10 +252,16 @@ impl ProxyHttp for MeteringProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.method = method_label(&req.method);
-        let (route, id) = self.resolve_route(&ctx.snapshot, &req.method, req.uri.path());
-        let paginated = id.is_some_and(|id| ctx.snapshot.pagination(id).is_some());
-        ctx.summary = Some(self.metrics.summary.start(&route, ctx.method, paginated));
-        ctx.route = Some(route);
+        let (route, id) = Self::resolve_route(&ctx.snapshot, &req.method, req.uri.path());
+        match route {
+            Inferred::Known(route) => {
+                let paginated = id.is_some_and(|id| ctx.snapshot.pagination(id).is_some());
+                ctx.summary = Some(self.metrics.summary.start(&route, ctx.method, paginated));
+                ctx.route = Some(route);
+            }
+            // Its label waits for the status; its summary starts in `logging()`.
+            Inferred::New(template) => ctx.new_template = Some(template),
+        }
         ctx.route_id = id;
         let active = self
             .metrics
@@ -246,6 +274,15 @@ impl ProxyHttp for MeteringProxy {
             ctx.failure = Some(Failure::HeaderTooLarge);
             let body = Bytes::from_static(b"routemeter: request header fields too large\n");
             session.respond_error_with_body(431, body).await?;
+            return Ok(true);
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400, not forwarded.
+        // HTTP/1.0 did not require it, and HTTP/2 carries `:authority` instead.
+        let req = session.req_header();
+        if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+            ctx.failure = Some(Failure::BadRequest);
+            let body = Bytes::from_static(b"routemeter: HTTP/1.1 request without Host\n");
+            session.respond_error_with_body(400, body).await?;
             return Ok(true);
         }
         Ok(false)
@@ -397,14 +434,14 @@ impl ProxyHttp for MeteringProxy {
         }
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket {
             ctx.websocket = true;
-            let route = ctx.route.as_deref().unwrap_or_default();
+            let route = self.settle_route(ctx, 101);
             self.metrics
                 .websocket_active
-                .with_label_values(&[route])
+                .with_label_values(&[&*route])
                 .inc();
             self.metrics
                 .websocket_total
-                .with_label_values(&[route])
+                .with_label_values(&[&*route])
                 .inc();
         }
         Ok(())
@@ -470,10 +507,12 @@ impl ProxyHttp for MeteringProxy {
         {
             attempt.record_failure();
         }
-        let route = ctx
-            .route
-            .clone()
-            .unwrap_or_else(|| ctx.snapshot.unmatched.clone());
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.failure.map(Failure::status))
+            .unwrap_or(0);
+        let route = self.settle_route(ctx, status);
 
         if ctx.websocket {
             self.metrics
@@ -487,11 +526,6 @@ impl ProxyHttp for MeteringProxy {
             return;
         }
 
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .or(ctx.failure.map(Failure::status))
-            .unwrap_or(0);
         let mut code = itoa::Buffer::new();
         let labels = [
             &*route,

@@ -4,6 +4,12 @@
 //! the cardinality of every series. So ID-like segments (integers, UUIDs, long hex strings,
 //! random-looking tokens) are replaced by `{id}`, and the number of distinct inferred
 //! templates is capped; past the cap, requests count as [`OTHER_ROUTE`].
+//!
+//! A template is only learnt from a request the application answered as a route it has:
+//! a 404 or 400 answer ([`learns_from`]) never admits one, so scanners probing random
+//! paths cannot fill the cap. The proxy looks a path up ([`InferredRoutes::lookup`]) when
+//! the request arrives and admits a new template ([`InferredRoutes::admit`]) once the
+//! status is known.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -17,6 +23,22 @@ pub const OTHER_ROUTE: &str = "_other";
 
 /// Templates longer than this many segments are not inferred: they count as [`OTHER_ROUTE`].
 const MAX_INFERRED_SEGMENTS: usize = 16;
+
+/// Whether a request answered `status` may admit a new inferred template: not a 404 (the
+/// path is no route of the application) nor a 400 (it is not even a valid request).
+pub fn learns_from(status: u16) -> bool {
+    !matches!(status, 400 | 404)
+}
+
+/// What [`InferredRoutes::lookup`] found for a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inferred {
+    /// The label to use: a template admitted before, or [`OTHER_ROUTE`].
+    Known(Arc<str>),
+    /// A template not admitted yet, to pass to [`InferredRoutes::admit`] once the request
+    /// has shown it is a route ([`learns_from`]).
+    New(String),
+}
 
 /// The set of templates inferred so far, bounded by `cap`.
 #[derive(Debug)]
@@ -36,20 +58,36 @@ impl InferredRoutes {
         }
     }
 
-    /// The route label for an unmatched path: its inferred template while the cap allows,
-    /// else [`OTHER_ROUTE`]. A template seen before is always returned again.
+    /// The route label for an unmatched path, admitting its template at once: its inferred
+    /// template while the cap allows, else [`OTHER_ROUTE`]. A template seen before is
+    /// always returned again.
     pub fn label(&self, path: &str) -> Arc<str> {
-        let Some(template) = infer_template(path) else {
-            return self.other.clone();
-        };
-        if let Some(known) = self
-            .seen
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(template.as_str())
-        {
-            return known.clone();
+        match self.lookup(path) {
+            Inferred::Known(label) => label,
+            Inferred::New(template) => self.admit(template),
         }
+    }
+
+    /// The label of an unmatched path if it is already decided (a template admitted
+    /// before, or [`OTHER_ROUTE`] for a path too deep or once the cap is reached), else
+    /// its template, admitted by nothing yet. Takes only the read lock.
+    pub fn lookup(&self, path: &str) -> Inferred {
+        let Some(template) = infer_template(path) else {
+            return Inferred::Known(self.other.clone());
+        };
+        let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = seen.get(template.as_str()) {
+            return Inferred::Known(known.clone());
+        }
+        if seen.len() >= self.cap {
+            return Inferred::Known(self.other.clone());
+        }
+        Inferred::New(template)
+    }
+
+    /// Admits a template found by [`InferredRoutes::lookup`]: its label while the cap
+    /// allows (or if another request admitted it meanwhile), else [`OTHER_ROUTE`].
+    pub fn admit(&self, template: String) -> Arc<str> {
         let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
         if let Some(known) = seen.get(template.as_str()) {
             return known.clone();
@@ -60,6 +98,11 @@ impl InferredRoutes {
         let label: Arc<str> = Arc::from(template);
         seen.insert(label.clone());
         label
+    }
+
+    /// The label of unmatched requests given no template: [`OTHER_ROUTE`].
+    pub fn other(&self) -> &Arc<str> {
+        &self.other
     }
 
     /// How many distinct templates have been inferred.
@@ -199,6 +242,37 @@ mod tests {
         assert!(labels.contains(OTHER_ROUTE));
         // A template admitted before the cap keeps its label.
         assert_eq!(&*routes.label("/worda/x"), "/worda/x");
+    }
+
+    #[test]
+    fn not_found_and_bad_request_answers_never_fill_the_cap() {
+        let routes = InferredRoutes::new(3);
+        // A scanner: 1000 distinct paths, each answered 404 or 400, admit nothing.
+        for i in 0..1000 {
+            let status = if i % 2 == 0 { 404 } else { 400 };
+            match routes.lookup(&format!("/scan{}/x", char::from(b'a' + (i % 26) as u8))) {
+                Inferred::New(template) => assert!(!learns_from(status), "{template}"),
+                Inferred::Known(label) => panic!("nothing is known yet: {label}"),
+            }
+        }
+        assert!(routes.is_empty());
+        // Real traffic still gets its template, and keeps it when it later answers 404.
+        let Inferred::New(template) = routes.lookup("/items/1") else {
+            panic!("a new template");
+        };
+        assert!(learns_from(200));
+        assert_eq!(&*routes.admit(template), "/items/{id}");
+        assert_eq!(
+            routes.lookup("/items/2"),
+            Inferred::Known(Arc::from("/items/{id}"))
+        );
+        assert_eq!(routes.len(), 1);
+        // Past the cap, lookup says `_other` at once.
+        routes.label("/a");
+        routes.label("/b");
+        assert_eq!(routes.lookup("/c"), Inferred::Known(Arc::from(OTHER_ROUTE)));
+        assert_eq!(&**routes.other(), OTHER_ROUTE);
+        assert!(learns_from(500) && learns_from(301) && learns_from(401));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 mod infer;
 mod table;
 
-pub use infer::{InferredRoutes, OTHER_ROUTE, UNMATCHED_ROUTE};
+pub use infer::{Inferred, InferredRoutes, OTHER_ROUTE, UNMATCHED_ROUTE, learns_from};
 pub use table::{RouteId, RouteSpec, RouteTable, TableError};
 
 use thiserror::Error;
