@@ -1060,8 +1060,11 @@ mod in_pods {
         .expect("edit the ConfigMap by hand");
 
         // The ConfigMap is the operator's: the edit is an event on an object it owns,
-        // and its forced apply puts its config (and label) back at once, before kubelet
-        // could sync the edit into the pods. Meanwhile the proxies serve as before.
+        // and its forced apply puts its config (and label) back. Whether kubelet syncs the
+        // edit into the pods before that is a race (it syncs every 10 s here): a proxy
+        // that gets the bad file rejects it and keeps its last good config, then loads the
+        // operator's again. Either way the proxies serve as before, and the end state is
+        // every proxy on a good config with no help from anyone.
         let load = Load::start(
             base,
             vec!["/api/trips/1".into()],
@@ -1083,37 +1086,42 @@ mod in_pods {
             },
         )
         .await;
-        // Past kubelet's sync period: had the edit reached a proxy, its reload metric
-        // would say so (a proxy keeps its last good config when it rejects one: the
-        // proxy tests show that, and the status's ProxyConfigApplied reports it).
+        // Past kubelet's sync period, under load, then until every proxy reports that the
+        // file it reads is one it runs.
         tokio::time::sleep(Duration::from_secs(15)).await;
+        let http = http_client(true);
+        let mut rejected = 0.0;
+        for ip in &proxies {
+            let metrics = wait_for(&format!("proxy {ip} on a good config"), WAIT, || async {
+                let text = http
+                    .get(format!("http://{ip}:9901/metrics"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                text.lines()
+                    .any(|l| l == "routemeter_config_last_reload_successful 1")
+                    .then_some(text)
+            })
+            .await;
+            rejected +=
+                support::Metrics::parse(&metrics).sum("routemeter_config_reload_errors_total", &[]);
+        }
         let tally = load.stop().await;
         assert_eq!(tally.with_status(200), tally.total(), "{tally:?}");
         assert!(tally.total() > 100, "{tally:?}");
-        let http = http_client(true);
-        for ip in &proxies {
-            let text = http
-                .get(format!("http://{ip}:9901/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("metrics text");
-            assert!(
-                text.lines()
-                    .any(|l| l == "routemeter_config_last_reload_successful 1"),
-                "proxy {ip} runs a good config"
-            );
-        }
-        let (status, reason, message) = condition(&client, &ns, "app", "ProxyConfigApplied")
-            .await
-            .expect("ProxyConfigApplied");
-        assert_eq!(
-            (status.as_str(), reason.as_str()),
-            ("True", "Applied"),
-            "{message}"
+        eprintln!(
+            "bad ConfigMap edit: {rejected} rejected reload(s) across {} proxies, {} requests all 200",
+            proxies.len(),
+            tally.total()
         );
+        wait_for("ProxyConfigApplied=True", WAIT, || async {
+            let (status, reason, _) = condition(&client, &ns, "app", "ProxyConfigApplied").await?;
+            (status == "True" && reason == "Applied").then_some(())
+        })
+        .await;
     }
 
     /// Takeover as a client in the cluster sees it: a pod calls `trips-api` by name in a

@@ -1096,6 +1096,16 @@ async fn oversized_request_heads_get_431() {
 
 /// Writes `request` on a new connection to the proxy and returns the response head.
 async fn raw_head(proxy: &Proxy, request: &str) -> String {
+    raw_exchange(proxy, request, |received| {
+        received.windows(4).any(|w| w == b"\r\n\r\n")
+    })
+    .await
+}
+
+/// Writes `request` (bytes as given: several requests, bare LFs, anything) on a new
+/// connection to the proxy and reads until `done` says what was received is enough, or
+/// the proxy closes; within 10 s.
+async fn raw_exchange(proxy: &Proxy, request: &str, done: impl Fn(&[u8]) -> bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", proxy.listen))
@@ -1107,7 +1117,7 @@ async fn raw_head(proxy: &Proxy, request: &str) -> String {
             .expect("write the request");
         let mut received = Vec::new();
         let mut buf = [0u8; 1024];
-        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        while !done(&received) {
             let n = stream.read(&mut buf).await.expect("read the response");
             if n == 0 {
                 break;
@@ -1151,6 +1161,44 @@ async fn http11_without_host_gets_400_and_is_not_forwarded() {
     assert_eq!(count(&m, "/", "GET", "200"), 1.0);
     assert_eq!(m.sum(COUNT, &[]), 2.0);
     assert_eq!(up.served(), 1);
+}
+
+/// HTTP/1.1 pipelining (RFC 9112 §9.3.2): three requests written at once on one
+/// connection, one of them with a body, are each forwarded, answered in the order sent and
+/// counted once; a fourth after a `Connection: close` request is neither.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_each_counted() {
+    let up = upstream().await;
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{up}']}}\nroutes:\n  - {{path: '/status/{{code}}', methods: [GET]}}\n  - {{path: /headers, methods: [POST]}}\n"
+    ))
+    .await;
+    let request = |line: &str, extra: &str| format!("{line} HTTP/1.1\r\nHost: app\r\n{extra}\r\n");
+    let pipelined = [
+        request("GET /status/201", ""),
+        request("POST /headers", "Content-Length: 5\r\nX-Pipelined: 2\r\n") + "hello",
+        request("GET /status/203", "Connection: close\r\n"),
+        // After a request that closes the connection: never read.
+        request("GET /status/202", ""),
+    ]
+    .concat();
+    let received = raw_exchange(&proxy, &pipelined, |_| false).await;
+    let statuses: Vec<&str> = received
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &received[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["201", "200", "203"], "{received}");
+    assert!(received.contains("\"x-pipelined\":[\"2\"]"), "{received}");
+
+    let m = proxy.metrics_after(3.0).await;
+    assert_eq!(count(&m, "/status/{code}", "GET", "201"), 1.0);
+    assert_eq!(count(&m, "/headers", "POST", "200"), 1.0);
+    assert_eq!(count(&m, "/status/{code}", "GET", "203"), 1.0);
+    assert_eq!(
+        m.sum(COUNT, &[]),
+        3.0,
+        "the request after the close is not counted"
+    );
 }
 
 #[tokio::test]

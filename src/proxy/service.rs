@@ -249,6 +249,20 @@ impl ProxyHttp for MeteringProxy {
         }
     }
 
+    /// HTTP/1.1 pipelining (RFC 9112 §9.3.2): requests a client sends before reading the
+    /// answers to the earlier ones are served one after the other on that connection, each
+    /// answered in order and each counted once. Without this pingora answers the first,
+    /// closes, and drops the rest unanswered and uncounted. The setting carries over to
+    /// the connection's next requests.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        session.downstream_session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.method = method_label(&req.method);
