@@ -250,6 +250,20 @@ mod in_pods {
         let _shared = CLUSTER_WIDE.read().await;
         let (_cleanup, ns, proxies, base) = monitored_app(&client, "exact", json!({})).await;
 
+        // The default resources set no CPU limit, so each proxy could use every CPU of the
+        // node: the operator gives them one worker, not one per CPU.
+        for ip in &proxies {
+            let config: serde_json::Value = http_client(true)
+                .get(format!("http://{ip}:9901/config"))
+                .send()
+                .await
+                .expect("/config")
+                .json()
+                .await
+                .expect("/config as JSON");
+            assert_eq!(config["server"]["workers"], 1, "proxy {ip}: {config}");
+        }
+
         // 1,000 requests through the proxy Service's ClusterIP, 8 at a time, each on a new
         // connection (kube-proxy balances connections, so both proxies take a share).
         let http = http_client(false);

@@ -424,7 +424,9 @@ impl MetricsSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerSettings {
-    /// Worker threads serving traffic; 0 means one per CPU.
+    /// Worker threads serving traffic; 0 means one per CPU this process may use: its CPU
+    /// affinity and its cgroup's CPU quota (v1 or v2), as the standard library reads them.
+    /// In a pod with no CPU limit that is the node's CPU count; the operator sets it.
     #[serde(default)]
     pub workers: usize,
     /// Let idle worker threads steal tasks from busy ones. Off by default: each worker

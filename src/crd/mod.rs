@@ -176,6 +176,13 @@ pub struct ProxySpec {
     /// throttle the proxy in bursts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Worker threads of each proxy, each an event loop of its own (default: the CPU
+    /// limit rounded up, else the CPU request rounded up, at most 64: one with the default
+    /// resources). Never the node's CPU count: each worker holds about 2 MB and its own
+    /// upstream connections, so a proxy on a 64-core node would need 140 MB idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub workers: Option<u16>,
     /// Image of the proxy, overriding the operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::core::ApiResource;
@@ -274,6 +275,7 @@ pub fn proxy_config(
         }
     }
     c.server.grace_period = PROXY_GRACE_PERIOD;
+    c.server.workers = proxy_workers(&spec.proxy);
     c.metrics.latency_thresholds = monitoring::latency_thresholds(&spec.monitoring, &spec.routes);
     if let Some(objective) = crd::seconds(spec.monitoring.slo.latency_threshold_seconds) {
         c.summary.latency_objective = objective;
@@ -642,6 +644,42 @@ fn deployment(
         ),
         resource,
     }
+}
+
+/// Most workers the operator gives a proxy from its CPU resources.
+pub const MAX_WORKERS: u16 = 64;
+
+/// Worker threads of each proxy: `spec.proxy.workers`, else its CPU limit rounded up,
+/// else its CPU request rounded up, between 1 and [`MAX_WORKERS`]. The proxy's own default
+/// (the CPUs it may use, from its cgroup's CPU quota) would be the node's CPU count in a
+/// pod with no CPU limit, as the default resources have, and every worker costs memory.
+pub fn proxy_workers(proxy: &crd::ProxySpec) -> usize {
+    if let Some(n) = proxy.workers {
+        return usize::from(n.clamp(1, MAX_WORKERS));
+    }
+    let resources = proxy.resources.as_ref();
+    let cpu = |list: Option<&BTreeMap<String, Quantity>>| {
+        list.and_then(|l| l.get("cpu"))
+            .and_then(|q| cpu_cores(&q.0))
+    };
+    let cores = cpu(resources.and_then(|r| r.limits.as_ref()))
+        .or_else(|| cpu(resources.and_then(|r| r.requests.as_ref())))
+        .unwrap_or(0.0);
+    // In range, so the cast neither truncates nor wraps.
+    cores.ceil().clamp(1.0, f64::from(MAX_WORKERS)) as usize
+}
+
+/// A CPU quantity in cores: `2`, `1.5`, `500m`, `250000u`, `100000000n`; `None` for
+/// anything else (the API server's own check on the pod reports it then).
+fn cpu_cores(quantity: &str) -> Option<f64> {
+    let (number, scale) = match quantity.trim() {
+        q if q.ends_with('m') => (&q[..q.len() - 1], 1e-3),
+        q if q.ends_with('u') => (&q[..q.len() - 1], 1e-6),
+        q if q.ends_with('n') => (&q[..q.len() - 1], 1e-9),
+        q => (q, 1.0),
+    };
+    let cores = number.parse::<f64>().ok()? * scale;
+    (cores.is_finite() && cores >= 0.0).then_some(cores)
 }
 
 /// The proxy container's resources when the spec sets none. No CPU limit: a CFS quota
@@ -1212,6 +1250,51 @@ mod tests {
             &deployment_of(&children)["spec"]["template"]["spec"]["securityContext"]["sysctls"];
         assert_eq!(sysctls[0]["name"], "net.ipv4.ip_unprivileged_port_start");
         assert_eq!(sysctls[0]["value"], "80");
+    }
+
+    #[test]
+    fn workers_follow_the_proxys_cpu_never_the_nodes() {
+        let proxy = |extra: Value| -> crd::ProxySpec {
+            serde_json::from_value(extra).expect("a proxy spec")
+        };
+        let cases = [
+            (json!({}), 1),
+            (json!({ "resources": { "requests": { "cpu": "50m" } } }), 1),
+            (json!({ "resources": { "requests": { "cpu": "3" } } }), 3),
+            (
+                json!({ "resources": { "requests": { "cpu": "500m" }, "limits": { "cpu": "1500m" } } }),
+                2,
+            ),
+            (json!({ "resources": { "limits": { "cpu": "2" } } }), 2),
+            (json!({ "resources": { "limits": { "cpu": "0.25" } } }), 1),
+            (json!({ "resources": { "limits": { "cpu": "200" } } }), 64),
+            (
+                json!({ "resources": { "limits": { "cpu": "lots" }, "requests": { "cpu": "2" } } }),
+                2,
+            ),
+            (
+                json!({ "workers": 4, "resources": { "limits": { "cpu": "1" } } }),
+                4,
+            ),
+        ];
+        for (spec, workers) in cases {
+            assert_eq!(proxy_workers(&proxy(spec.clone())), workers, "{spec}");
+        }
+        // The default resources, as the operator writes them, give one worker.
+        let config = proxy_config(
+            &msvc(None),
+            &TargetInfo {
+                upstream: "a:1".into(),
+                service_port: 80,
+                headless: None,
+                takeover: None,
+            },
+        )
+        .expect("config");
+        assert_eq!(config.server.workers, 1);
+        assert_eq!(cpu_cores("250000u"), Some(0.25));
+        assert_eq!(cpu_cores("100000000n"), Some(0.1));
+        assert_eq!(cpu_cores("-1"), None);
     }
 
     #[test]
