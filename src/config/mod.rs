@@ -442,6 +442,10 @@ pub struct ServerSettings {
     #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub reload_interval: Duration,
+    /// Bytes of the read buffer of each client connection, held for as long as it is open
+    /// (pingora's default is 65536; 0 reads straight into the request's own buffers).
+    #[serde(default = "defaults::read_buffer_bytes")]
+    pub read_buffer_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -451,6 +455,7 @@ impl Default for ServerSettings {
             work_stealing: false,
             grace_period: defaults::grace_period(),
             reload_interval: defaults::reload_interval(),
+            read_buffer_bytes: defaults::read_buffer_bytes(),
         }
     }
 }
@@ -507,6 +512,9 @@ pub mod defaults {
     }
     pub fn reload_interval() -> Duration {
         Duration::from_secs(1)
+    }
+    pub fn read_buffer_bytes() -> usize {
+        4096
     }
 }
 

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::GenBackgroundService;
@@ -193,9 +193,15 @@ impl Args {
             proxy.threads = threads;
             let mut options = TcpSocketOptions::default();
             options.so_reuseport = Some(services > 1);
-            proxy.add_tcp_with_settings(&shard_address(&listen, shard), options.clone());
-            for addr in &additional {
-                proxy.add_tcp_with_settings(&shard_address(addr, shard), options.clone());
+            // pingora's default L4 read buffer is 64 KiB per connection, most of what an idle
+            // keep-alive connection costs; the request head and bodies have buffers of their own.
+            let buffers = L4BufferSettings::default().read(server_settings.read_buffer_bytes);
+            for addr in std::iter::once(&listen).chain(&additional) {
+                proxy.add_listener(
+                    ListenerConfig::tcp(shard_address(addr, shard))
+                        .tcp_socket_options(options.clone())
+                        .l4_buffer(buffers),
+                );
             }
             server.add_service(proxy);
         }
