@@ -2,6 +2,7 @@
 //!
 //! - [`service`]: the request path (routing, endpoint choice, metrics in `logging()`);
 //! - [`forward`]: the forwarding headers (`X-Forwarded-*`, `Forwarded`, `Via`);
+//! - [`framing`]: request framing refused or rewritten against request smuggling;
 //! - [`refused`]: counting the requests pingora answers before any hook sees them;
 //! - [`balancer`]: endpoint choice, passive ejection, per-endpoint figures;
 //! - [`ewma`]: the endpoints' latency estimate (peak-EWMA);
@@ -19,6 +20,7 @@ pub mod control;
 pub mod discovery;
 pub mod ewma;
 pub mod forward;
+pub mod framing;
 pub mod metrics;
 pub mod pagination;
 pub mod recorder;

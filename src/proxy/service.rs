@@ -18,7 +18,7 @@ use super::balancer::InFlight;
 use super::metrics::ProxyMetrics;
 use super::recorder::{Observation, Pending};
 use super::state::{SharedState, Snapshot};
-use super::{forward, refused};
+use super::{forward, framing, refused};
 use crate::outcome;
 use crate::pagination::Reading;
 use crate::route::{Inferred, RouteId, learns_from, method_label};
@@ -162,6 +162,8 @@ pub struct RequestCtx {
     websocket: bool,
     /// In flight on the route's `/api/summary` windows, recorded there in `logging()`.
     summary: Option<Pending>,
+    /// The one `Content-Length` the request goes upstream with, where it came repeated.
+    collapsed_length: Option<u64>,
 }
 
 /// The metering reverse proxy.
@@ -247,6 +249,7 @@ impl ProxyHttp for MeteringProxy {
             failure: None,
             websocket: false,
             summary: None,
+            collapsed_length: None,
         }
     }
 
@@ -300,6 +303,27 @@ impl ProxyHttp for MeteringProxy {
             session.respond_error_with_body(400, body).await?;
             return Ok(true);
         }
+        // Framing that another parser on the way could read differently (RFC 9112 §11.2):
+        // refused with 400, which also closes the connection, before anything goes
+        // upstream; see [`framing::check`].
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        match framing::check(session.req_header(), raw.as_deref().unwrap_or_default()) {
+            Err(ambiguous) => {
+                ctx.failure = Some(Failure::BadRequest);
+                let body = Bytes::from(format!("routemeter: {ambiguous}\n"));
+                session.respond_error_with_body(400, body).await?;
+                return Ok(true);
+            }
+            Ok(accepted) => {
+                ctx.collapsed_length = accepted.collapsed_length;
+                if accepted.close {
+                    session.set_keepalive(None);
+                }
+            }
+        }
         Ok(false)
     }
 
@@ -341,6 +365,9 @@ impl ProxyHttp for MeteringProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(length) = ctx.collapsed_length {
+            framing::collapse_length(upstream_request, length)?;
+        }
         let client = session.client_addr().and_then(|a| a.as_inet());
         forward::apply(
             upstream_request,
