@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use support::{
-    Metrics, Proxy, REQUEST_COUNT as COUNT, client, free_port, send, upstream, upstream_on,
-    wait_for,
+    Metrics, Proxy, REQUEST_COUNT as COUNT, client, free_port, raw_exchange, raw_upstream, send,
+    status_of, upstream, upstream_on, wait_for,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -1102,40 +1102,6 @@ async fn raw_head(proxy: &Proxy, request: &str) -> String {
     .await
 }
 
-/// Writes `request` (bytes as given: several requests, bare LFs, anything) on a new
-/// connection to the proxy and reads until `done` says what was received is enough, or
-/// the proxy closes; within 10 s.
-async fn raw_exchange(proxy: &Proxy, request: &str, done: impl Fn(&[u8]) -> bool) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", proxy.listen))
-            .await
-            .expect("connect to the proxy");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("write the request");
-        let mut received = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !done(&received) {
-            let n = stream.read(&mut buf).await.expect("read the response");
-            if n == 0 {
-                break;
-            }
-            received.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&received).into_owned()
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("a response within 10 s")
-}
-
-/// The status code of a response head's status line.
-fn status_of(head: &str) -> &str {
-    head.split(' ').nth(1).unwrap_or_default()
-}
-
 #[tokio::test]
 async fn http11_without_host_gets_400_and_is_not_forwarded() {
     let up = support::delayed_upstream(Duration::ZERO).await;
@@ -1884,38 +1850,6 @@ async fn pagination_of_known_traffic_gives_known_histograms_and_summary() {
         "{:#?}",
         about("/sleep/{ms}")
     );
-}
-
-/// An upstream on a raw socket: each connection reads a request head, then `answer`
-/// writes (and drops) the connection as it likes.
-async fn raw_upstream<F, Fut>(answer: F) -> std::net::SocketAddr
-where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let answer = std::sync::Arc::new(answer);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                answer(s).await;
-            });
-        }
-    });
-    addr
 }
 
 /// Failures are never counted as successes (docs/rules.md, "What counts as an error"):

@@ -2,6 +2,8 @@
 //!
 //! - [`service`]: the request path (routing, endpoint choice, metrics in `logging()`);
 //! - [`forward`]: the forwarding headers (`X-Forwarded-*`, `Forwarded`, `Via`);
+//! - [`framing`]: request framing refused or rewritten against request smuggling;
+//! - [`refused`]: counting the requests pingora answers before any hook sees them;
 //! - [`balancer`]: endpoint choice, passive ejection, per-endpoint figures;
 //! - [`ewma`]: the endpoints' latency estimate (peak-EWMA);
 //! - [`metrics`]: the metric families and their buckets;
@@ -18,9 +20,11 @@ pub mod control;
 pub mod discovery;
 pub mod ewma;
 pub mod forward;
+pub mod framing;
 pub mod metrics;
 pub mod pagination;
 pub mod recorder;
+pub mod refused;
 pub mod service;
 pub mod state;
 
@@ -185,10 +189,16 @@ impl Args {
             (workers, Some(1))
         };
         for shard in 0..services {
-            let mut proxy = pingora::proxy::http_proxy_service_with_name(
-                &server.configuration,
-                MeteringProxy::new(state.clone(), metrics.clone()),
-                &format!("routemeter proxy {shard}"),
+            let mut proxy = Service::new(
+                format!("routemeter proxy {shard}"),
+                refused::Counted::new(
+                    pingora::proxy::http_proxy(
+                        &server.configuration,
+                        MeteringProxy::new(state.clone(), metrics.clone()),
+                    ),
+                    state.clone(),
+                    metrics.clone(),
+                ),
             );
             proxy.threads = threads;
             let mut options = TcpSocketOptions::default();

@@ -15,11 +15,12 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use prometheus::IntGauge;
 
 use super::balancer::InFlight;
-use super::forward;
 use super::metrics::ProxyMetrics;
 use super::recorder::{Observation, Pending};
 use super::state::{SharedState, Snapshot};
+use super::{forward, framing, refused};
 use crate::outcome;
+use crate::pagination::Reading;
 use crate::route::{Inferred, RouteId, learns_from, method_label};
 
 /// Why the proxy, not the upstream, decided a request's outcome. The `error_type` label.
@@ -161,6 +162,8 @@ pub struct RequestCtx {
     websocket: bool,
     /// In flight on the route's `/api/summary` windows, recorded there in `logging()`.
     summary: Option<Pending>,
+    /// The one `Content-Length` the request goes upstream with, where it came repeated.
+    collapsed_length: Option<u64>,
 }
 
 /// The metering reverse proxy.
@@ -246,6 +249,7 @@ impl ProxyHttp for MeteringProxy {
             failure: None,
             websocket: false,
             summary: None,
+            collapsed_length: None,
         }
     }
 
@@ -299,6 +303,27 @@ impl ProxyHttp for MeteringProxy {
             session.respond_error_with_body(400, body).await?;
             return Ok(true);
         }
+        // Framing that another parser on the way could read differently (RFC 9112 §11.2):
+        // refused with 400, which also closes the connection, before anything goes
+        // upstream; see [`framing::check`].
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        match framing::check(session.req_header(), raw.as_deref().unwrap_or_default()) {
+            Err(ambiguous) => {
+                ctx.failure = Some(Failure::BadRequest);
+                let body = Bytes::from(format!("routemeter: {ambiguous}\n"));
+                session.respond_error_with_body(400, body).await?;
+                return Ok(true);
+            }
+            Ok(accepted) => {
+                ctx.collapsed_length = accepted.collapsed_length;
+                if accepted.close {
+                    session.set_keepalive(None);
+                }
+            }
+        }
         Ok(false)
     }
 
@@ -340,6 +365,9 @@ impl ProxyHttp for MeteringProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(length) = ctx.collapsed_length {
+            framing::collapse_length(upstream_request, length)?;
+        }
         let client = session.client_addr().and_then(|a| a.as_inet());
         forward::apply(
             upstream_request,
@@ -508,6 +536,7 @@ impl ProxyHttp for MeteringProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        refused::mark_recorded(session);
         let elapsed = ctx.start.elapsed();
         if let Some(active) = ctx.active.take() {
             active.dec();
@@ -540,30 +569,8 @@ impl ProxyHttp for MeteringProxy {
             return;
         }
 
-        let mut code = itoa::Buffer::new();
-        let labels = [
-            &*route,
-            ctx.method,
-            code.format(status),
-            ctx.failure.map_or("", Failure::as_str),
-        ];
-        self.metrics
-            .request_duration
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
         self.metrics.overhead.observe(ctx.overhead.as_secs_f64());
-
-        let sizes = [&*route, ctx.method];
         let downstream = session.as_downstream();
-        self.metrics
-            .request_body_size
-            .with_label_values(&sizes)
-            .observe(downstream.body_bytes_read() as f64);
-        self.metrics
-            .response_body_size
-            .with_label_values(&sizes)
-            .observe(downstream.body_bytes_sent() as f64);
-
         // The query is read once the request is done, off the path to the upstream.
         let pagination = ctx.route_id.and_then(|id| ctx.snapshot.pagination(id));
         let reading = pagination.map(|p| {
@@ -571,22 +578,22 @@ impl ProxyHttp for MeteringProxy {
             p.record(ctx.method, reading, elapsed.as_secs_f64());
             reading
         });
-
-        let summary = ctx.summary.take();
-        summary
-            .unwrap_or_else(|| {
-                self.metrics
-                    .summary
-                    .start(&route, ctx.method, pagination.is_some())
-            })
-            .record(&Observation {
-                latency: elapsed,
-                status,
-                error: outcome::is_error(status, ctx.failure.map_or("", Failure::as_str)),
-                request_bytes: downstream.body_bytes_read() as u64,
-                response_bytes: downstream.body_bytes_sent() as u64,
-                pagination: reading,
-            });
+        let summary = ctx.summary.take().unwrap_or_else(|| {
+            self.metrics
+                .summary
+                .start(&route, ctx.method, pagination.is_some())
+        });
+        let finished = Finished {
+            route: &route,
+            method: ctx.method,
+            status,
+            failure: ctx.failure,
+            elapsed,
+            request_bytes: downstream.body_bytes_read(),
+            response_bytes: downstream.body_bytes_sent(),
+            pagination: reading,
+        };
+        finished.record(&self.metrics, summary);
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
@@ -596,6 +603,83 @@ impl ProxyHttp for MeteringProxy {
             Some(Failure::ClientAborted | Failure::NoHealthyUpstream)
         )
     }
+}
+
+/// A finished request, as every figure records it.
+struct Finished<'a> {
+    route: &'a Arc<str>,
+    method: &'static str,
+    status: u16,
+    failure: Option<Failure>,
+    elapsed: Duration,
+    request_bytes: usize,
+    response_bytes: usize,
+    pagination: Option<Reading>,
+}
+
+impl Finished<'_> {
+    /// Records it in the request histogram, the body sizes and the route's `/api/summary`
+    /// windows (`summary`, started when the request arrived).
+    fn record(&self, metrics: &ProxyMetrics, summary: Pending) {
+        let mut code = itoa::Buffer::new();
+        let error_type = self.failure.map_or("", Failure::as_str);
+        let labels = [
+            &**self.route,
+            self.method,
+            code.format(self.status),
+            error_type,
+        ];
+        metrics
+            .request_duration
+            .with_label_values(&labels)
+            .observe(self.elapsed.as_secs_f64());
+        let sizes = [&**self.route, self.method];
+        metrics
+            .request_body_size
+            .with_label_values(&sizes)
+            .observe(self.request_bytes as f64);
+        metrics
+            .response_body_size
+            .with_label_values(&sizes)
+            .observe(self.response_bytes as f64);
+        summary.record(&Observation {
+            latency: self.elapsed,
+            status: self.status,
+            error: outcome::is_error(self.status, error_type),
+            request_bytes: self.request_bytes as u64,
+            response_bytes: self.response_bytes as u64,
+            pagination: self.pagination,
+        });
+    }
+}
+
+/// Records a request that pingora answered `status` itself, `elapsed` after its first
+/// bytes, before any hook saw it ([`refused`]): as a `bad_request` under the label of
+/// requests of no route, its method unknown.
+pub(super) fn record_refused(
+    metrics: &ProxyMetrics,
+    snapshot: &Snapshot,
+    status: u16,
+    elapsed: Duration,
+) {
+    let route = if snapshot.config.auto_template.enabled {
+        snapshot.inferred.other().clone()
+    } else {
+        snapshot.unmatched.clone()
+    };
+    let method = "_OTHER";
+    let summary = metrics.summary.start(&route, method, false);
+    let finished = Finished {
+        route: &route,
+        method,
+        status,
+        failure: Some(Failure::BadRequest),
+        elapsed,
+        request_bytes: 0,
+        response_bytes: 0,
+        pagination: None,
+    };
+    finished.record(metrics, summary);
 }
 
 #[cfg(test)]

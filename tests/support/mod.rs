@@ -170,6 +170,112 @@ async fn echo(mut socket: WebSocket) {
     }
 }
 
+/// What [`raw_exchange_within`] got back on its connection.
+pub struct Exchange {
+    /// Every byte the proxy sent, lossily as text.
+    pub received: String,
+    /// Whether the proxy closed (or reset) the connection, rather than `done` saying
+    /// enough or the time running out.
+    pub closed: bool,
+}
+
+/// Writes `request` on a new connection to the proxy and returns the response bytes:
+/// see [`raw_exchange_within`]; fails the test unless `done` or a close ends it within
+/// 10 s.
+pub async fn raw_exchange(proxy: &Proxy, request: &str, done: impl Fn(&[u8]) -> bool) -> String {
+    let exchange = raw_exchange_within(proxy, request.as_bytes(), &done, REQUEST_TIMEOUT).await;
+    assert!(
+        exchange.closed || done(exchange.received.as_bytes()),
+        "a response within {REQUEST_TIMEOUT:?}, got: {}",
+        exchange.received
+    );
+    exchange.received
+}
+
+/// Writes `request` (bytes as given: several requests, bare LFs, anything) on a new
+/// connection to the proxy and reads until `done` says what was received is enough, the
+/// proxy closes or resets the connection, or `patience` has passed.
+pub async fn raw_exchange_within(
+    proxy: &Proxy,
+    request: &[u8],
+    done: impl Fn(&[u8]) -> bool,
+    patience: Duration,
+) -> Exchange {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", proxy.listen))
+        .await
+        .expect("connect to the proxy");
+    stream.write_all(request).await.expect("write the request");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + patience;
+    let closed = loop {
+        if done(&received) {
+            break false;
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => break false,
+            // A close with unread bytes in the proxy's buffer arrives as a reset.
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    };
+    Exchange {
+        received: String::from_utf8_lossy(&received).into_owned(),
+        closed,
+    }
+}
+
+/// The status code of a response head's status line.
+pub fn status_of(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or_default()
+}
+
+/// A listener on 127.0.0.1 that hands every connection it accepts, until the test ends,
+/// to `serve` in a task of its own.
+pub async fn raw_listener<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    addr
+}
+
+/// An upstream on a raw socket: each connection reads a request head, then `answer`
+/// writes (and drops) the connection as it likes.
+pub async fn raw_upstream<F, Fut>(answer: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let answer = Arc::new(answer);
+    raw_listener(move |mut s| {
+        let answer = answer.clone();
+        async move {
+            use tokio::io::AsyncReadExt;
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            answer(s).await;
+        }
+    })
+    .await
+}
+
 /// A running `routemeter proxy`: killed when dropped, its log printed if the test failed.
 pub struct Proxy {
     process: Process,

@@ -1,0 +1,283 @@
+//! Requests that pingora refuses before any hook of [`MeteringProxy`] sees them, counted
+//! all the same.
+//!
+//! pingora parses each request head itself and answers one it cannot take without
+//! calling the proxy: 400 for a head that is not valid HTTP/1.1 or whose framing is
+//! ambiguous (conflicting or invalid `Content-Length`, a final coding other than
+//! `chunked`, `Transfer-Encoding` in HTTP/1.0, obs-fold, a bare CR, a NUL...; RFC 9112
+//! §§2.2, 5, 6) and 405 for `CONNECT`; then it closes the connection. Such a request
+//! never reaches `logging()`, so nothing would count it.
+//!
+//! Each client connection is therefore handed to pingora inside a [`Watched`] stream,
+//! which keeps the start of the last response head written to the client and how many
+//! requests the proxy had recorded by then ([`mark_recorded`], called from `logging()`).
+//! A head that no `logging()` followed can only be one of pingora's own answers: when
+//! the connection ends with one, it is recorded with its status and
+//! `error_type="bad_request"`, under the label of requests of no route. pingora closes
+//! the connection after such an answer, so there is at most one per connection, the last
+//! thing written on it.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    Stream, TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora::proxy::{HttpProxy, Session};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::metrics::ProxyMetrics;
+use super::service::{MeteringProxy, record_refused};
+use super::state::SharedState;
+
+/// How much of a response head is kept: enough for `HTTP/1.1 400 `.
+const KEPT: usize = 13;
+
+/// The proxy's pingora application, each client connection watched as [`Watched`].
+pub struct Counted {
+    proxy: Arc<HttpProxy<MeteringProxy>>,
+    state: SharedState,
+    metrics: Arc<ProxyMetrics>,
+}
+
+impl Counted {
+    /// `proxy`, whose refusals are recorded in `metrics` with the labels of `state`.
+    pub fn new(
+        proxy: HttpProxy<MeteringProxy>,
+        state: SharedState,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Self {
+        Counted {
+            proxy: Arc::new(proxy),
+            state,
+            metrics,
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Counted {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let watched = Watched {
+            inner: stream,
+            recorded: AtomicU64::new(0),
+            answer: None,
+            read_at: None,
+            app: self.clone(),
+        };
+        self.proxy.process_new(Box::new(watched), shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await;
+    }
+}
+
+/// Called by `logging()`: the request is recorded, its answer with it.
+pub fn mark_recorded(session: &Session) {
+    let watched = session
+        .as_downstream()
+        .stream()
+        .and_then(|stream| (**stream).as_any().downcast_ref::<Watched>());
+    if let Some(watched) = watched {
+        watched.recorded.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A client connection as pingora reads and writes it, and its last response head.
+pub struct Watched {
+    inner: Stream,
+    /// How many requests the proxy recorded on this connection: an atomic, as
+    /// `logging()` only reaches this stream through a shared reference.
+    recorded: AtomicU64,
+    /// The last response head written.
+    answer: Option<Answer>,
+    /// When bytes were first read after the `recorded`-th request was recorded.
+    read_at: Option<(u64, Instant)>,
+    app: Arc<Counted>,
+}
+
+/// A response head as written: its first bytes, how many requests were recorded before
+/// it, and when.
+struct Answer {
+    head: [u8; KEPT],
+    after: u64,
+    at: Instant,
+}
+
+impl Watched {
+    /// The status of a response head that no recorded request followed, and how long
+    /// after the first bytes of its request it was written.
+    fn unrecorded_answer(&self) -> Option<(u16, Duration)> {
+        let recorded = self.recorded.load(Ordering::Relaxed);
+        let answer = self.answer.as_ref().filter(|a| a.after == recorded)?;
+        let line = answer.head.strip_prefix(b"HTTP/1.")?;
+        let status = std::str::from_utf8(line.get(2..5)?).ok()?.parse().ok()?;
+        let elapsed = self
+            .read_at
+            .filter(|(after, _)| *after == recorded)
+            .map_or(Duration::ZERO, |(_, read_at)| {
+                answer.at.saturating_duration_since(read_at)
+            });
+        Some((status, elapsed))
+    }
+
+    /// Keeps `written`, the bytes one write took, if they start a response head. pingora
+    /// writes a head with a write of its own, never behind other bytes.
+    fn wrote(&mut self, written: &[u8]) {
+        if written.starts_with(b"HTTP/1.") {
+            let mut head = [0; KEPT];
+            let kept = written.len().min(KEPT);
+            head[..kept].copy_from_slice(&written[..kept]);
+            self.answer = Some(Answer {
+                head,
+                after: self.recorded.load(Ordering::Relaxed),
+                at: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some((status, elapsed)) = self.unrecorded_answer() {
+            record_refused(&self.app.metrics, &self.app.state.load(), status, elapsed);
+        }
+    }
+}
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let recorded = self.recorded.load(Ordering::Relaxed);
+            if self.read_at.is_none_or(|(after, _)| after != recorded) {
+                self.read_at = Some((recorded, Instant::now()));
+            }
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.wrote(&buf[..n.min(buf.len())]);
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = poll {
+            let first = bufs.iter().find(|b| !b.is_empty());
+            if let Some(first) = first {
+                self.wrote(&first[..n.min(first.len())]);
+            }
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Watched {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for Watched {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Watched {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Watched {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Watched {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Watched {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for Watched {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
