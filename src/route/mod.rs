@@ -17,6 +17,9 @@
 mod infer;
 mod table;
 
+#[cfg(test)]
+pub(crate) mod props;
+
 pub use infer::{Inferred, InferredRoutes, OTHER_ROUTE, UNMATCHED_ROUTE, learns_from};
 pub use table::{RouteId, RouteSpec, RouteTable, TableError};
 
