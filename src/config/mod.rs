@@ -14,6 +14,9 @@ use thiserror::Error;
 
 use crate::route::{RouteTable, TableError};
 
+#[cfg(test)]
+mod props;
+
 /// OpenTelemetry's default boundaries for `http.server.request.duration`, in seconds.
 pub const DEFAULT_DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,

@@ -22,7 +22,7 @@ pub const UNMATCHED_ROUTE: &str = "_unmatched";
 pub const OTHER_ROUTE: &str = "_other";
 
 /// Templates longer than this many segments are not inferred: they count as [`OTHER_ROUTE`].
-const MAX_INFERRED_SEGMENTS: usize = 16;
+pub(super) const MAX_INFERRED_SEGMENTS: usize = 16;
 
 /// Whether a request answered `status` may admit a new inferred template: not a 404 (the
 /// path is no route of the application) nor a 400 (it is not even a valid request).

@@ -11,9 +11,14 @@
 //! - a final `*` or `{name...}` matches the rest of the path, zero or more segments.
 //!
 //! Empty segments are ignored on both sides, so `/users/` and `/users` are the same path.
+//! A template has at most [`MAX_TEMPLATE_SEGMENTS`] segments, and whitespace around it is
+//! not part of it (the route's label is the template trimmed).
 
 mod infer;
 mod table;
+
+#[cfg(test)]
+pub(crate) mod props;
 
 pub use infer::{Inferred, InferredRoutes, OTHER_ROUTE, UNMATCHED_ROUTE, learns_from};
 pub use table::{RouteId, RouteSpec, RouteTable, TableError};
@@ -33,7 +38,14 @@ pub enum TemplateError {
     WildcardNotLast,
     #[error("method {0:?} is not an HTTP method token")]
     BadMethod(String),
+    #[error("more than {MAX_TEMPLATE_SEGMENTS} segments")]
+    TooDeep,
 }
+
+/// The most segments a template may have. The matcher walks the trie recursively, one
+/// call per segment of the deepest template a path follows, so this bounds its stack: a
+/// template of 10,000 segments and a request as deep overflowed it.
+pub const MAX_TEMPLATE_SEGMENTS: usize = 128;
 
 /// One parsed segment of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +61,9 @@ pub fn parse_template(template: &str) -> Result<Vec<Segment>, TemplateError> {
         .strip_prefix('/')
         .ok_or(TemplateError::NoLeadingSlash)?;
     let raw: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    if raw.len() > MAX_TEMPLATE_SEGMENTS {
+        return Err(TemplateError::TooDeep);
+    }
     let mut segments = Vec::with_capacity(raw.len());
     for (i, seg) in raw.iter().enumerate() {
         let last = i + 1 == raw.len();

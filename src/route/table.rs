@@ -105,7 +105,10 @@ impl RouteTable {
             labels: Vec::new(),
         };
         for (index, route) in routes.into_iter().enumerate() {
-            let segments = parse_template(route.path).map_err(|source| TableError::Template {
+            // The label is the template trimmed, so the template matched is too: else
+            // `"/users "` would be labelled `/users` yet match only a path `/users `.
+            let template = route.path.trim();
+            let segments = parse_template(template).map_err(|source| TableError::Template {
                 index,
                 path: route.path.to_string(),
                 source,
@@ -129,7 +132,7 @@ impl RouteTable {
                     other,
                     path: route.path.to_string(),
                 })?;
-            table.labels.push(Arc::from(route.path.trim()));
+            table.labels.push(Arc::from(template));
         }
         Ok(table)
     }
@@ -206,6 +209,7 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::MAX_TEMPLATE_SEGMENTS;
 
     fn table(routes: &[(&str, &[&str])]) -> RouteTable {
         let owned: Vec<(String, Vec<String>)> = routes
@@ -325,6 +329,41 @@ mod tests {
         }))
         .unwrap_err();
         assert!(err.to_string().starts_with("routes[0].methods"));
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_trimmed_from_the_template_as_from_the_label() {
+        // Found by route::props: `"/ "` was labelled `/` but matched only the path `/ `.
+        let t = table(&[(" /users/{id}\n", &[]), ("/ ", &[])]);
+        assert_eq!(find(&t, "GET", "/users/1"), Some("/users/{id}"));
+        assert_eq!(find(&t, "GET", "/"), Some("/"));
+    }
+
+    #[test]
+    fn deep_templates_are_refused_before_they_overflow_the_stack() {
+        let deepest = "/a".repeat(MAX_TEMPLATE_SEGMENTS);
+        let t = table(&[(deepest.as_str(), &[])]);
+        assert_eq!(find(&t, "GET", &deepest), Some(deepest.as_str()));
+        assert_eq!(find(&t, "GET", &format!("{deepest}/a")), None);
+        // 10,000 segments and a path as deep overflowed the matcher's stack.
+        let deeper = "/a".repeat(10_000);
+        let err = RouteTable::build([RouteSpec {
+            path: &deeper,
+            methods: &[],
+        }])
+        .expect_err("too deep");
+        assert!(matches!(
+            err,
+            TableError::Template {
+                index: 0,
+                source: TemplateError::TooDeep,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_template(&format!("{deepest}/a")),
+            Err(TemplateError::TooDeep)
+        );
     }
 
     #[test]
