@@ -327,12 +327,26 @@ pub struct Limits {
     /// answered with 431.
     #[serde(default = "defaults::max_request_header_bytes")]
     pub max_request_header_bytes: usize,
+    /// Longest time from the first byte of a request head to its end; a client slower than
+    /// that (a slowloris trickling its headers) has its connection closed, unanswered, as
+    /// nginx does past `client_header_timeout`. pingora alone only bounds each read.
+    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub header_timeout: Duration,
+    /// Longest time a client connection may wait for its next request (or its first)
+    /// before the proxy closes it. pingora alone keeps an HTTP/1.1 keep-alive connection
+    /// open forever after its first request.
+    #[serde(default = "defaults::client_idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_request_header_bytes: defaults::max_request_header_bytes(),
+            header_timeout: defaults::header_timeout(),
+            idle_timeout: defaults::client_idle_timeout(),
         }
     }
 }
@@ -516,6 +530,12 @@ pub mod defaults {
     pub fn reload_interval() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn client_idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
     pub fn read_buffer_bytes() -> usize {
         4096
     }
@@ -640,6 +660,8 @@ impl ProxyConfig {
             ("timeouts.read", self.timeouts.read),
             ("timeouts.idle", self.timeouts.idle),
             ("server.reloadInterval", self.server.reload_interval),
+            ("limits.headerTimeout", self.limits.header_timeout),
+            ("limits.idleTimeout", self.limits.idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(invalid(field, "must be greater than zero"));

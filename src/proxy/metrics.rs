@@ -96,6 +96,11 @@ pub struct ProxyMetrics {
     /// `routemeter_upstream_discovery_errors_total{source}`: failed EndpointSlice lists and
     /// watches (`endpointslices`), failed DNS lookups (`dns`).
     pub upstream_discovery_errors: IntCounterVec,
+    /// `routemeter_client_connections_closed_total{reason}`: client connections the proxy
+    /// closed on a timeout of its own: `header_timeout` (a request head not complete within
+    /// `limits.headerTimeout` of its first byte) and `idle_timeout` (no request within
+    /// `limits.idleTimeout`).
+    pub client_connections_closed: IntCounterVec,
     /// `routemeter_config_reloads_total`: successful reloads.
     pub config_reloads: IntCounter,
     /// `routemeter_config_reload_errors_total`: rejected configs.
@@ -178,6 +183,13 @@ impl ProxyMetrics {
                 ),
                 &["source"],
             )?,
+            client_connections_closed: IntCounterVec::new(
+                Opts::new(
+                    "routemeter_client_connections_closed_total",
+                    "Client connections closed by the proxy on a timeout: header_timeout (a request head not complete in time), idle_timeout (no request in time).",
+                ),
+                &["reason"],
+            )?,
             config_reloads: IntCounter::new("routemeter_config_reloads_total", "Successful config reloads.")?,
             config_reload_errors: IntCounter::new(
                 "routemeter_config_reload_errors_total",
@@ -218,6 +230,10 @@ impl ProxyMetrics {
         registry.register(Box::new(m.upstream_timeouts.clone()))?;
         registry.register(Box::new(m.upstream_endpoints.clone()))?;
         registry.register(Box::new(m.upstream_discovery_errors.clone()))?;
+        registry.register(Box::new(m.client_connections_closed.clone()))?;
+        for reason in ["header_timeout", "idle_timeout"] {
+            m.client_connections_closed.with_label_values(&[reason]);
+        }
         registry.register(Box::new(m.config_reloads.clone()))?;
         registry.register(Box::new(m.config_reload_errors.clone()))?;
         registry.register(Box::new(m.config_last_reload_successful.clone()))?;

@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod balancer;
+pub mod connection;
 pub mod control;
 pub mod discovery;
 pub mod ewma;
@@ -24,7 +25,6 @@ pub mod framing;
 pub mod metrics;
 pub mod pagination;
 pub mod recorder;
-pub mod refused;
 pub mod service;
 pub mod state;
 
@@ -191,7 +191,7 @@ impl Args {
         for shard in 0..services {
             let mut proxy = Service::new(
                 format!("routemeter proxy {shard}"),
-                refused::Counted::new(
+                connection::Counted::new(
                     pingora::proxy::http_proxy(
                         &server.configuration,
                         MeteringProxy::new(state.clone(), metrics.clone()),

@@ -18,7 +18,7 @@ use super::balancer::InFlight;
 use super::metrics::ProxyMetrics;
 use super::recorder::{Observation, Pending};
 use super::state::{SharedState, Snapshot};
-use super::{forward, framing, refused};
+use super::{connection, forward, framing};
 use crate::outcome;
 use crate::pagination::Reading;
 use crate::route::{Inferred, RouteId, learns_from, method_label};
@@ -264,6 +264,7 @@ impl ProxyHttp for MeteringProxy {
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
         session.downstream_session.set_pipelining_enabled(true);
+        connection::mark_head(session);
         Ok(())
     }
 
@@ -536,7 +537,7 @@ impl ProxyHttp for MeteringProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        refused::mark_recorded(session);
+        connection::mark_recorded(session);
         let elapsed = ctx.start.elapsed();
         if let Some(active) = ctx.active.take() {
             active.dec();
@@ -654,7 +655,7 @@ impl Finished<'_> {
 }
 
 /// Records a request that pingora answered `status` itself, `elapsed` after its first
-/// bytes, before any hook saw it ([`refused`]): as a `bad_request` under the label of
+/// bytes, before any hook saw it ([`connection`]): as a `bad_request` under the label of
 /// requests of no route, its method unknown.
 pub(super) fn record_refused(
     metrics: &ProxyMetrics,

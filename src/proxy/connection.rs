@@ -1,5 +1,8 @@
-//! Requests that pingora refuses before any hook of [`MeteringProxy`] sees them, counted
-//! all the same.
+//! Each client connection as pingora reads and writes it: the requests pingora refuses
+//! before any hook of [`MeteringProxy`] sees them, counted all the same, and the client
+//! timeouts pingora does not have.
+//!
+//! ## Refused requests
 //!
 //! pingora parses each request head itself and answers one it cannot take without
 //! calling the proxy: 400 for a head that is not valid HTTP/1.1 or whose framing is
@@ -16,6 +19,25 @@
 //! `error_type="bad_request"`, under the label of requests of no route. pingora closes
 //! the connection after such an answer, so there is at most one per connection, the last
 //! thing written on it.
+//!
+//! ## Client timeouts
+//!
+//! pingora bounds each read of a request head (60 s) but not the head as a whole, so a
+//! client that trickles its headers a byte at a time holds a connection forever
+//! (cloudflare/pingora#447); and after a first request it waits for the next one on a
+//! keep-alive connection with no limit at all. The stream knows when pingora waits for a
+//! request head: when the proxy has recorded as many requests as it has seen heads of
+//! ([`mark_head`], called from `early_request_filter`). A read that waits then is cut:
+//! - `limits.idleTimeout` after the connection was opened or its last request recorded,
+//!   while no byte of the next head has come: the read ends as if the client had closed,
+//!   and pingora closes the connection quietly;
+//! - `limits.headerTimeout` after the first byte of a head that is still not complete:
+//!   the read fails, and pingora closes the connection without an answer, as nginx does
+//!   past `client_header_timeout`.
+//!
+//! Both are counted in `routemeter_client_connections_closed_total{reason}`. Reads of a
+//! request's body, and of a connection upgraded to a websocket, are not bounded here
+//! (`timeouts.read`-style limits on clients are pingora's 60 s per read).
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -74,8 +96,11 @@ impl ServerApp for Counted {
         let watched = Watched {
             inner: stream,
             recorded: AtomicU64::new(0),
+            heads: AtomicU64::new(0),
             answer: None,
             read_at: None,
+            ready: (0, Instant::now()),
+            timer: None,
             app: self.clone(),
         };
         self.proxy.process_new(Box::new(watched), shutdown).await
@@ -88,13 +113,33 @@ impl ServerApp for Counted {
 
 /// Called by `logging()`: the request is recorded, its answer with it.
 pub fn mark_recorded(session: &Session) {
-    let watched = session
-        .as_downstream()
-        .stream()
-        .and_then(|stream| (**stream).as_any().downcast_ref::<Watched>());
-    if let Some(watched) = watched {
+    if let Some(watched) = watched(session) {
         watched.recorded.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Called by `early_request_filter`: a request head was read whole, so reads that follow
+/// are its body's until it is recorded.
+pub fn mark_head(session: &Session) {
+    if let Some(watched) = watched(session) {
+        watched.heads.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn watched(session: &Session) -> Option<&Watched> {
+    session
+        .as_downstream()
+        .stream()
+        .and_then(|stream| (**stream).as_any().downcast_ref::<Watched>())
+}
+
+/// What a read that waits for a request head is waiting through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// No byte of the next head yet: `limits.idleTimeout`.
+    Idle,
+    /// Part of a head: `limits.headerTimeout`.
+    Head,
 }
 
 /// A client connection as pingora reads and writes it, and its last response head.
@@ -105,8 +150,15 @@ pub struct Watched {
     recorded: AtomicU64,
     /// The last response head written.
     answer: Option<Answer>,
+    /// How many request heads pingora read whole on this connection ([`mark_head`]).
+    heads: AtomicU64,
     /// When bytes were first read after the `recorded`-th request was recorded.
     read_at: Option<(u64, Instant)>,
+    /// When the connection became ready for the request after the first `.0`: opened,
+    /// or seen with `.0` requests recorded.
+    ready: (u64, Instant),
+    /// The deadline of the wait for a request head in progress, and what it is.
+    timer: Option<(Wait, Pin<Box<tokio::time::Sleep>>)>,
     app: Arc<Counted>,
 }
 
@@ -167,19 +219,75 @@ impl std::fmt::Debug for Watched {
     }
 }
 
+impl Watched {
+    /// Cuts a read that has waited too long for a request head (see the module docs):
+    /// `Some` with what the read returns instead, `None` to keep waiting.
+    fn cut_waiting_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        recorded: u64,
+    ) -> Option<std::io::Result<()>> {
+        if self.heads.load(Ordering::Relaxed) > recorded {
+            // Within a request: its body, or an upgraded connection.
+            self.timer = None;
+            return None;
+        }
+        let wait = match self.read_at {
+            Some((after, _)) if after == recorded => Wait::Head,
+            _ => Wait::Idle,
+        };
+        if self.timer.as_ref().is_none_or(|(w, _)| *w != wait) {
+            let limits = &self.app.state.load().config.limits;
+            let deadline = match (wait, self.read_at) {
+                (Wait::Head, Some((_, first_byte))) => first_byte + limits.header_timeout,
+                _ => self.ready.1 + limits.idle_timeout,
+            };
+            self.timer = Some((wait, Box::pin(tokio::time::sleep_until(deadline.into()))));
+        }
+        let (_, timer) = self.timer.as_mut()?;
+        timer.as_mut().poll(cx).is_ready().then(|| {
+            self.timer = None;
+            let (reason, result) = match wait {
+                // As if the client had closed: pingora ends the connection quietly.
+                Wait::Idle => ("idle_timeout", Ok(())),
+                Wait::Head => (
+                    "header_timeout",
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request head not complete within limits.headerTimeout",
+                    )),
+                ),
+            };
+            self.app
+                .metrics
+                .client_connections_closed
+                .with_label_values(&[reason])
+                .inc();
+            result
+        })
+    }
+}
+
 impl AsyncRead for Watched {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let recorded = self.recorded.load(Ordering::Relaxed);
+        if self.ready.0 != recorded {
+            self.ready = (recorded, Instant::now());
+        }
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            let recorded = self.recorded.load(Ordering::Relaxed);
             if self.read_at.is_none_or(|(after, _)| after != recorded) {
                 self.read_at = Some((recorded, Instant::now()));
             }
+        } else if poll.is_pending()
+            && let Some(cut) = self.cut_waiting_read(cx, recorded)
+        {
+            return Poll::Ready(cut);
         }
         poll
     }
