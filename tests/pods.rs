@@ -30,6 +30,17 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(90);
 
 /// A MonitoredService in front of `target` (port 80) with the sample app's routes.
+/// The text a proxy pod's admin port answers at `path`, if it answers.
+async fn admin_text(http: &reqwest::Client, ip: &str, path: &str) -> Option<String> {
+    http.get(format!("http://{ip}:9901{path}"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
 fn msvc(name: &str, target: &str, extra: serde_json::Value) -> serde_json::Value {
     let mut spec = json!({
         "target": { "service": target, "port": 80 },
@@ -81,14 +92,7 @@ async fn monitored_app(
             &format!("proxy {ip} to have upstream endpoints"),
             WAIT,
             || async {
-                let body = http
-                    .get(format!("http://{ip}:9901/readyz"))
-                    .send()
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
+                let body = admin_text(&http, ip, "/readyz").await?;
                 (body.contains(" healthy") && !body.contains(" 0 healthy")).then_some(())
             },
         )
@@ -1107,14 +1111,7 @@ mod in_pods {
         let mut rejected = 0.0;
         for ip in &proxies {
             let metrics = wait_for(&format!("proxy {ip} on a good config"), WAIT, || async {
-                let text = http
-                    .get(format!("http://{ip}:9901/metrics"))
-                    .send()
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
+                let text = admin_text(&http, ip, "/metrics").await?;
                 text.lines()
                     .any(|l| l == "routemeter_config_last_reload_successful 1")
                     .then_some(text)

@@ -845,6 +845,16 @@ mod tests {
         m
     }
 
+    /// A target of one endpoint, with no headless Service nor takeover.
+    fn plain_target() -> TargetInfo {
+        TargetInfo {
+            upstream: "a:1".into(),
+            service_port: 80,
+            headless: None,
+            takeover: None,
+        }
+    }
+
     fn built(msvc: &MonitoredService) -> Children {
         let target = TargetInfo {
             upstream: "shop-routemeter-upstream.apps.svc.cluster.local.:8080".into(),
@@ -1097,16 +1107,7 @@ mod tests {
         );
         // The kubelet's clock starts with the preStop hook: the sleep, the proxy's grace
         // period and pingora's runtime shutdown must all fit, with room to spare.
-        let config = proxy_config(
-            &msvc(None),
-            &TargetInfo {
-                upstream: "a:1".into(),
-                service_port: 80,
-                headless: None,
-                takeover: None,
-            },
-        )
-        .expect("config");
+        let config = proxy_config(&msvc(None), &plain_target()).expect("config");
         let needed = PRE_STOP_SLEEP_SECONDS
             + i64::try_from(crate::proxy::grace_period_seconds(
                 config.server.grace_period,
@@ -1281,16 +1282,7 @@ mod tests {
             assert_eq!(proxy_workers(&proxy(spec.clone())), workers, "{spec}");
         }
         // The default resources, as the operator writes them, give one worker.
-        let config = proxy_config(
-            &msvc(None),
-            &TargetInfo {
-                upstream: "a:1".into(),
-                service_port: 80,
-                headless: None,
-                takeover: None,
-            },
-        )
-        .expect("config");
+        let config = proxy_config(&msvc(None), &plain_target()).expect("config");
         assert_eq!(config.server.workers, 1);
         assert_eq!(cpu_cores("250000u"), Some(0.25));
         assert_eq!(cpu_cores("100000000n"), Some(0.1));
