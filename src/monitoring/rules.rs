@@ -349,7 +349,7 @@ fn alert_rules(
             "labels": { "severity": "critical" },
             "annotations": annotations(
                 format!("High 5xx ratio on {service} {{{{ $labels.http_route }}}}"),
-                format!("{{{{ $value | humanizePercentage }}}} of requests to {service} route {{{{ $labels.http_route }}}} in namespace {{{{ $labels.namespace }}}} failed with 5xx over the last 5m (threshold {}).", a.error_ratio),
+                format!("{{{{ $value | humanizePercentage }}}} of requests to {service} route {{{{ $labels.http_route }}}} in namespace {{{{ $labels.namespace }}}} failed with a 5xx or were cut off over the last 5m (threshold {}).", a.error_ratio),
                 &a.runbook_url),
         }));
         out.push(json!({

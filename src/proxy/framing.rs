@@ -2,7 +2,7 @@
 //! refuses or rewrites before a request goes upstream (docs/forwarding.md, "Request
 //! smuggling").
 //!
-//! pingora has by then refused most of it ([`super::refused`]): conflicting or invalid
+//! pingora has by then refused most of it ([`super::connection`]): conflicting or invalid
 //! `Content-Length`, a final coding other than `chunked`, `Transfer-Encoding` in HTTP/1.0,
 //! obs-fold, bare CR, NUL. With both `Content-Length` and `Transfer-Encoding` it drops the
 //! `Content-Length`, reads the body as chunked and closes the connection after the answer

@@ -3,7 +3,8 @@
 //! - [`service`]: the request path (routing, endpoint choice, metrics in `logging()`);
 //! - [`forward`]: the forwarding headers (`X-Forwarded-*`, `Forwarded`, `Via`);
 //! - [`framing`]: request framing refused or rewritten against request smuggling;
-//! - [`refused`]: counting the requests pingora answers before any hook sees them;
+//! - [`connection`]: the client connection: its timeouts, and counting the requests
+//!   pingora answers before any hook sees them;
 //! - [`balancer`]: endpoint choice, passive ejection, per-endpoint figures;
 //! - [`ewma`]: the endpoints' latency estimate (peak-EWMA);
 //! - [`metrics`]: the metric families and their buckets;
