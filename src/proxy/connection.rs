@@ -100,6 +100,7 @@ impl ServerApp for Counted {
             answer: None,
             read_at: None,
             ready: (0, Instant::now()),
+            waiting: None,
             timer: None,
             app: self.clone(),
         };
@@ -157,8 +158,10 @@ pub struct Watched {
     /// When the connection became ready for the request after the first `.0`: opened,
     /// or seen with `.0` requests recorded.
     ready: (u64, Instant),
-    /// The deadline of the wait for a request head in progress, and what it is.
-    timer: Option<(Wait, Pin<Box<tokio::time::Sleep>>)>,
+    /// What the wait for a request head in progress is, if one is timed.
+    waiting: Option<Wait>,
+    /// Its deadline: made once per connection, reset for each wait.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     app: Arc<Counted>,
 }
 
@@ -229,24 +232,29 @@ impl Watched {
     ) -> Option<std::io::Result<()>> {
         if self.heads.load(Ordering::Relaxed) > recorded {
             // Within a request: its body, or an upgraded connection.
-            self.timer = None;
+            self.waiting = None;
             return None;
         }
         let wait = match self.read_at {
             Some((after, _)) if after == recorded => Wait::Head,
             _ => Wait::Idle,
         };
-        if self.timer.as_ref().is_none_or(|(w, _)| *w != wait) {
+        if self.waiting != Some(wait) {
             let limits = &self.app.state.load().config.limits;
             let deadline = match (wait, self.read_at) {
                 (Wait::Head, Some((_, first_byte))) => first_byte + limits.header_timeout,
                 _ => self.ready.1 + limits.idle_timeout,
-            };
-            self.timer = Some((wait, Box::pin(tokio::time::sleep_until(deadline.into()))));
+            }
+            .into();
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.waiting = Some(wait);
         }
-        let (_, timer) = self.timer.as_mut()?;
+        let timer = self.timer.as_mut()?;
         timer.as_mut().poll(cx).is_ready().then(|| {
-            self.timer = None;
+            self.waiting = None;
             let (reason, result) = match wait {
                 // As if the client had closed: pingora ends the connection quietly.
                 Wait::Idle => ("idle_timeout", Ok(())),

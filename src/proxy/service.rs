@@ -290,19 +290,15 @@ impl ProxyHttp for MeteringProxy {
         ctx.active = Some(active);
 
         if request_head_bytes(session) > ctx.snapshot.config.limits.max_request_header_bytes {
-            ctx.failure = Some(Failure::HeaderTooLarge);
             let body = Bytes::from_static(b"routemeter: request header fields too large\n");
-            session.respond_error_with_body(431, body).await?;
-            return Ok(true);
+            return refuse(session, ctx, Failure::HeaderTooLarge, 431, body).await;
         }
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400, not forwarded.
         // HTTP/1.0 did not require it, and HTTP/2 carries `:authority` instead.
         let req = session.req_header();
         if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
-            ctx.failure = Some(Failure::BadRequest);
             let body = Bytes::from_static(b"routemeter: HTTP/1.1 request without Host\n");
-            session.respond_error_with_body(400, body).await?;
-            return Ok(true);
+            return refuse(session, ctx, Failure::BadRequest, 400, body).await;
         }
         // Framing that another parser on the way could read differently (RFC 9112 §11.2):
         // refused with 400, which also closes the connection, before anything goes
@@ -313,10 +309,8 @@ impl ProxyHttp for MeteringProxy {
             .map(|h1| h1.get_headers_raw_bytes());
         match framing::check(session.req_header(), raw.as_deref().unwrap_or_default()) {
             Err(ambiguous) => {
-                ctx.failure = Some(Failure::BadRequest);
                 let body = Bytes::from(format!("routemeter: {ambiguous}\n"));
-                session.respond_error_with_body(400, body).await?;
-                return Ok(true);
+                return refuse(session, ctx, Failure::BadRequest, 400, body).await;
             }
             Ok(accepted) => {
                 ctx.collapsed_length = accepted.collapsed_length;
@@ -604,6 +598,21 @@ impl ProxyHttp for MeteringProxy {
             Some(Failure::ClientAborted | Failure::NoHealthyUpstream)
         )
     }
+}
+
+/// Answers a request `status` with `body` instead of forwarding it, recorded as
+/// `failure`; pingora closes the connection after an error answer. The result is
+/// `request_filter`'s: the request is done.
+async fn refuse(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    failure: Failure,
+    status: u16,
+    body: Bytes,
+) -> Result<bool> {
+    ctx.failure = Some(failure);
+    session.respond_error_with_body(status, body).await?;
+    Ok(true)
 }
 
 /// A finished request, as every figure records it.
