@@ -17,10 +17,11 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+use super::handles::{ErrorLabel, RequestFamilies};
 use super::pagination::PaginationFamilies;
 use super::recorder::Recorder;
 use super::state::{SharedState, Snapshot};
-use crate::route::method_label;
+use crate::route::MethodLabel;
 
 /// Boundaries of `routemeter_proxy_overhead_seconds`: 10 µs to 50 ms, where a proxy's own
 /// cost lives; anything above is a problem worth seeing whole.
@@ -65,11 +66,11 @@ pub const REQUEST_LABELS: [&str; 4] = [
 /// requests `rate()` would see the errors and not yet the successes, a 100% error ratio
 /// for one scrape interval, and a burn-rate alert (which has no `for`) could page on it.
 /// Both are the very series real answers land on, so no made-up label value appears.
-pub const ZERO_SERIES_STATUSES: [&str; 2] = ["200", "500"];
+pub const ZERO_SERIES_STATUSES: [u16; 2] = [200, 500];
 
 /// The method of the zero series of a route that declares no method (it serves any): GET,
 /// the method most such routes serve. Other methods get their series on first use.
-pub const ZERO_SERIES_DEFAULT_METHOD: &str = "GET";
+pub const ZERO_SERIES_DEFAULT_METHOD: MethodLabel = MethodLabel::GET;
 
 /// All the proxy's metrics.
 #[derive(Debug, Clone)]
@@ -121,6 +122,9 @@ pub struct ProxyMetrics {
     pub pagination: PaginationFamilies,
     /// The windows of `/api/summary`, on the same duration boundaries (not Prometheus).
     pub summary: Arc<Recorder>,
+    /// The families above that requests record on, through their routes' handles
+    /// ([`super::handles`]), and the per-method in-flight gauges.
+    pub families: RequestFamilies,
 }
 
 impl ProxyMetrics {
@@ -132,14 +136,76 @@ impl ProxyMetrics {
     ) -> Result<Self, prometheus::Error> {
         let route_method = ["http_route", "http_request_method"];
         let summary = Arc::new(Recorder::new(duration_buckets.clone()));
+        let pagination = PaginationFamilies::register(registry, &duration_buckets)?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_server_request_duration_seconds",
+                "Duration of HTTP server requests.",
+            )
+            .buckets(duration_buckets),
+            &REQUEST_LABELS,
+        )?;
+        let active_requests = IntGaugeVec::new(
+            Opts::new(
+                "http_server_active_requests",
+                "Number of active HTTP server requests.",
+            ),
+            &["http_request_method"],
+        )?;
+        let request_body_size = HistogramVec::new(
+            HistogramOpts::new(
+                "http_server_request_body_size_bytes",
+                "Size of HTTP server request bodies.",
+            )
+            .buckets(BODY_SIZE_BUCKETS.to_vec()),
+            &route_method,
+        )?;
+        let response_body_size = HistogramVec::new(
+            HistogramOpts::new(
+                "http_server_response_body_size_bytes",
+                "Size of HTTP server response bodies.",
+            )
+            .buckets(BODY_SIZE_BUCKETS.to_vec()),
+            &route_method,
+        )?;
+        let websocket_active = IntGaugeVec::new(
+            Opts::new(
+                "routemeter_websocket_connections_active",
+                "Open websocket connections.",
+            ),
+            &["http_route"],
+        )?;
+        let websocket_total = IntCounterVec::new(
+            Opts::new(
+                "routemeter_websocket_connections_total",
+                "Websocket connections upgraded.",
+            ),
+            &["http_route"],
+        )?;
+        let websocket_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "routemeter_websocket_connection_duration_seconds",
+                "Lifetime of websocket connections.",
+            )
+            .buckets(WEBSOCKET_DURATION_BUCKETS.to_vec()),
+            &["http_route"],
+        )?;
+        let families = RequestFamilies {
+            request_duration: request_duration.clone(),
+            request_body_size: request_body_size.clone(),
+            response_body_size: response_body_size.clone(),
+            active_requests: active_requests.clone(),
+            websocket_active: websocket_active.clone(),
+            websocket_total: websocket_total.clone(),
+            websocket_duration: websocket_duration.clone(),
+            summary: summary.clone(),
+            active: Default::default(),
+        };
         let m = ProxyMetrics {
+            families,
             summary,
-            pagination: PaginationFamilies::register(registry, &duration_buckets)?,
-            request_duration: HistogramVec::new(
-                HistogramOpts::new("http_server_request_duration_seconds", "Duration of HTTP server requests.")
-                    .buckets(duration_buckets),
-                &REQUEST_LABELS,
-            )?,
+            pagination,
+            request_duration,
             overhead: Histogram::with_opts(
                 HistogramOpts::new(
                     "routemeter_proxy_overhead_seconds",
@@ -147,20 +213,9 @@ impl ProxyMetrics {
                 )
                 .buckets(OVERHEAD_BUCKETS.to_vec()),
             )?,
-            active_requests: IntGaugeVec::new(
-                Opts::new("http_server_active_requests", "Number of active HTTP server requests."),
-                &["http_request_method"],
-            )?,
-            request_body_size: HistogramVec::new(
-                HistogramOpts::new("http_server_request_body_size_bytes", "Size of HTTP server request bodies.")
-                    .buckets(BODY_SIZE_BUCKETS.to_vec()),
-                &route_method,
-            )?,
-            response_body_size: HistogramVec::new(
-                HistogramOpts::new("http_server_response_body_size_bytes", "Size of HTTP server response bodies.")
-                    .buckets(BODY_SIZE_BUCKETS.to_vec()),
-                &route_method,
-            )?,
+            active_requests,
+            request_body_size,
+            response_body_size,
             upstream_connect_errors: IntCounterVec::new(
                 Opts::new("routemeter_upstream_connect_errors_total", "Failed connection attempts to upstream endpoints."),
                 &["endpoint", "error_type"],
@@ -207,19 +262,9 @@ impl ProxyMetrics {
                 "routemeter_inferred_routes",
                 "Distinct route templates inferred for requests matching no declared route.",
             )?,
-            websocket_active: IntGaugeVec::new(
-                Opts::new("routemeter_websocket_connections_active", "Open websocket connections."),
-                &["http_route"],
-            )?,
-            websocket_total: IntCounterVec::new(
-                Opts::new("routemeter_websocket_connections_total", "Websocket connections upgraded."),
-                &["http_route"],
-            )?,
-            websocket_duration: HistogramVec::new(
-                HistogramOpts::new("routemeter_websocket_connection_duration_seconds", "Lifetime of websocket connections.")
-                    .buckets(WEBSOCKET_DURATION_BUCKETS.to_vec()),
-                &["http_route"],
-            )?,
+            websocket_active,
+            websocket_total,
+            websocket_duration,
         };
         registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.overhead.clone()))?;
@@ -255,13 +300,13 @@ impl ProxyMetrics {
     /// per request); a route removed by a reload keeps its series, as counters do.
     pub fn init_route_series(&self, snapshot: &Snapshot) {
         for (id, route) in snapshot.config.routes.iter().enumerate() {
-            let label = snapshot.routes.label(id);
-            let zero = |method: &str| {
-                // Creating the child is all: its buckets, count and sum start at 0.
+            let series = snapshot.series(id);
+            let zero = |method: MethodLabel| {
+                // Resolving the handle creates the series: its buckets, count and sum at 0.
                 for status in ZERO_SERIES_STATUSES {
-                    let _ = self
-                        .request_duration
-                        .with_label_values(&[label, method, status, ""]);
+                    series
+                        .method(method)
+                        .duration(&self.families, status, ErrorLabel::NONE);
                 }
             };
             if route.methods.is_empty() {
@@ -270,7 +315,7 @@ impl ProxyMetrics {
             for method in &route.methods {
                 // The label a request of this method gets (`_OTHER` for an unknown one).
                 let m = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                    .map_or("_OTHER", |m| method_label(&m));
+                    .map_or(MethodLabel::OTHER, |m| MethodLabel::of(&m));
                 zero(m);
             }
         }

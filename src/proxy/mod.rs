@@ -8,6 +8,7 @@
 //! - [`balancer`]: endpoint choice, passive ejection, per-endpoint figures;
 //! - [`ewma`]: the endpoints' latency estimate (peak-EWMA);
 //! - [`metrics`]: the metric families and their buckets;
+//! - [`handles`]: each route's series, resolved once, and the record of a request on them;
 //! - [`pagination`]: the pagination series of routes with pagination;
 //! - [`recorder`]: the sliding windows behind `/api/summary`;
 //! - [`admin`]: the admin listener, and the live page it serves at `/` (`page.html`);
@@ -23,6 +24,7 @@ pub mod discovery;
 pub mod ewma;
 pub mod forward;
 pub mod framing;
+pub mod handles;
 pub mod metrics;
 pub mod pagination;
 pub mod recorder;

@@ -22,7 +22,7 @@ use crate::pagination::{
     OFFSET_BOUNDS, OFFSET_RANGES, Outcome, PAGE_SIZE_BOUNDS, PAGE_SIZE_RANGES, Params, Reading,
     offset_range, page_size_range,
 };
-use crate::route::METHOD_LABELS;
+use crate::route::{METHOD_LABELS, MethodLabel};
 
 /// The pagination families, registered once; each config's routes resolve their series
 /// on them.
@@ -140,13 +140,10 @@ impl RoutePagination {
         self.params.read(query)
     }
 
-    /// Records a finished request of method label `method` (one of [`METHOD_LABELS`]),
-    /// its reading and its duration in seconds.
-    pub fn record(&self, method: &'static str, reading: Reading, seconds: f64) {
-        let index = METHOD_LABELS
-            .iter()
-            .position(|m| *m == method)
-            .unwrap_or(METHOD_LABELS.len() - 1);
+    /// Records a finished request of method label `method`, its reading and its
+    /// duration in seconds.
+    pub fn record(&self, method: impl Into<MethodLabel>, reading: Reading, seconds: f64) {
+        let index = method.into().index();
         let series = self.methods[index].get_or_init(|| self.resolve(METHOD_LABELS[index]));
         series.outcomes[reading.outcome().index()].inc();
         let Reading::Paginated { size, offset } = reading else {

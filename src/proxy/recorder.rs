@@ -3,11 +3,13 @@
 //! plus counters. The arithmetic (which slots make a window, quantiles, figures) is
 //! [`crate::summary`]; this file only records and reads.
 //!
-//! Recording takes no lock: the series is found in a map read through an `ArcSwap`, and
-//! each counter is an atomic add in the slot of the current period, found from a coarse
-//! clock (seconds since start ÷ slot length). A new (route, method) takes a mutex once, to
-//! publish a copy of the map with it; a slot reused for a new period takes its ring's
-//! mutex once per period, to reset it before anyone adds to it.
+//! Recording takes no lock: a request reaches its series through its route's handles
+//! ([`super::handles`]), which find it once in a map read through an `ArcSwap` (again
+//! only after the recorder forgot it), and each counter is an atomic add in the slot of
+//! the current period, found from a coarse clock (seconds since start ÷ slot length). A
+//! new (route, method) takes a mutex once, to publish a copy of the map with it; a slot
+//! reused for a new period takes its ring's mutex once per period, to reset it before
+//! anyone adds to it.
 //!
 //! Memory is fixed per (route, method): 62 ten-second slots and 122 one-minute slots
 //! ([`crate::summary::window::Resolution`]), each of 8 + 4 × (boundaries + 3) + 24 bytes:
@@ -35,6 +37,10 @@ use crate::summary::{self, Counts, Objectives, SeriesWindow, Summary, Window};
 
 /// A slot's epoch before it ever held one.
 const UNUSED: u64 = u64::MAX;
+
+/// Added to the in-flight count of a series the recorder forgot: a count below 0 tells a
+/// handle still holding it to find the series again ([`Series::enter`]).
+const FORGOTTEN: i64 = i64::MIN / 2;
 
 /// Counters per slot after the buckets: 5xx, 4xx.
 const EXTRA_COUNTS: usize = 2;
@@ -322,6 +328,29 @@ impl Series {
         self.fine.layout.paginated
     }
 
+    /// Counts a request in flight on it until the handle is dropped; `None` when the
+    /// recorder forgot it (then the caller finds the series again through the recorder).
+    pub fn enter(self: &Arc<Self>) -> Option<Pending> {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) < 0 {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Pending(self.clone()))
+    }
+
+    /// The requests in flight on it.
+    fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed).max(0)
+    }
+
+    /// Marks it forgotten if nothing is in flight on it: from then on [`Series::enter`]
+    /// refuses it.
+    fn forget(&self) -> bool {
+        self.in_flight
+            .compare_exchange(0, FORGOTTEN, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
     fn ring(&self, resolution: Resolution) -> &Ring {
         match resolution {
             Resolution::Fine => &self.fine,
@@ -345,6 +374,11 @@ impl Pending {
     /// Records the finished request, now.
     pub fn record(&self, o: &Observation) {
         self.0.record_at(self.0.started.elapsed(), o);
+    }
+
+    /// The series it is in flight on.
+    pub fn series(&self) -> &Arc<Series> {
+        &self.0
     }
 }
 
@@ -429,7 +463,7 @@ impl Recorder {
                     method: s.method.to_string(),
                     current: ring.sum(&current),
                     previous: previous.as_ref().map(|p| ring.sum(p)),
-                    in_flight: s.in_flight.load(Ordering::Relaxed),
+                    in_flight: s.in_flight(),
                 }
             })
             .collect();
@@ -461,7 +495,9 @@ impl Recorder {
         }
         let _guard = self.publish.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = HashMap::clone(&self.series.load_full());
-        next.retain(|_, s| !idle(s));
+        // Marked forgotten only with nothing in flight, atomically: a request that
+        // enters meanwhile keeps the series.
+        next.retain(|_, s| !(idle(s) && s.forget()));
         self.series.store(Arc::new(next));
     }
 

@@ -12,16 +12,14 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use prometheus::IntGauge;
 
 use super::balancer::InFlight;
+use super::handles::{self, Finished, RouteSeries};
 use super::metrics::ProxyMetrics;
-use super::recorder::{Observation, Pending};
+use super::recorder::Pending;
 use super::state::{SharedState, Snapshot};
 use super::{connection, forward, framing};
-use crate::outcome;
-use crate::pagination::Reading;
-use crate::route::{Inferred, RouteId, learns_from, method_label};
+use crate::route::{Inferred, MethodLabel, RouteId, learns_from};
 
 /// Why the proxy, not the upstream, decided a request's outcome. The `error_type` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +82,12 @@ impl Failure {
         }
     }
 
+    /// Its `error_type` label, whose series have a table of their own in each (route,
+    /// method)'s handles.
+    pub fn label(self) -> handles::ErrorLabel {
+        handles::ErrorLabel::failure(self as u8 + 1, self.as_str())
+    }
+
     /// Whether the failure is the endpoint's: an error in its per-endpoint figures.
     pub fn on_endpoint(self) -> bool {
         matches!(
@@ -142,15 +146,17 @@ impl Failure {
 pub struct RequestCtx {
     start: Instant,
     snapshot: Arc<Snapshot>,
-    /// The route label, once decided: at once for a declared route or a known template.
-    route: Option<Arc<str>>,
+    /// The route's series handles, once decided: at once for a declared route or a known
+    /// template.
+    route: Option<Arc<RouteSeries>>,
     /// A template inferred for the path but not admitted yet: admitted once the answer's
     /// status shows the path is a route (not 404 nor 400), see [`MeteringProxy::settle_route`].
     new_template: Option<String>,
     /// The declared route matched, if any: its pagination, if it has one, is recorded.
     route_id: Option<RouteId>,
-    method: &'static str,
-    active: Option<IntGauge>,
+    method: MethodLabel,
+    /// Whether it is counted in `http_server_active_requests`.
+    active: bool,
     /// The attempt on the endpoint chosen, counted on the endpoint when dropped.
     endpoint: Option<InFlight>,
     failed_endpoint: Option<SocketAddr>,
@@ -178,35 +184,37 @@ impl MeteringProxy {
         MeteringProxy { state, metrics }
     }
 
-    /// The route of a request as it arrives: its label if already decided, else the new
-    /// template inferred for its path; and the declared route it matched.
+    /// The route of a request as it arrives: its series handles if already decided, else
+    /// the new template inferred for its path; and the declared route it matched.
     fn resolve_route(
         ctx: &Snapshot,
         method: &http::Method,
         path: &str,
-    ) -> (Inferred, Option<RouteId>) {
+    ) -> (Inferred<RouteSeries>, Option<RouteId>) {
         match ctx.routes.find(method, path) {
-            Some(id) => (Inferred::Known(ctx.routes.label(id).clone()), Some(id)),
+            Some(id) => (Inferred::Known(ctx.series(id).clone()), Some(id)),
             None if ctx.config.auto_template.enabled => (ctx.inferred.lookup(path), None),
             None => (Inferred::Known(ctx.unmatched.clone()), None),
         }
     }
 
-    /// The route label of a request answered `status`, decided once: a new template is
-    /// admitted only if the status shows the path is a route ([`learns_from`]); a 404 or
-    /// 400 for a path of no known template counts as `_other` and admits nothing.
-    fn settle_route(&self, ctx: &mut RequestCtx, status: u16) -> Arc<str> {
+    /// The route of a request answered `status`, decided once: a new template is
+    /// admitted, its handles made, only if the status shows the path is a route
+    /// ([`learns_from`]); a 404 or 400 for a path of no known template counts as `_other`
+    /// and admits nothing.
+    fn settle_route(&self, ctx: &mut RequestCtx, status: u16) -> Arc<RouteSeries> {
         if let Some(route) = &ctx.route {
             return route.clone();
         }
         let inferred = &ctx.snapshot.inferred;
         let route = match ctx.new_template.take() {
             Some(template) if learns_from(status) => {
-                let label = inferred.admit(template);
+                let route =
+                    inferred.admit_with(template, |label| Arc::new(RouteSeries::new(label, false)));
                 self.metrics
                     .inferred_routes
                     .set(i64::try_from(inferred.len()).unwrap_or(i64::MAX));
-                label
+                route
             }
             Some(_) => inferred.other().clone(),
             None => ctx.snapshot.unmatched.clone(),
@@ -239,8 +247,8 @@ impl ProxyHttp for MeteringProxy {
             route: None,
             new_template: None,
             route_id: None,
-            method: "_OTHER",
-            active: None,
+            method: MethodLabel::OTHER,
+            active: false,
             endpoint: None,
             failed_endpoint: None,
             retried: false,
@@ -270,24 +278,20 @@ impl ProxyHttp for MeteringProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.method = method_label(&req.method);
+        ctx.method = MethodLabel::of(&req.method);
         let (route, id) = Self::resolve_route(&ctx.snapshot, &req.method, req.uri.path());
+        let families = &self.metrics.families;
         match route {
             Inferred::Known(route) => {
-                let paginated = id.is_some_and(|id| ctx.snapshot.pagination(id).is_some());
-                ctx.summary = Some(self.metrics.summary.start(&route, ctx.method, paginated));
+                ctx.summary = Some(route.method(ctx.method).start(families));
                 ctx.route = Some(route);
             }
             // Its label waits for the status; its summary starts in `logging()`.
             Inferred::New(template) => ctx.new_template = Some(template),
         }
         ctx.route_id = id;
-        let active = self
-            .metrics
-            .active_requests
-            .with_label_values(&[ctx.method]);
-        active.inc();
-        ctx.active = Some(active);
+        families.active(ctx.method).inc();
+        ctx.active = true;
 
         if request_head_bytes(session) > ctx.snapshot.config.limits.max_request_header_bytes {
             let body = Bytes::from_static(b"routemeter: request header fields too large\n");
@@ -472,14 +476,7 @@ impl ProxyHttp for MeteringProxy {
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket {
             ctx.websocket = true;
             let route = self.settle_route(ctx, 101);
-            self.metrics
-                .websocket_active
-                .with_label_values(&[&*route])
-                .inc();
-            self.metrics
-                .websocket_total
-                .with_label_values(&[&*route])
-                .inc();
+            route.websocket_opened(&self.metrics.families);
         }
         Ok(())
     }
@@ -533,8 +530,9 @@ impl ProxyHttp for MeteringProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         connection::mark_recorded(session);
         let elapsed = ctx.start.elapsed();
-        if let Some(active) = ctx.active.take() {
-            active.dec();
+        let families = &self.metrics.families;
+        if std::mem::take(&mut ctx.active) {
+            families.active(ctx.method).dec();
         }
         if ctx.failure.is_none() {
             ctx.failure = e.map(Failure::classify);
@@ -553,14 +551,7 @@ impl ProxyHttp for MeteringProxy {
         let route = self.settle_route(ctx, status);
 
         if ctx.websocket {
-            self.metrics
-                .websocket_active
-                .with_label_values(&[&*route])
-                .dec();
-            self.metrics
-                .websocket_duration
-                .with_label_values(&[&*route])
-                .observe(elapsed.as_secs_f64());
+            route.websocket_closed(families, elapsed);
             return;
         }
 
@@ -573,22 +564,17 @@ impl ProxyHttp for MeteringProxy {
             p.record(ctx.method, reading, elapsed.as_secs_f64());
             reading
         });
-        let summary = ctx.summary.take().unwrap_or_else(|| {
-            self.metrics
-                .summary
-                .start(&route, ctx.method, pagination.is_some())
-        });
+        let series = route.method(ctx.method);
+        let summary = ctx.summary.take().unwrap_or_else(|| series.start(families));
         let finished = Finished {
-            route: &route,
-            method: ctx.method,
             status,
-            failure: ctx.failure,
+            error: error_label(ctx.failure),
             elapsed,
             request_bytes: downstream.body_bytes_read(),
             response_bytes: downstream.body_bytes_sent(),
             pagination: reading,
         };
-        finished.record(&self.metrics, summary);
+        finished.record(series, families, summary);
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
@@ -615,52 +601,9 @@ async fn refuse(
     Ok(true)
 }
 
-/// A finished request, as every figure records it.
-struct Finished<'a> {
-    route: &'a Arc<str>,
-    method: &'static str,
-    status: u16,
-    failure: Option<Failure>,
-    elapsed: Duration,
-    request_bytes: usize,
-    response_bytes: usize,
-    pagination: Option<Reading>,
-}
-
-impl Finished<'_> {
-    /// Records it in the request histogram, the body sizes and the route's `/api/summary`
-    /// windows (`summary`, started when the request arrived).
-    fn record(&self, metrics: &ProxyMetrics, summary: Pending) {
-        let mut code = itoa::Buffer::new();
-        let error_type = self.failure.map_or("", Failure::as_str);
-        let labels = [
-            &**self.route,
-            self.method,
-            code.format(self.status),
-            error_type,
-        ];
-        metrics
-            .request_duration
-            .with_label_values(&labels)
-            .observe(self.elapsed.as_secs_f64());
-        let sizes = [&**self.route, self.method];
-        metrics
-            .request_body_size
-            .with_label_values(&sizes)
-            .observe(self.request_bytes as f64);
-        metrics
-            .response_body_size
-            .with_label_values(&sizes)
-            .observe(self.response_bytes as f64);
-        summary.record(&Observation {
-            latency: self.elapsed,
-            status: self.status,
-            error: outcome::is_error(self.status, error_type),
-            request_bytes: self.request_bytes as u64,
-            response_bytes: self.response_bytes as u64,
-            pagination: self.pagination,
-        });
-    }
+/// The `error_type` label of a request that failed so, or of one that did not.
+fn error_label(failure: Option<Failure>) -> handles::ErrorLabel {
+    failure.map_or(handles::ErrorLabel::NONE, Failure::label)
 }
 
 /// Records a request that pingora answered `status` itself, `elapsed` after its first
@@ -673,23 +616,21 @@ pub(super) fn record_refused(
     elapsed: Duration,
 ) {
     let route = if snapshot.config.auto_template.enabled {
-        snapshot.inferred.other().clone()
+        snapshot.inferred.other()
     } else {
-        snapshot.unmatched.clone()
+        &snapshot.unmatched
     };
-    let method = "_OTHER";
-    let summary = metrics.summary.start(&route, method, false);
+    let series = route.method(MethodLabel::OTHER);
+    let summary = series.start(&metrics.families);
     let finished = Finished {
-        route: &route,
-        method,
         status,
-        failure: Some(Failure::BadRequest),
+        error: Failure::BadRequest.label(),
         elapsed,
         request_bytes: 0,
         response_bytes: 0,
         pagination: None,
     };
-    finished.record(metrics, summary);
+    finished.record(series, &metrics.families, summary);
 }
 
 #[cfg(test)]
@@ -715,5 +656,39 @@ mod tests {
             502
         );
         assert_eq!(Failure::ClientAborted.status(), 499);
+    }
+
+    #[test]
+    fn every_failure_has_its_own_table_of_series() {
+        use Failure::*;
+        let all = [
+            ConnectRefused,
+            ConnectTimeout,
+            ConnectError,
+            UpstreamTimeout,
+            UpstreamReset,
+            UpstreamProtocol,
+            NoHealthyUpstream,
+            ClientAborted,
+            BadRequest,
+            HeaderTooLarge,
+            Internal,
+        ];
+        // A new failure is a compile error here until it is listed above.
+        let listed = |f: Failure| match f {
+            ConnectRefused | ConnectTimeout | ConnectError | UpstreamTimeout | UpstreamReset
+            | UpstreamProtocol | NoHealthyUpstream | ClientAborted | BadRequest
+            | HeaderTooLarge | Internal => all.contains(&f),
+        };
+        let mut slots: Vec<usize> = all.iter().map(|f| f.label().slot()).collect();
+        slots.push(error_label(None).slot());
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots, (0..handles::ERROR_SLOTS).collect::<Vec<_>>());
+        for f in all {
+            assert!(listed(f));
+            assert_eq!(f.label().as_str(), f.as_str());
+        }
+        assert_eq!(error_label(None), handles::ErrorLabel::NONE);
     }
 }

@@ -4,15 +4,17 @@
 //! reload never changes the rules under a request in flight, and no lock is taken on the
 //! request path.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use super::balancer::Balancer;
+use super::handles::RouteSeries;
 use super::pagination::{PaginationFamilies, RoutePagination};
 use crate::config::{ConfigError, ProxyConfig, split_host_port};
-use crate::route::{InferredRoutes, RouteId, RouteTable, UNMATCHED_ROUTE};
+use crate::route::{InferredRoutes, OTHER_ROUTE, RouteId, RouteTable, UNMATCHED_ROUTE};
 
 /// The state shared by the proxy service, the admin listener and the control loop.
 pub type SharedState = Arc<ArcSwap<Snapshot>>;
@@ -26,12 +28,14 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// The pagination of each route, by [`RouteId`]: `None` for routes without.
     pagination: Box<[Option<RoutePagination>]>,
+    /// The handles of each route's series, by [`RouteId`].
+    series: Box<[Arc<RouteSeries>]>,
     /// The upstream endpoints.
     pub balancer: Arc<Balancer>,
-    /// Templates inferred for unmatched requests.
-    pub inferred: Arc<InferredRoutes>,
-    /// The label of unmatched requests when inference is off.
-    pub unmatched: Arc<str>,
+    /// Templates inferred for unmatched requests, with their series' handles.
+    pub inferred: Arc<InferredRoutes<RouteSeries>>,
+    /// The handles of unmatched requests when inference is off (route `_unmatched`).
+    pub unmatched: Arc<RouteSeries>,
     /// The port of `listen` when there are additional listeners (whose requests go to the
     /// port they came in on); `None` without them, so requests look nothing up.
     pub listen_port: Option<u16>,
@@ -41,14 +45,15 @@ impl Snapshot {
     /// Compiles a validated config; routes with pagination record on `families`. The
     /// upstream state (ejections, resolved addresses) and inferred templates of `previous`
     /// are kept when the settings they depend on did not change, so a reload that only
-    /// adds a route forgets nothing.
+    /// adds a route forgets nothing; so are the series handles of each route it still has
+    /// (same label, same pagination or none), already resolved.
     pub fn build(
         config: ProxyConfig,
         previous: Option<&Snapshot>,
         families: &PaginationFamilies,
     ) -> Result<Self, ConfigError> {
         let routes = config.route_table()?;
-        let pagination = config
+        let pagination: Box<[Option<RoutePagination>]> = config
             .routes
             .iter()
             .enumerate()
@@ -79,6 +84,7 @@ impl Snapshot {
                 Arc::new(b)
             }
         };
+        let series = route_series(&routes, &pagination, previous);
         let inferred = match previous {
             Some(p)
                 if p.config.routes == config.routes
@@ -86,8 +92,18 @@ impl Snapshot {
             {
                 p.inferred.clone()
             }
-            _ => Arc::new(InferredRoutes::new(config.auto_template.max_routes)),
+            _ => Arc::new(InferredRoutes::with_other(
+                config.auto_template.max_routes,
+                previous.map_or_else(
+                    || Arc::new(RouteSeries::new(Arc::from(OTHER_ROUTE), false)),
+                    |p| p.inferred.other().clone(),
+                ),
+            )),
         };
+        let unmatched = previous.map_or_else(
+            || Arc::new(RouteSeries::new(Arc::from(UNMATCHED_ROUTE), false)),
+            |p| p.unmatched.clone(),
+        );
         let listen_port = if config.additional_listeners.is_empty() {
             None
         } else {
@@ -98,9 +114,10 @@ impl Snapshot {
             config,
             routes,
             pagination,
+            series,
             balancer,
             inferred,
-            unmatched: Arc::from(UNMATCHED_ROUTE),
+            unmatched,
         })
     }
 
@@ -108,6 +125,36 @@ impl Snapshot {
     pub fn pagination(&self, id: RouteId) -> Option<&RoutePagination> {
         self.pagination.get(id).and_then(Option::as_ref)
     }
+
+    /// The handles of route `id`'s series.
+    pub fn series(&self, id: RouteId) -> &Arc<RouteSeries> {
+        &self.series[id]
+    }
+}
+
+/// The handles of every route: those of `previous` for a route of the same label and
+/// pagination (or none), new ones for the others.
+fn route_series(
+    routes: &RouteTable,
+    pagination: &[Option<RoutePagination>],
+    previous: Option<&Snapshot>,
+) -> Box<[Arc<RouteSeries>]> {
+    let kept: HashMap<(&str, bool), &Arc<RouteSeries>> = previous
+        .map(|p| &p.series[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|s| ((&**s.label(), s.paginated()), s))
+        .collect();
+    (0..routes.len())
+        .map(|id| {
+            let label = routes.label(id);
+            let paginated = pagination[id].is_some();
+            kept.get(&(&**label, paginated)).map_or_else(
+                || Arc::new(RouteSeries::new(label.clone(), paginated)),
+                |s| Arc::clone(s),
+            )
+        })
+        .collect()
 }
 
 /// The endpoints given as IP literals: usable at once, without a DNS lookup.

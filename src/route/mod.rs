@@ -20,6 +20,8 @@ mod table;
 #[cfg(test)]
 pub(crate) mod props;
 
+#[cfg(test)]
+pub(crate) use infer::is_id_like;
 pub use infer::{Inferred, InferredRoutes, OTHER_ROUTE, UNMATCHED_ROUTE, learns_from};
 pub use table::{RouteId, RouteSpec, RouteTable, TableError};
 
@@ -134,6 +136,42 @@ pub fn method_label(method: &http::Method) -> &'static str {
     METHOD_LABELS[method_index(method)]
 }
 
+/// An `http_request_method` label value, typed: one of [`METHOD_LABELS`], held as its
+/// position, so per-method state is an array indexed by [`MethodLabel::index`] and a
+/// request never compares method strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MethodLabel(u8);
+
+impl MethodLabel {
+    /// `GET`.
+    pub const GET: MethodLabel = MethodLabel(0);
+    /// `_OTHER`: any method not in the list.
+    pub const OTHER: MethodLabel = MethodLabel((METHOD_LABELS.len() - 1) as u8);
+
+    /// The label of a request's method ([`method_label`]).
+    pub fn of(method: &http::Method) -> Self {
+        MethodLabel(method_index(method) as u8)
+    }
+
+    /// Its position in [`METHOD_LABELS`].
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        METHOD_LABELS[self.index()]
+    }
+}
+
+impl From<&str> for MethodLabel {
+    /// The label spelt `label`, `_OTHER` for a string that is none of [`METHOD_LABELS`].
+    fn from(label: &str) -> Self {
+        let index = METHOD_LABELS.iter().position(|m| *m == label);
+        index.map_or(MethodLabel::OTHER, |i| MethodLabel(i as u8))
+    }
+}
+
 /// Splits off the next non-empty segment of a path, returning it and what follows.
 pub(crate) fn next_segment(path: &str) -> Option<(&str, &str)> {
     let trimmed = path.trim_start_matches('/');
@@ -213,6 +251,23 @@ mod tests {
             let method = http::Method::from_bytes(label.as_bytes()).expect("a method");
             assert_eq!(method_label(&method), *label);
         }
+    }
+
+    #[test]
+    fn typed_method_labels_are_the_labels() {
+        for (i, label) in METHOD_LABELS.iter().enumerate() {
+            let typed = MethodLabel::from(*label);
+            assert_eq!((typed.index(), typed.as_str()), (i, *label));
+        }
+        let custom = http::Method::from_bytes(b"PURGE").expect("valid token");
+        assert_eq!(MethodLabel::of(&custom), MethodLabel::OTHER);
+        assert_eq!(MethodLabel::of(&http::Method::PATCH).as_str(), "PATCH");
+        assert_eq!(MethodLabel::GET.as_str(), "GET");
+        assert_eq!(
+            MethodLabel::from("get"),
+            MethodLabel::OTHER,
+            "labels are upper-case"
+        );
     }
 
     #[test]
