@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KUBECONFIG_TEST := $(CURDIR)/target/cluster/kubeconfig
 
-.PHONY: all build test unit-test lint fmt generate demo bench cluster-up cluster-down tools chart-test image monitoring monitoring-images
+.PHONY: all build test unit-test lint fmt generate demo bench bench-operator cluster-up cluster-down tools chart-test image monitoring monitoring-images
 
 all: build
 
@@ -57,6 +57,11 @@ demo: tools cluster-up image monitoring-images
 ## Benchmark: direct vs routemeter vs nginx vs haproxy, one table.
 bench:
 	bash bench/run.sh
+
+## The operator at scale: 1,000 MonitoredServices created at once against the chart's
+## operator in its pod; time to converge, RSS, API requests per object at rest.
+bench-operator: tools cluster-up image
+	bash bench/operator-scale.sh
 
 ## The images as OCI archives in target/images (routemeter from the release build, the
 ## sample API, the pause image; no Docker), loaded into the node's containerd when the

@@ -226,10 +226,17 @@ can sa get deployments.apps -n $app
 can sa patch servicemonitors.monitoring.coreos.com -n $app
 can sa patch prometheusrules.monitoring.coreos.com -n $app
 can sa list pods -n $app
+can sa watch pods -A
+can sa watch serviceaccounts -A
+can sa watch rolebindings.rbac.authorization.k8s.io -A
+can sa watch servicemonitors.monitoring.coreos.com -A
+can sa watch prometheusrules.monitoring.coreos.com -A
 can sa watch monitoredservices.routemeter.io -A
 can sa patch monitoredservices.routemeter.io --subresource=status -n $app
 can sa list prometheuses.monitoring.coreos.com -A
+can sa watch prometheuses.monitoring.coreos.com -A
 can sa get namespaces
+can sa watch namespaces
 can sa watch customresourcedefinitions.apiextensions.k8s.io/servicemonitors.monitoring.coreos.com
 can sa create leases.coordination.k8s.io -n $ns
 can sa patch leases.coordination.k8s.io/$lease -n $ns
@@ -258,7 +265,11 @@ can sa2 delete services -n $app2
 can sa2 delete configmaps -n $app2
 can sa2 list pods -n $app2
 can sa2 list prometheuses.monitoring.coreos.com -A
+can sa2 watch prometheuses.monitoring.coreos.com -A
 can sa2 get namespaces
+can sa2 watch namespaces
+can sa2 watch pods -n $app2
+cannot sa2 watch pods -n $app
 cannot sa2 patch deployments.apps -n $app
 cannot sa2 list services -A
 cannot sa2 list monitoredservices.routemeter.io -A

@@ -28,22 +28,26 @@ NAMESPACED = {
     # delete: the headless upstream Service, when the target cannot have one.
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"list"},
+    # The proxy pods' cache (caches.rs); a list before it syncs, and of the application's
+    # pods in takeover mode.
+    ("", "pods"): {"list", "watch"},
     # The proxies' identity, and what their Role grants (RBAC lets one grant only what
     # one holds).
-    ("", "serviceaccounts"): {"create", "patch"},
-    ("rbac.authorization.k8s.io", "roles"): {"create", "patch"},
-    ("rbac.authorization.k8s.io", "rolebindings"): {"create", "patch"},
+    ("", "serviceaccounts"): {"list", "watch", "create", "patch"},
+    ("rbac.authorization.k8s.io", "roles"): {"list", "watch", "create", "patch"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"list", "watch", "create", "patch"},
     ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
     ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch", "delete"},
-    ("monitoring.coreos.com", "servicemonitors"): {"create", "patch", "delete"},
-    ("monitoring.coreos.com", "prometheusrules"): {"create", "patch"},
+    ("monitoring.coreos.com", "servicemonitors"): {"list", "watch", "create", "patch", "delete"},
+    ("monitoring.coreos.com", "prometheusrules"): {"list", "watch", "create", "patch"},
 }
 CLUSTER = {
-    ("", "namespaces"): {"get"},
-    ("monitoring.coreos.com", "prometheuses"): {"list"},
+    # The namespaces' labels and the Prometheus objects are cached (caches.rs); a
+    # namespace is read with get before its cache syncs.
+    ("", "namespaces"): {"get", "list", "watch"},
+    ("monitoring.coreos.com", "prometheuses"): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
 

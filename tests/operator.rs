@@ -660,3 +660,129 @@ async fn leader_and_standby_are_both_ready() {
     assert!(why.contains("standby"), "{why}");
     delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn a_reconcile_that_changes_nothing_writes_nothing() {
+    let Some(client) = client().await else { return };
+    let _shared = CLUSTER_WIDE.read().await;
+    let ns = namespace(&client, "atrest").await;
+    let op = Operator::start(&client, &ns);
+    create_target(&client, &ns, "calm").await;
+    apply_msvc(
+        &client,
+        &ns,
+        msvc("calm", "calm", json!([{ "path": "/users/{id}" }])),
+    )
+    .await;
+    let msvcs: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
+    wait_for("a status", WAIT, || async {
+        msvcs
+            .get_opt("calm")
+            .await
+            .ok()??
+            .status
+            .filter(|s| !s.conditions.is_empty())
+    })
+    .await;
+    let applied = || {
+        op.metric(
+            "routemeter_operator_child_writes_total",
+            &[r#"outcome="applied""#],
+        )
+    };
+    let unchanged = || {
+        op.metric(
+            "routemeter_operator_child_writes_total",
+            &[r#"outcome="unchanged""#],
+        )
+    };
+    let reconciles = || op.metric("routemeter_operator_reconciliations_total", &[]);
+    // Settled: the caches have seen the operator's own applies (a pass right after an
+    // apply may still see the object as it was before, and apply once more).
+    let mut last = applied();
+    wait_for("the applies to stop", WAIT, || {
+        let now = applied();
+        let settled = now == last && unchanged() > 0.0;
+        last = now;
+        async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            settled.then_some(())
+        }
+    })
+    .await;
+    let (before, seen, skipped) = (applied(), reconciles(), unchanged());
+
+    // Reconciles that find everything as it was: an annotation on the MonitoredService
+    // (a watch event, no spec change), three times.
+    for i in 0..3 {
+        msvcs
+            .patch(
+                "calm",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "annotations": { "poke": i.to_string() } } })),
+            )
+            .await
+            .expect("annotate");
+        let target = seen + f64::from(i + 1);
+        wait_for("a reconcile", WAIT, || async move {
+            (reconciles() >= target).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        applied(),
+        before,
+        "no child applied by reconciles that change nothing"
+    );
+    assert!(
+        unchanged() >= skipped + 9.0,
+        "each reconcile found its children unchanged: {} -> {}",
+        skipped,
+        unchanged()
+    );
+
+    // A second field manager adds a label to the proxy Service and edits the PDB's spec;
+    // the HPA is deleted by hand. The operator puts back what it owns, leaves the label
+    // (its own apply does not own it) and recreates the HPA.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let other = PatchParams::apply("someone-else");
+    services
+        .patch(
+            "calm-routemeter",
+            &other,
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": "calm-routemeter", "labels": { "team": "payments" } },
+            })),
+        )
+        .await
+        .expect("label the proxy Service");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let pdb = pdbs.get("calm-routemeter").await.expect("the PDB");
+    let owned = pdb.spec.clone().expect("spec");
+    pdbs.patch(
+        "calm-routemeter",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "maxUnavailable": 2 } })),
+    )
+    .await
+    .expect("edit the PDB");
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    hpas.delete("calm-routemeter", &DeleteParams::default())
+        .await
+        .expect("delete the HPA");
+    wait_for("the HPA back and the PDB as owned", WAIT, || async {
+        let pdb = pdbs.get_opt("calm-routemeter").await.ok()??;
+        let hpa = hpas.get_opt("calm-routemeter").await.ok()??;
+        (pdb.spec == Some(owned.clone()) && hpa.spec.is_some()).then_some(())
+    })
+    .await;
+    let svc = services.get("calm-routemeter").await.expect("the Service");
+    assert_eq!(
+        svc.labels().get("team").map(String::as_str),
+        Some("payments"),
+        "another manager's label stays"
+    );
+    assert!(applied() > before, "the edits were written back");
+    delete_namespace(&client, &ns).await;
+}

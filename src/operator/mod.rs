@@ -1,6 +1,8 @@
 //! `routemeter operator`: reconciles each `MonitoredService` into a running proxy and its
 //! monitoring.
 //!
+//! - [`caches`]: what the watches keep in memory, and what was applied, so a reconcile
+//!   reads no object from the API server and writes only what changed;
 //! - [`children`]: spec → the objects to apply (pure; `routemeter render` uses it too);
 //! - [`reconcile`]: the reconciler and its writes;
 //! - [`status`]: conditions and the status write;
@@ -10,6 +12,7 @@
 //! - [`traffic`]: what is read from the proxies: their config state, and the live traffic
 //!   figures (a loop of its own).
 
+pub mod caches;
 pub mod children;
 pub mod reconcile;
 pub mod render;
@@ -25,10 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -95,6 +94,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     duration: Histogram,
     leader: IntGauge,
+    children: IntCounterVec,
 }
 
 impl Metrics {
@@ -123,12 +123,27 @@ impl Metrics {
                 "routemeter_operator_leader",
                 "1 while this replica holds the leader lease.",
             )?,
+            children: IntCounterVec::new(
+                Opts::new(
+                    "routemeter_operator_child_writes_total",
+                    "What reconciles did to each child, by kind: applied, deleted, or nothing because the caches show it unchanged (or absent, for a child to delete).",
+                ),
+                &["kind", "outcome"],
+            )?,
         };
         registry.register(Box::new(m.reconciles.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.leader.clone()))?;
+        registry.register(Box::new(m.children.clone()))?;
+        // process_resident_memory_bytes and the rest: what the operator costs.
+        crate::proxy::metrics::register_process_metrics(registry)?;
         Ok(m)
+    }
+
+    /// Counts what a reconcile did to a child of kind `kind`.
+    fn child(&self, kind: &str, outcome: &'static str) {
+        self.children.with_label_values(&[kind, outcome]).inc();
     }
 
     fn observe(&self, took: Duration, error: Option<&Error>) {
@@ -210,6 +225,8 @@ pub struct Context {
     pub readings: traffic::Readings,
     /// Where this replica stands, for `/readyz`.
     pub phase: PhaseCell,
+    /// The running controller's caches ([`run_controller`] sets them).
+    pub caches: arc_swap::ArcSwap<caches::Caches>,
     /// Consecutive failures per object, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<MonitoredService>, u32>>,
 }
@@ -226,6 +243,7 @@ impl Context {
             traffic_refresh: traffic::DEFAULT_REFRESH,
             readings: traffic::Readings::default(),
             phase: PhaseCell::default(),
+            caches: arc_swap::ArcSwap::from_pointee(caches::Caches::unwatched()),
             failures: Mutex::default(),
         }
     }
@@ -396,19 +414,31 @@ where
     }
 }
 
+/// Reconciles run at once, at most. A thousand MonitoredServices created together are
+/// reconciled this many at a time, so neither the operator's memory (each reconcile holds
+/// its built children) nor the API server's load grows with their number.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// How long the triggers of one MonitoredService are gathered into one reconcile: a
+/// reconcile's own applies come back as watch events of its children, a burst that would
+/// otherwise ask for as many reconciles again.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
 /// Runs the controller until a shutdown signal.
 pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
-    let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=routemeter");
     let controller = Controller::new(
         api::<MonitoredService>(&client, namespace),
         watcher::Config::default().any_semantic(),
     );
     let store = controller.store();
-    let crd_store = store.clone();
+    let (caches, triggers) = caches::Caches::watch(&client, namespace);
+    let caches = Arc::new(caches);
+    ctx.caches.store(caches.clone());
     // Live traffic figures, in a loop of their own: never a reconcile.
     let traffic = tokio::spawn(traffic::refresh_loop(
         client.clone(),
+        caches,
         store.clone(),
         ctx.proxy_admin_port,
         ctx.traffic_refresh,
@@ -431,34 +461,53 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
             }
         }
     });
-    controller
-        .owns(api::<ConfigMap>(&client, namespace), ours.clone())
-        .owns(api::<Deployment>(&client, namespace), ours.clone())
-        .owns(api::<Service>(&client, namespace), ours.clone())
-        .owns(
-            api::<HorizontalPodAutoscaler>(&client, namespace),
-            ours.clone(),
+    let mut controller = controller
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(RECONCILE_CONCURRENCY)
+                .debounce(DEBOUNCE),
         )
-        .owns(api::<PodDisruptionBudget>(&client, namespace), ours)
-        // The target Service: its appearance, deletion or port change.
-        .watches(
-            api::<Service>(&client, namespace),
-            watcher::Config::default(),
-            move |svc| reconcile::targeting(&store, &svc),
+        .owns_stream(triggers.deployments)
+        .owns_stream(triggers.hpas)
+        // Every Service: the proxies' own (their owner), and targets (who names them:
+        // their appearance, deletion or port change).
+        .watches_stream(triggers.services, {
+            let store = store.clone();
+            move |svc| {
+                let mut refs = reconcile::targeting(&store, &svc);
+                refs.extend(owners(&svc));
+                refs
+            }
+        })
+        // Read, never a trigger: a proxy pod's readiness shows in its Deployment.
+        .watches_stream(triggers.pods, |_| None::<ObjectRef<MonitoredService>>)
+        // A namespace's labels decide which Prometheus selects its monitoring.
+        .watches_stream(triggers.namespaces, {
+            let store = store.clone();
+            move |ns| in_namespace(&store, ns.metadata.name.as_deref())
+        })
+        .watches_stream_with(
+            triggers.prometheuses,
+            {
+                let store = store.clone();
+                move |_| in_namespace(&store, None)
+            },
+            children::resources::prometheus(),
         )
         // The Prometheus Operator CRDs appearing: configure monitoring everywhere.
         .watches(
             Api::<CustomResourceDefinition>::all(client.clone()),
             watcher::Config::default()
                 .fields("metadata.name=servicemonitors.monitoring.coreos.com"),
-            move |_| {
-                crd_store
-                    .state()
-                    .iter()
-                    .map(|m| ObjectRef::from_obj(m.as_ref()))
-                    .collect::<Vec<_>>()
+            {
+                let store = store.clone();
+                move |_| in_namespace(&store, None)
             },
-        )
+        );
+    for (resource, trigger) in triggers.children {
+        controller = controller.owns_stream_with(trigger, resource);
+    }
+    controller
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|result| {
@@ -479,6 +528,37 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
         .await;
     sync.abort();
     traffic.abort();
+}
+
+/// The MonitoredServices in namespace `ns`, or every one when `None`.
+fn in_namespace(
+    store: &kube::runtime::reflector::Store<MonitoredService>,
+    ns: Option<&str>,
+) -> Vec<ObjectRef<MonitoredService>> {
+    store
+        .state()
+        .iter()
+        .filter(|m| ns.is_none() || m.metadata.namespace.as_deref() == ns)
+        .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
+}
+
+/// The MonitoredService owning an object, if one does.
+fn owners(obj: &impl kube::Resource) -> Vec<ObjectRef<MonitoredService>> {
+    let ns = obj.meta().namespace.as_deref();
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == "MonitoredService" && o.api_version.starts_with("routemeter.io/"))
+        .map(|o| {
+            let r = ObjectRef::new(&o.name);
+            match ns {
+                Some(ns) => r.within(ns),
+                None => r,
+            }
+        })
+        .collect()
 }
 
 async fn serve_admin(listener: tokio::net::TcpListener, registry: Registry, phase: PhaseCell) {

@@ -93,17 +93,22 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         });
     }
 
+    let caches = ctx.caches.load();
     let target_name = &msvc.spec.target.service;
-    let Some(target) = services
-        .get_opt(target_name)
-        .await
-        .map_err(|source| Error::Object {
-            verb: "read",
-            kind: "Service".into(),
-            name: format!("{ns}/{target_name}"),
-            source,
-        })?
-    else {
+    let cached = caches.services.get(&ns, target_name);
+    let target = match cached {
+        Some(svc) => svc.map(|s| s.as_ref().clone()),
+        None => services
+            .get_opt(target_name)
+            .await
+            .map_err(|source| Error::Object {
+                verb: "read",
+                kind: "Service".into(),
+                name: format!("{ns}/{target_name}"),
+                source,
+            })?,
+    };
+    let Some(target) = target else {
         report.set(Condition::target_missing(target_name, &ns));
         status::write(client, msvc, report.finish(None, None)).await?;
         return Ok(Action::requeue(RETRY));
@@ -138,6 +143,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     let user_labels = msvc.spec.monitoring.labels.clone();
     let selection = super::selection::selection_with(
         client,
+        &caches,
         &ns,
         (!user_labels.is_empty()).then_some(user_labels),
     )
@@ -161,13 +167,12 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     let mut failures = Vec::new();
     for child in &built.core {
         let manifest = Some(&child.manifest);
-        if let Err(e) = apply_or_delete(client, &ns, &child.resource, &child.name, manifest).await {
+        if let Err(e) = apply_or_delete(ctx, &ns, &child.resource, &child.name, manifest).await {
             failures.push(e);
         }
     }
     for (resource, child_name, manifest) in &built.optional {
-        if let Err(e) = apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await
-        {
+        if let Err(e) = apply_or_delete(ctx, &ns, resource, child_name, manifest.as_ref()).await {
             failures.push(e);
         }
     }
@@ -175,7 +180,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     // The Prometheus Operator's CRDs may be missing: everything else still works.
     let mut crds_missing = false;
     for (resource, child_name, manifest) in &built.monitoring {
-        match apply_or_delete(client, &ns, resource, child_name, manifest.as_ref()).await {
+        match apply_or_delete(ctx, &ns, resource, child_name, manifest.as_ref()).await {
             Ok(()) => {}
             Err(Error::Object {
                 source: kube::Error::Api(s),
@@ -196,16 +201,19 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         report.set(Condition::apply_failed(&first.to_string(), failures.len()));
     }
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let deployment = deployments
-        .get_opt(&children::proxy_name(msvc))
-        .await
-        .map_err(|source| Error::Object {
-            verb: "read",
-            kind: "Deployment".into(),
-            name: format!("{ns}/{}", children::proxy_name(msvc)),
-            source,
-        })?;
+    let proxy_name = children::proxy_name(msvc);
+    let deployment = match caches.deployments.get(&ns, &proxy_name) {
+        Some(d) => d.map(|d| d.as_ref().clone()),
+        None => Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt(&proxy_name)
+            .await
+            .map_err(|source| Error::Object {
+                verb: "read",
+                kind: "Deployment".into(),
+                name: format!("{ns}/{proxy_name}"),
+                source,
+            })?,
+    };
     let rolled_out = deployment.as_ref().is_some_and(rolled_out);
     let (replicas, ready) = deployment.and_then(|d| d.status).map_or((0, 0), |s| {
         (s.replicas.unwrap_or(0), s.available_replicas.unwrap_or(0))
@@ -219,7 +227,9 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     }
     // The config state; the traffic figures are the traffic loop's (operator::traffic).
     let config = if ready > 0 {
-        ctx.readings.read(client, msvc, ctx.proxy_admin_port).await
+        ctx.readings
+            .read(client, &caches, msvc, ctx.proxy_admin_port)
+            .await
     } else {
         None
     };
@@ -524,35 +534,47 @@ fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Applies `manifest` to the child `name`, or deletes the child when there is none. An
-/// error names the child and what was done to it.
+/// Applies `manifest` to the child `name`, or deletes the child when there is none;
+/// neither when the caches show it would change nothing ([`super::caches`]). An error
+/// names the child and what was done to it.
 async fn apply_or_delete(
-    client: &Client,
+    ctx: &Context,
     ns: &str,
     resource: &kube::core::ApiResource,
     name: &str,
     manifest: Option<&serde_json::Value>,
 ) -> Result<(), Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+    let caches = ctx.caches.load();
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, resource);
     let child = |verb, source| Error::Object {
         verb,
         kind: resource.kind.clone(),
         name: format!("{ns}/{name}"),
         source,
     };
-    match manifest {
+    let outcome = match manifest {
+        Some(m) if caches.unchanged(resource, ns, name, m) => "unchanged",
         Some(m) => {
-            api.patch(name, &params(), &Patch::Apply(m))
+            let answer = api
+                .patch(name, &params(), &Patch::Apply(m))
                 .await
                 .map_err(|e| child("apply", e))?;
+            caches.applied(resource, ns, name, m, &answer);
+            "applied"
         }
-        None => match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            // Already gone is what we wanted.
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(child("delete", e)),
-        },
-    }
+        None if caches.absent(resource, ns, name) => "absent",
+        None => {
+            caches.forget(resource, ns, name);
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                // Already gone is what we wanted.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(child("delete", e)),
+            }
+            "deleted"
+        }
+    };
+    ctx.metrics.child(&resource.kind, outcome);
     Ok(())
 }
 

@@ -7,12 +7,14 @@
 //! every Prometheus that selects both the ServiceMonitor and the rules.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
 
+use super::caches::Caches;
 use super::children::resources;
 use super::status::Condition;
 
@@ -94,28 +96,37 @@ fn admits(
     }
 }
 
-/// Reads the cluster's Prometheus objects and works out the selection for namespace `ns`:
-/// with `user_labels` as given, or else the labels the first suitable Prometheus wants.
+/// Works out the selection for namespace `ns` from the cluster's Prometheus objects: with
+/// `user_labels` as given, or else the labels the first suitable Prometheus wants. Reads
+/// the caches once they have synced, the API server before.
 pub async fn selection_with(
     client: &Client,
+    caches: &Caches,
     ns: &str,
     user_labels: Option<BTreeMap<String, String>>,
 ) -> Selection {
-    let prometheuses: Api<DynamicObject> = Api::all_with(client.clone(), &resources::prometheus());
-    let list = match prometheuses.list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        Err(error) => {
-            tracing::debug!(%error, "cannot list Prometheus objects");
-            return Selection {
-                labels: user_labels.unwrap_or_default(),
-                ..Default::default()
-            };
+    let list = if caches.prometheuses.synced() {
+        caches.prometheuses.state()
+    } else {
+        let prometheuses: Api<DynamicObject> =
+            Api::all_with(client.clone(), &resources::prometheus());
+        match prometheuses.list(&ListParams::default()).await {
+            Ok(list) => list.items.into_iter().map(Arc::new).collect(),
+            Err(error) => {
+                tracing::debug!(%error, "cannot list Prometheus objects");
+                return Selection {
+                    labels: user_labels.unwrap_or_default(),
+                    ..Default::default()
+                };
+            }
         }
     };
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns_labels = match namespaces.get_opt(ns).await {
-        Ok(Some(n)) => n.labels().clone(),
-        _ => BTreeMap::new(),
+    let ns_labels = match caches.namespace_labels(ns) {
+        Some(labels) => labels,
+        None => match Api::<Namespace>::all(client.clone()).get_opt(ns).await {
+            Ok(Some(n)) => n.labels().clone(),
+            _ => BTreeMap::new(),
+        },
     };
     let mut labels = user_labels.clone().unwrap_or_default();
     if user_labels.is_none() {

@@ -14,7 +14,7 @@
 //!   refresh periods are cleared, and the `TrafficObserved` condition says why.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as K8sCondition, Time};
@@ -23,6 +23,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use super::caches::Caches;
 use crate::crd::{MonitoredService, TrafficStatus};
 use crate::proxy_pods::{self, ReadyProxy};
 use crate::summary::{self, Summary, Window};
@@ -76,6 +77,7 @@ impl Readings {
     pub async fn read(
         &self,
         client: &Client,
+        caches: &Caches,
         msvc: &MonitoredService,
         admin_port: u16,
     ) -> Option<ConfigHealth> {
@@ -89,7 +91,7 @@ impl Readings {
         if let Some(p) = previous.filter(|p| p.at.elapsed() < MIN_INTERVAL) {
             return Some(p.config);
         }
-        let config = scrape_config(client, msvc, admin_port).await?;
+        let config = scrape_config(client, caches, msvc, admin_port).await?;
         let now = Last {
             at: Instant::now(),
             config,
@@ -111,7 +113,30 @@ impl Readings {
 }
 
 /// The ready proxy pods of `msvc`, as URL hosts; `None` when they cannot be listed.
-async fn ready_proxies(client: &Client, msvc: &MonitoredService) -> Option<Vec<String>> {
+async fn ready_proxies(
+    client: &Client,
+    caches: &Caches,
+    msvc: &MonitoredService,
+) -> Option<Vec<String>> {
+    if caches.pods.synced() {
+        let selector = proxy_pods::selector_labels(msvc);
+        let ns = msvc.metadata.namespace.as_deref();
+        let pods = caches
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == ns
+                    && p.metadata
+                        .labels
+                        .as_ref()
+                        .is_some_and(|l| selector.iter().all(|(k, v)| l.get(k) == Some(v)))
+            })
+            .map(|p| p.as_ref().clone())
+            .collect();
+        let proxies = proxy_pods::Proxies::of(pods);
+        return Some(proxies.ready.iter().map(ReadyProxy::host).collect());
+    }
     match proxy_pods::list(client, msvc).await {
         Ok(proxies) => Some(proxies.ready.iter().map(ReadyProxy::host).collect()),
         Err(error) => {
@@ -132,12 +157,13 @@ fn http_client() -> Option<reqwest::Client> {
 /// `None` if none could be read.
 async fn scrape_config(
     client: &Client,
+    caches: &Caches,
     msvc: &MonitoredService,
     admin_port: u16,
 ) -> Option<ConfigHealth> {
     let http = http_client()?;
     let mut config = ConfigHealth::default();
-    for host in ready_proxies(client, msvc).await? {
+    for host in ready_proxies(client, caches, msvc).await? {
         let url = format!("http://{host}:{admin_port}/metrics");
         let text = match http.get(&url).send().await {
             Ok(r) => r.text().await.unwrap_or_default(),
@@ -157,10 +183,12 @@ async fn scrape_config(
 /// The ready proxies' summaries of the last minute.
 async fn scrape_summaries(
     client: &Client,
+    caches: &Caches,
     msvc: &MonitoredService,
     admin_port: u16,
 ) -> Vec<Summary> {
-    let (Some(http), Some(hosts)) = (http_client(), ready_proxies(client, msvc).await) else {
+    let (Some(http), Some(hosts)) = (http_client(), ready_proxies(client, caches, msvc).await)
+    else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -267,6 +295,7 @@ struct Observed {
 /// MonitoredService's failure never stops the others'.
 pub async fn refresh_loop(
     client: Client,
+    caches: Arc<Caches>,
     store: Store<MonitoredService>,
     admin_port: u16,
     period: Duration,
@@ -285,7 +314,9 @@ pub async fn refresh_loop(
             }
             let key = ObjectRef::from_obj(msvc.as_ref());
             let seen = observed.entry(key).or_default();
-            if let Err(error) = refresh(&client, &msvc, admin_port, stale_after, seen).await {
+            if let Err(error) =
+                refresh(&client, &caches, &msvc, admin_port, stale_after, seen).await
+            {
                 tracing::warn!(msvc = %format!("{}/{}", msvc.namespace().unwrap_or_default(), msvc.name_any()), %error, "cannot write the traffic figures: {error}");
             }
         }
@@ -294,13 +325,14 @@ pub async fn refresh_loop(
 
 async fn refresh(
     client: &Client,
+    caches: &Caches,
     msvc: &MonitoredService,
     admin_port: u16,
     stale_after: Duration,
     seen: &mut Observed,
 ) -> Result<(), kube::Error> {
     let now = Instant::now();
-    let summaries = scrape_summaries(client, msvc, admin_port).await;
+    let summaries = scrape_summaries(client, caches, msvc, admin_port).await;
     let current = msvc.status.as_ref().and_then(|s| s.traffic.clone());
     let condition = msvc.status.as_ref().and_then(|s| {
         s.conditions

@@ -119,7 +119,7 @@ pub async fn delete_namespace(client: &Client, name: &str) {
 pub const PROXY_IMAGE: &str = concat!("routemeter/routemeter:", env!("CARGO_PKG_VERSION"));
 
 /// Runs the real controller in this process, watching one namespace, until dropped.
-pub struct Operator(tokio::task::JoinHandle<()>);
+pub struct Operator(tokio::task::JoinHandle<()>, prometheus::Registry);
 
 impl Operator {
     pub fn start(client: &Client, ns: &str) -> Self {
@@ -131,9 +131,26 @@ impl Operator {
         );
         let ctx = Arc::new(ctx);
         let ns = ns.to_string();
-        Operator(tokio::spawn(async move {
-            routemeter::operator::run_controller(ctx, Some(&ns)).await
-        }))
+        Operator(
+            tokio::spawn(async move { routemeter::operator::run_controller(ctx, Some(&ns)).await }),
+            registry,
+        )
+    }
+
+    /// The sum of the operator's metric `name` over its series whose labels include
+    /// `labels` (`key="value"` each), as its `/metrics` shows them.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&self.1.gather())
+            .expect("metrics encode");
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                    && labels.iter().all(|label| l.contains(label))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }
 

@@ -85,16 +85,22 @@ API server also authorizes as a create when the object does not exist yet. The o
 records no Events and deletes nothing by collection; its Lease is in the leader-election
 Role (rbac.yaml).
 
-Audit (src/operator), by Api<K> and the calls on it:
+Audit (src/operator), by Api<K> and the calls on it. The list and watch calls fill the
+caches (caches.rs); the get and list calls on one object are what a reconcile does while
+its cache has not synced yet.
   MonitoredService   list, watch (controller); patch status (status.rs)
-  Service            get (target); list, watch (owned, and the target watch); patch (apply);
-                     delete (the headless upstream Service, reconcile.rs)
-  ConfigMap          list, watch (owned); patch (proxy config, dashboard); delete (dashboard)
-  Deployment         list, watch (owned); patch; get (available replicas)
-  HPA, PDB           list, watch (owned); patch; delete (scaling off)
-  ServiceMonitor     patch; delete (serviceMonitor off)   PrometheusRule  patch
-  Pod                list (traffic.rs)
-  Prometheus         list, all namespaces (selection.rs); Namespace get (selection.rs)
+  Service            list, watch (caches.rs); get (target, before sync; takeover);
+                     patch (apply); delete (the headless upstream Service, reconcile.rs)
+  ConfigMap          list, watch (caches.rs); patch (proxy config, dashboard); delete (dashboard)
+  Deployment         list, watch (caches.rs); patch; get (before sync)
+  HPA, PDB           list, watch (caches.rs); patch; delete (scaling off)
+  ServiceAccount, Role, RoleBinding  list, watch (caches.rs); patch
+  ServiceMonitor     list, watch (caches.rs); patch; delete (serviceMonitor off)
+  PrometheusRule     list, watch (caches.rs); patch
+  Pod                list, watch of the proxy pods (caches.rs); list (before sync; in
+                     takeover mode the application's pods, takeover.rs)
+  Prometheus         list, watch, all namespaces (caches.rs, selection.rs)
+  Namespace          list, watch (caches.rs); get (before sync, selection.rs)
   CRD                list, watch of servicemonitors.monitoring.coreos.com only
   Lease              create; get, patch of the named Lease (kube-lease-manager)
 */}}
@@ -129,16 +135,16 @@ Audit (src/operator), by Api<K> and the calls on it:
 # application's pods, for the numbers of named target ports.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Each proxy's identity: a ServiceAccount, and a Role (bound to it) reading EndpointSlices,
 # which the proxies watch to follow the application's ready pods. RBAC lets the operator
 # grant only what it holds itself, hence its own read on EndpointSlices.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["get", "list", "watch"]
@@ -156,10 +162,10 @@ Audit (src/operator), by Api<K> and the calls on it:
 # PrometheusRule always exists.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["prometheusrules"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 {{- end -}}
 
 {{/* Cluster-scoped reads, needed whatever watchNamespace says. */}}
@@ -167,11 +173,11 @@ Audit (src/operator), by Api<K> and the calls on it:
 # The labels of the MonitoredService's namespace, matched against Prometheus namespace selectors.
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
 # Every Prometheus object, to learn which labels select ServiceMonitors and rules.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["prometheuses"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # The ServiceMonitor CRD appearing (the Prometheus Operator installed later) triggers a
 # reconcile of everything; the watch names it, so only it is readable.
 - apiGroups: ["apiextensions.k8s.io"]

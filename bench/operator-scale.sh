@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The operator at scale: N MonitoredServices (default 1000), each with its target Service,
+# created at once in one namespace and reconciled by the chart's operator in its pod, from
+# the image the project builds (`make bench-operator`, after `make cluster-up image`).
+#
+# Prints:
+# - the time from the first create until every MonitoredService has a status written for
+#   its generation (the operator's work done: children applied, conditions set);
+# - the operator's RSS (its own process_resident_memory_bytes) after convergence and at
+#   the end;
+# - at rest, over REST_SECONDS (default 120) after a settling minute: the API requests per
+#   MonitoredService per second, from the API server's own apiserver_request_total, by
+#   verb and resource; and the operator's reconciles and child writes in that window.
+#
+# Each proxy asks for 100 CPUs (`spec.proxy.resources`), so its pod is created and stays
+# Pending: the 1,000 proxy Deployments, HPAs and pods exist, the operator caches them as it
+# would in production, and the node runs none of them (a node running 1,000 proxies is not
+# what is measured). The kube-controller-manager's and the scheduler's own calls (the HPA
+# controller reads each Deployment's scale and writes its status) are shown apart: the
+# operator makes no call of those kinds.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=tests/cluster/env.sh
+source "$root/tests/cluster/env.sh"
+bins
+count="${1:-1000}"
+rest="${REST_SECONDS:-120}"
+settle="${SETTLE_SECONDS:-60}"
+ns=routemeter-scale
+work="$root/target/bench/operator-scale"
+mkdir -p "$work"
+
+helm="$(bash "$root/tests/helm.sh")"
+echo "== the chart's operator (routemeter-system), installed afresh from the image loaded"
+if "$helm" --kubeconfig "$kubeconfig" status routemeter -n routemeter-system >/dev/null 2>&1; then
+  "$helm" --kubeconfig "$kubeconfig" uninstall routemeter -n routemeter-system --wait --timeout 120s >/dev/null
+fi
+"$helm" --kubeconfig "$kubeconfig" upgrade --install routemeter "$root/charts/routemeter" \
+  --namespace routemeter-system --create-namespace --wait --timeout 180s >/dev/null
+operator_pod() {
+  kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter \
+    -o jsonpath='{range .items[?(@.status.podIP)]}{.status.podIP}{"\n"}{end}' | head -n 1
+}
+leader_metrics() {
+  local ip
+  for ip in $(kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter \
+    -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}'); do
+    local text
+    text="$(curl -fsS --max-time 5 "http://$ip:8080/metrics" 2>/dev/null || true)"
+    if grep -q '^routemeter_operator_leader 1' <<<"$text"; then
+      printf '%s\n' "$text"
+      return
+    fi
+  done
+  echo "no operator pod leads" >&2
+  return 1
+}
+metric() { awk -v m="$1" '$1 == m {print $2}' | head -n 1; }
+
+kctl delete namespace "$ns" --ignore-not-found --wait=true --timeout=300s >/dev/null
+kctl create namespace "$ns" >/dev/null
+kctl label namespace "$ns" routemeter.io/test-namespace=bench >/dev/null
+
+# Ten files, created by ten kubectl processes at once: one kubectl alone waits for each
+# answer in turn, and would measure itself.
+rm -f "$work"/objects-*.yaml
+python3 - "$count" "$work" <<'EOF'
+import sys
+n, work = int(sys.argv[1]), sys.argv[2]
+files = [open(f"{work}/objects-{k}.yaml", "w") for k in range(10)]
+for i in range(n):
+    print(file=files[i % 10], end=f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: app-{i}}}
+spec:
+  selector: {{app: app-{i}}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: routemeter.io/v1alpha1
+kind: MonitoredService
+metadata: {{name: app-{i}}}
+spec:
+  target: {{service: app-{i}, port: http}}
+  routes: [{{path: "/users/{{id}}"}}, {{path: /health}}]
+  scaling: {{minReplicas: 1}}
+  proxy: {{resources: {{requests: {{cpu: "100"}}}}}}
+""")
+EOF
+
+before="$(leader_metrics)"
+echo "== creating $count Services and $count MonitoredServices in $ns"
+start=$(date +%s.%N)
+printf '%s\n' "$work"/objects-*.yaml | xargs -P 10 -I{} "$kubectl" --kubeconfig "$kubeconfig" -n "$ns" create -f {} >/dev/null
+created=$(date +%s.%N)
+converged() {
+  kctl -n "$ns" get monitoredservices -o json | python3 -c '
+import json, sys
+items = json.load(sys.stdin)["items"]
+done = sum(1 for m in items
+           if (m.get("status") or {}).get("observedGeneration") == m["metadata"].get("generation")
+           and (m.get("status") or {}).get("conditions"))
+print(done, len(items))'
+}
+while :; do
+  read -r done total < <(converged)
+  now=$(date +%s.%N)
+  if [[ "$done" -ge "$count" ]]; then break; fi
+  if (($(echo "$now - $start > 600" | bc))); then
+    echo "not converged after 600 s: $done of $total" >&2
+    exit 1
+  fi
+  sleep 1
+done
+after="$(leader_metrics)"
+printf 'created in %.1f s; all %d converged %.1f s after the first create\n' \
+  "$(echo "$created - $start" | bc)" "$count" "$(echo "$now - $start" | bc)"
+printf 'operator RSS: %.1f MB before, %.1f MB converged\n' \
+  "$(echo "$(metric process_resident_memory_bytes <<<"$before") / 1000000" | bc -l)" \
+  "$(echo "$(metric process_resident_memory_bytes <<<"$after") / 1000000" | bc -l)"
+printf 'reconciles to converge: %d\n' \
+  "$(($(metric routemeter_operator_reconciliations_total <<<"$after") - $(metric routemeter_operator_reconciliations_total <<<"$before")))"
+
+# The cluster's own work goes on after the operator's: the ReplicaSet controller creates
+# the 1,000 proxy pods at its own pace. At rest begins once they all exist.
+until (($(kctl -n "$ns" get pods --no-headers 2>/dev/null | wc -l) >= count)); do
+  if (($(echo "$(date +%s.%N) - $start > 900" | bc))); then
+    echo "the proxy pods were not all created after 900 s" >&2
+    exit 1
+  fi
+  sleep 5
+done
+printf 'every proxy pod created (Pending) %.1f s after the first create\n' "$(echo "$(date +%s.%N) - $start" | bc)"
+echo "== at rest: settling ${settle} s, then measuring ${rest} s"
+sleep "$settle"
+requests() { kctl get --raw /metrics | grep '^apiserver_request_total{'; }
+r0="$(requests)"
+m0="$(leader_metrics)"
+sleep "$rest"
+r1="$(requests)"
+m1="$(leader_metrics)"
+python3 - "$count" "$rest" <(printf '%s\n' "$r0") <(printf '%s\n' "$r1") <<'EOF'
+import re, sys
+count, seconds = int(sys.argv[1]), float(sys.argv[2])
+def read(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r'apiserver_request_total\{(.*)\} (\S+)', line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        key = (labels.get("verb"), labels.get("resource"), labels.get("subresource", ""))
+        out[key] = out.get(key, 0.0) + float(m.group(2))
+    return out
+a, b = read(sys.argv[3]), read(sys.argv[4])
+ours = {"monitoredservices", "services", "configmaps", "deployments", "pods",
+        "horizontalpodautoscalers", "poddisruptionbudgets", "serviceaccounts", "roles",
+        "rolebindings", "namespaces", "servicemonitors", "prometheusrules", "prometheuses"}
+# What the operator can call: reads, apply/patch, delete (never PUT, never POST, never a
+# scale subresource; WATCH requests are long-lived and counted once each).
+operator_verbs = {"GET", "LIST", "PATCH", "APPLY", "DELETE"}
+rows = []
+for key in sorted(set(a) | set(b), key=lambda k: tuple(x or "" for x in k)):
+    d = b.get(key, 0.0) - a.get(key, 0.0)
+    verb, resource, sub = key
+    if d <= 0 or resource not in ours or verb in ("WATCH", "CONNECT"):
+        continue
+    # The operator writes the status of MonitoredServices only, and only reads pods.
+    mine = verb in operator_verbs and (sub == "" or (sub == "status" and resource == "monitoredservices"))
+    if resource == "pods" and verb not in ("GET", "LIST"):
+        mine = False
+    who = "operator?" if mine else "cluster"
+    rows.append((verb, resource, sub, d, who))
+total = sum(r[3] for r in rows if r[4] == "operator?")
+print(f"API requests at rest over {seconds:.0f} s on the operator's resources:")
+for verb, resource, sub, d, who in rows:
+    print(f"  {verb:7} {resource + ('/' + sub if sub else ''):36} {d:8.0f}  {who}")
+print(f"calls the operator could have made: {total:.0f}, "
+      f"{total / count / seconds:.4f} per MonitoredService per second (target <= 0.05)")
+EOF
+printf 'operator at rest: %d reconciles, %d child applies, %d unchanged; RSS %.1f MB\n' \
+  "$(($(metric routemeter_operator_reconciliations_total <<<"$m1") - $(metric routemeter_operator_reconciliations_total <<<"$m0")))" \
+  "$(($(grep '^routemeter_operator_child_writes_total{.*outcome="applied"' <<<"$m1" | awk '{s+=$2} END {print s+0}') - $(grep '^routemeter_operator_child_writes_total{.*outcome="applied"' <<<"$m0" | awk '{s+=$2} END {print s+0}')))" \
+  "$(($(grep '^routemeter_operator_child_writes_total{.*outcome="unchanged"' <<<"$m1" | awk '{s+=$2} END {print s+0}') - $(grep '^routemeter_operator_child_writes_total{.*outcome="unchanged"' <<<"$m0" | awk '{s+=$2} END {print s+0}')))" \
+  "$(echo "$(metric process_resident_memory_bytes <<<"$m1") / 1000000" | bc -l)"
+
+if [[ "${KEEP:-0}" != 1 ]]; then
+  kctl delete namespace "$ns" --wait=false >/dev/null
+fi
