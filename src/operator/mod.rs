@@ -417,7 +417,7 @@ where
 /// Reconciles run at once, at most. A thousand MonitoredServices created together are
 /// reconciled this many at a time, so neither the operator's memory (each reconcile holds
 /// its built children) nor the API server's load grows with their number.
-const RECONCILE_CONCURRENCY: u16 = 16;
+const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// How long the triggers of one MonitoredService are gathered into one reconcile: a
 /// reconcile's own applies come back as watch events of its children, a burst that would

@@ -164,23 +164,27 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     // Every child is written even when one fails (a 403 on one must not leave the others
     // stale): each failure is logged naming the child, the first one is reported in the
     // status and returned, so the error policy retries with backoff.
-    let mut failures = Vec::new();
-    for child in &built.core {
-        let manifest = Some(&child.manifest);
-        if let Err(e) = apply_or_delete(ctx, &ns, &child.resource, &child.name, manifest).await {
-            failures.push(e);
-        }
-    }
-    for (resource, child_name, manifest) in &built.optional {
-        if let Err(e) = apply_or_delete(ctx, &ns, resource, child_name, manifest.as_ref()).await {
-            failures.push(e);
-        }
-    }
-
+    // The writes go out together (each child on its own; the API server orders nothing
+    // between them), so a reconcile waits for one round trip, not one per child.
+    let core = built
+        .core
+        .iter()
+        .map(|c| (&c.resource, &c.name, Some(&c.manifest)))
+        .chain(built.optional.iter().map(|(r, n, m)| (r, n, m.as_ref())));
+    let writes = futures::future::join_all(core.map(|(resource, child_name, manifest)| {
+        apply_or_delete(ctx, &ns, resource, child_name, manifest)
+    }));
+    let monitoring = futures::future::join_all(built.monitoring.iter().map(
+        |(resource, child_name, manifest)| {
+            apply_or_delete(ctx, &ns, resource, child_name, manifest.as_ref())
+        },
+    ));
+    let (written, monitored) = futures::future::join(writes, monitoring).await;
+    let mut failures: Vec<Error> = written.into_iter().filter_map(Result::err).collect();
     // The Prometheus Operator's CRDs may be missing: everything else still works.
     let mut crds_missing = false;
-    for (resource, child_name, manifest) in &built.monitoring {
-        match apply_or_delete(ctx, &ns, resource, child_name, manifest.as_ref()).await {
+    for result in monitored {
+        match result {
             Ok(()) => {}
             Err(Error::Object {
                 source: kube::Error::Api(s),
