@@ -90,6 +90,33 @@ where
         })
     }
 
+    /// The object `ns/name`: from the store once it has synced, else read from the API
+    /// server. An error names the object.
+    pub async fn read(
+        &self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<K>, super::Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        if let Some(cached) = self.get(ns, name) {
+            return Ok(cached.map(|o| o.as_ref().clone()));
+        }
+        Api::<K>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|source| super::Error::Object {
+                verb: "read",
+                kind: K::kind(&()).into_owned(),
+                name: format!("{ns}/{name}"),
+                source,
+            })
+    }
+
     /// Every object in the store, synced or not.
     pub fn state(&self) -> Vec<Arc<K>> {
         self.store.state()

@@ -550,14 +550,7 @@ fn owners(obj: &impl kube::Resource) -> Vec<ObjectRef<MonitoredService>> {
         .owner_references
         .iter()
         .flatten()
-        .filter(|o| o.kind == "MonitoredService" && o.api_version.starts_with("routemeter.io/"))
-        .map(|o| {
-            let r = ObjectRef::new(&o.name);
-            match ns {
-                Some(ns) => r.within(ns),
-                None => r,
-            }
-        })
+        .filter_map(|o| ObjectRef::from_owner_ref(ns, o, ()))
         .collect()
 }
 

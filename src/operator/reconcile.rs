@@ -95,25 +95,11 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
 
     let caches = ctx.caches.load();
     let target_name = &msvc.spec.target.service;
-    let cached = caches.services.get(&ns, target_name);
-    let target = match cached {
-        Some(svc) => svc.map(|s| s.as_ref().clone()),
-        None => services
-            .get_opt(target_name)
-            .await
-            .map_err(|source| Error::Object {
-                verb: "read",
-                kind: "Service".into(),
-                name: format!("{ns}/{target_name}"),
-                source,
-            })?,
-    };
-    let Some(target) = target else {
+    let Some(target_svc) = caches.services.read(client, &ns, target_name).await? else {
         report.set(Condition::target_missing(target_name, &ns));
         status::write(client, msvc, report.finish(None, None)).await?;
         return Ok(Action::requeue(RETRY));
     };
-    let target_svc = target;
     // Takeover: what the record says, whether the Service can be served, on which ports.
     let plan = plan_takeover(client, msvc, &target_svc, &mut report).await?;
     if plan.is_none() && holds_finalizer && let_go(client, &services, msvc).await? != Release::Retry
@@ -206,18 +192,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     }
 
     let proxy_name = children::proxy_name(msvc);
-    let deployment = match caches.deployments.get(&ns, &proxy_name) {
-        Some(d) => d.map(|d| d.as_ref().clone()),
-        None => Api::<Deployment>::namespaced(client.clone(), &ns)
-            .get_opt(&proxy_name)
-            .await
-            .map_err(|source| Error::Object {
-                verb: "read",
-                kind: "Deployment".into(),
-                name: format!("{ns}/{proxy_name}"),
-                source,
-            })?,
-    };
+    let deployment = caches.deployments.read(client, &ns, &proxy_name).await?;
     let rolled_out = deployment.as_ref().is_some_and(rolled_out);
     let (replicas, ready) = deployment.and_then(|d| d.status).map_or((0, 0), |s| {
         (s.replicas.unwrap_or(0), s.available_replicas.unwrap_or(0))

@@ -491,55 +491,32 @@ mod tests {
         m.init_route_series(&snapshot);
         let families = &m.families;
         let items = snapshot.series(0);
+        let get =
+            |status, error| request(items, families, MethodLabel::GET, answered(status, error));
         let before = lookups();
-        request(
-            items,
-            families,
-            MethodLabel::GET,
-            answered(200, ErrorLabel::NONE),
-        );
+        get(200, ErrorLabel::NONE);
         // The 200 series was resolved with the config; the rest on this first request:
         // the in-flight gauge, the two body sizes and the summary windows.
         assert_eq!(lookups() - before, 4);
         let first = lookups();
         for _ in 0..1000 {
-            request(
-                items,
-                families,
-                MethodLabel::GET,
-                answered(200, ErrorLabel::NONE),
-            );
+            get(200, ErrorLabel::NONE);
         }
         assert_eq!(lookups(), first, "1,000 requests, no lookup");
 
         // A status or error type met for the first time is resolved once.
-        request(
-            items,
-            families,
-            MethodLabel::GET,
-            answered(503, ErrorLabel::NONE),
-        );
-        request(items, families, MethodLabel::GET, answered(200, RESET));
+        get(503, ErrorLabel::NONE);
+        get(200, RESET);
         assert_eq!(lookups(), first + 2);
         for _ in 0..100 {
-            request(
-                items,
-                families,
-                MethodLabel::GET,
-                answered(503, ErrorLabel::NONE),
-            );
-            request(items, families, MethodLabel::GET, answered(200, RESET));
+            get(503, ErrorLabel::NONE);
+            get(200, RESET);
         }
         assert_eq!(lookups(), first + 2);
 
         // A code without a slot is looked up on each request, as before handles.
         for _ in 0..3 {
-            request(
-                items,
-                families,
-                MethodLabel::GET,
-                answered(418, ErrorLabel::NONE),
-            );
+            get(418, ErrorLabel::NONE);
         }
         assert_eq!(lookups(), first + 5);
 
