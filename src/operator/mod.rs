@@ -27,11 +27,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use thiserror::Error;
@@ -427,11 +427,28 @@ const DEBOUNCE: Duration = Duration::from_millis(500);
 /// Runs the controller until a shutdown signal.
 pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
+    ctx.phase.set(Phase::Syncing);
+    // The MonitoredServices' own watch: the replica is ready once its first list is in
+    // the store (`InitDone`), seen on the stream itself. Waiting on the store instead
+    // would race the controller, which waits on it too: its readiness signal wakes only
+    // the last waiter, and a controller not woken reconciles nothing until some other
+    // event polls it.
+    let (store, writer) = kube::runtime::reflector::store();
+    let phase = ctx.phase.clone();
+    let msvcs = watcher(
         api::<MonitoredService>(&client, namespace),
         watcher::Config::default().any_semantic(),
-    );
-    let store = controller.store();
+    )
+    .default_backoff()
+    .inspect_ok(move |event| {
+        if matches!(event, watcher::Event::InitDone) && phase.get() != Phase::Reconciling {
+            phase.set(Phase::Reconciling);
+            tracing::info!("MonitoredService cache synced; reconciling");
+        }
+    })
+    .reflect(writer)
+    .touched_objects();
+    let controller = Controller::for_stream(msvcs, store.clone());
     let (caches, triggers) = caches::Caches::watch(&client, namespace);
     let caches = Arc::new(caches);
     ctx.caches.store(caches.clone());
@@ -443,24 +460,6 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
         ctx.proxy_admin_port,
         ctx.traffic_refresh,
     ));
-    ctx.phase.set(Phase::Syncing);
-    let (synced, phase) = (store.clone(), ctx.phase.clone());
-    // The controller waits on the same store: kube-runtime's readiness signal wakes one
-    // waiter only, so this one looks again every 250 ms rather than sleep until woken.
-    let sync = tokio::spawn(async move {
-        loop {
-            let wait = tokio::time::timeout(Duration::from_millis(250), synced.wait_until_ready());
-            match wait.await {
-                Ok(Ok(())) => {
-                    phase.set(Phase::Reconciling);
-                    tracing::info!("MonitoredService cache synced; reconciling");
-                    return;
-                }
-                Ok(Err(_)) => return,
-                Err(_) => continue,
-            }
-        }
-    });
     let mut controller = controller
         .with_config(
             kube::runtime::controller::Config::default()
@@ -526,7 +525,6 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
             }
         })
         .await;
-    sync.abort();
     traffic.abort();
 }
 
