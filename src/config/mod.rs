@@ -35,10 +35,36 @@ pub enum ConfigError {
     /// (`routes[2].methods: invalid type: ...`) when the YAML is well-formed.
     #[error("{0}")]
     Parse(#[from] serde_yaml::Error),
+    /// A key that is itself a mapping or a list (`? {a: 1}: x`) names no field; serde
+    /// says only "expected field identifier", without a path when it is at the top level.
+    #[error("{location}a key is a {found}, not a field name: write `field: value`")]
+    KeyNotAName { location: String, found: String },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error(transparent)]
     Routes(#[from] TableError),
+}
+
+/// serde_yaml's error, or a clearer one for a key that is a mapping or a list (the field
+/// it sits in, if any, then its line).
+fn parse_error(error: serde_yaml::Error) -> ConfigError {
+    let message = error.to_string();
+    let key = message
+        .split_once("invalid type: ")
+        .and_then(|(path, rest)| {
+            let (found, _) = rest.split_once(", expected field identifier")?;
+            Some((path.to_string(), found.to_string()))
+        });
+    match key {
+        Some((path, found)) => ConfigError::KeyNotAName {
+            location: match error.location() {
+                Some(l) => format!("{path}line {} column {}: ", l.line(), l.column()),
+                None => path,
+            },
+            found,
+        },
+        None => ConfigError::Parse(error),
+    }
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -577,7 +603,7 @@ impl ProxyConfig {
 
     /// Parses and validates a YAML (or JSON) document.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: ProxyConfig = serde_yaml::from_str(text)?;
+        let config: ProxyConfig = serde_yaml::from_str(text).map_err(parse_error)?;
         config.validate()?;
         Ok(config)
     }
@@ -858,6 +884,15 @@ metrics:
             (
                 "upstream: {endpoints: ['a:1']}\ntimeouts: {connect: 0s}",
                 "timeouts.connect:",
+            ),
+            // A key that is a mapping: no field to name, so the line, and what it is.
+            (
+                "upstream: {endpoints: ['a:1']}\n? {routes: []}\n: x",
+                "line 2 column 3: a key is a map, not a field name",
+            ),
+            (
+                "upstream: {endpoints: ['a:1'], ? [a]: x}",
+                "upstream: line 1 column 34: a key is a sequence, not a field name",
             ),
             // Type errors, caught by serde: its path names the field.
             (
