@@ -97,7 +97,7 @@ where
         client: &Client,
         ns: &str,
         name: &str,
-    ) -> Result<Option<K>, super::Error>
+    ) -> Result<Option<K>, super::error::Error>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + DeserializeOwned
@@ -109,7 +109,7 @@ where
         Api::<K>::namespaced(client.clone(), ns)
             .get_opt(name)
             .await
-            .map_err(|source| super::Error::Object {
+            .map_err(|source| super::error::Error::Object {
                 verb: "read",
                 kind: K::kind(&()).into_owned(),
                 name: format!("{ns}/{name}"),

@@ -12,8 +12,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::Error;
-use super::reconcile::FIELD_MANAGER;
+use super::apply::FIELD_MANAGER;
+use super::error::Error;
 use crate::crd::{MonitoredService, MonitoredServiceStatus};
 
 /// A condition before it is stamped with a generation and a time.

@@ -37,9 +37,9 @@ use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::Error;
+use super::apply::FIELD_MANAGER;
 use super::children::TakeoverPorts as Ports;
-use super::reconcile::FIELD_MANAGER;
+use super::error::Error;
 use crate::crd::MonitoredService;
 
 /// Annotation on the target Service holding the takeover [`Record`] (JSON).
