@@ -248,6 +248,9 @@ cannot sa create pods -n $app
 cannot sa delete deployments.apps -n $app
 cannot sa deletecollection services -n $app
 cannot sa create events -n $app
+can sa create events.events.k8s.io -n $app
+can sa patch events.events.k8s.io -n $app
+cannot sa get events.events.k8s.io -n $app
 cannot sa get pods --subresource=proxy -n $app
 cannot sa update monitoredservices.routemeter.io --subresource=status -n $app
 can sa patch monitoredservices.routemeter.io -n $app
@@ -274,6 +277,8 @@ cannot sa2 patch deployments.apps -n $app
 cannot sa2 list services -A
 cannot sa2 list monitoredservices.routemeter.io -A
 cannot sa2 create leases.coordination.k8s.io -n $ns
+can sa2 create events.events.k8s.io -n $app2
+cannot sa2 create events.events.k8s.io -n $app
 CHECKS
 
 # A target Service, a Prometheus that selects by release=kps (so MonitoringConfigured=True

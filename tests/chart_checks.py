@@ -25,6 +25,8 @@ NAMESPACED = {
     ("routemeter.io", "monitoredservices"): {"list", "watch", "patch"},
     ("routemeter.io", "monitoredservices/status"): {"patch"},
     ("routemeter.io", "monitoredservices/finalizers"): {"update"},
+    # Events on the MonitoredServices (status.rs); a repeat patches the Event's series.
+    ("events.k8s.io", "events"): {"create", "patch"},
     # delete: the headless upstream Service, when the target cannot have one.
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},

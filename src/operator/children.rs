@@ -42,7 +42,8 @@ pub const RESTART_HASH_ANNOTATION: &str = "routemeter.io/restart-hash";
 pub enum BuildError {
     #[error("metadata.namespace: the MonitoredService has no namespace")]
     NoNamespace,
-    #[error("spec.{0}")]
+    /// The proxy config the spec implies is invalid; the message names the spec's field.
+    #[error("{0}")]
     InvalidConfig(String),
     #[error("spec.proxy.timeouts.{field}: {message}")]
     Timeout {
@@ -281,8 +282,39 @@ pub fn proxy_config(
         c.summary.latency_objective = objective;
     }
     c.validate()
-        .map_err(|e| BuildError::InvalidConfig(e.to_string()))?;
+        .map_err(|e| BuildError::InvalidConfig(spec_error(&e)))?;
     Ok(c)
+}
+
+/// A proxy config error as the MonitoredService's field at fault: the config's
+/// `timeouts.connect` is the spec's `spec.proxy.timeouts.connect`, its `routes[2].path`
+/// the spec's `spec.routes[2].path`.
+fn spec_error(e: &config::ConfigError) -> String {
+    /// Config field prefix → the spec field it is built from; the rest are the same.
+    const FROM: &[(&str, &str)] = &[
+        ("timeouts.", "proxy.timeouts."),
+        ("forwarding.", "proxy.forwarding."),
+        ("upstream.loadBalancing", "proxy.loadBalancing"),
+        ("server.workers", "proxy.workers"),
+        (
+            "summary.latencyObjective",
+            "monitoring.slo.latencyThresholdSeconds",
+        ),
+        (
+            "metrics.latencyThresholds",
+            "monitoring.slo.latencyThresholdSeconds",
+        ),
+    ];
+    match e {
+        config::ConfigError::Invalid { field, message } => {
+            let field = FROM
+                .iter()
+                .find_map(|(from, to)| field.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+                .unwrap_or_else(|| field.clone());
+            format!("spec.{field}: {message}")
+        }
+        other => format!("spec.{other}"),
+    }
 }
 
 /// Every child of a MonitoredService.
@@ -884,6 +916,46 @@ mod tests {
             .chain(c.optional.iter().filter_map(|(_, _, m)| m.as_ref()))
             .chain(c.monitoring.iter().filter_map(|(_, _, m)| m.as_ref()))
             .collect()
+    }
+
+    /// Each spec the schema lets through but the proxy config refuses is named by its own
+    /// field of the spec, never the proxy config's.
+    #[test]
+    fn config_errors_name_the_spec_field() {
+        let cases = [
+            (
+                json!({ "proxy": { "timeouts": { "connect": "0s" } } }),
+                "spec.proxy.timeouts.connect: must be greater than zero",
+            ),
+            (
+                json!({ "proxy": { "timeouts": { "idle": "0ms" } } }),
+                "spec.proxy.timeouts.idle: ",
+            ),
+            (
+                json!({ "routes": [{ "path": "/a" }, { "path": "/b/*/c" }] }),
+                "spec.routes[1].path ",
+            ),
+            (
+                json!({ "routes": [{ "path": "/a/{id}" }, { "path": "/a/{x}" }] }),
+                "spec.routes[1] ",
+            ),
+            (
+                json!({ "autoTemplate": { "maxRoutes": 0 } }),
+                "spec.autoTemplate.maxRoutes: must be at least 1",
+            ),
+        ];
+        for (spec, want) in cases {
+            let mut m = msvc(None);
+            let mut value = serde_json::to_value(&m.spec).expect("spec");
+            for (k, v) in spec.as_object().expect("an object") {
+                value[k] = v.clone();
+            }
+            m.spec = serde_json::from_value(value).expect("a spec");
+            match proxy_config(&m, &plain_target()) {
+                Err(e) => assert!(e.to_string().starts_with(want), "{spec}: {e}"),
+                Ok(_) => panic!("{spec}: accepted"),
+            }
+        }
     }
 
     fn service(spec: Value) -> k8s_openapi::api::core::v1::Service {

@@ -5,12 +5,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
 use super::admin::PhaseCell;
 use super::metrics::Metrics;
 use super::{caches, children, traffic};
 use crate::crd::MonitoredService;
+
+/// The `reportingController` of the operator's Events.
+pub const REPORTER: &str = "routemeter.io/operator";
 
 /// What every reconcile shares.
 pub struct Context {
@@ -29,6 +33,8 @@ pub struct Context {
     pub phase: PhaseCell,
     /// The running controller's caches ([`run_controller`] sets them).
     pub caches: arc_swap::ArcSwap<caches::Caches>,
+    /// Publishes the MonitoredServices' Events (see [`super::status`]).
+    pub recorder: Recorder,
     /// Consecutive failures per object, for the error backoff.
     pub(super) failures: Mutex<HashMap<ObjectRef<MonitoredService>, u32>>,
 }
@@ -36,7 +42,12 @@ pub struct Context {
 impl Context {
     /// A context for the reconciler.
     pub fn new(client: Client, metrics: Metrics, proxy_image: String) -> Self {
+        let reporter = Reporter {
+            controller: REPORTER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Context {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             proxy_image,

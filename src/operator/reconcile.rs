@@ -82,7 +82,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
             ));
         }
         report.set(Condition::invalid_spec(&message));
-        status::write(client, msvc, report.finish(None, None)).await?;
+        status::write(client, &ctx.recorder, msvc, report.finish(None, None)).await?;
         tracing::warn!(msvc = %name, namespace = %ns, %message, "invalid spec");
         // Nothing will change until the spec does; the watch brings the next edit.
         return Ok(if released {
@@ -96,7 +96,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
     let target_name = &msvc.spec.target.service;
     let Some(target_svc) = caches.services.read(client, &ns, target_name).await? else {
         report.set(Condition::target_missing(target_name, &ns));
-        status::write(client, msvc, report.finish(None, None)).await?;
+        status::write(client, &ctx.recorder, msvc, report.finish(None, None)).await?;
         return Ok(Action::requeue(RETRY));
     };
     // Takeover: what the record says, whether the Service can be served, on which ports.
@@ -119,7 +119,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         Ok(t) => t,
         Err(message) => {
             report.set(Condition::target_unusable(&message));
-            status::write(client, msvc, report.finish(None, None)).await?;
+            status::write(client, &ctx.recorder, msvc, report.finish(None, None)).await?;
             return Ok(Action::requeue(RETRY));
         }
     };
@@ -141,7 +141,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         Ok(c) => c,
         Err(e) => {
             report.set(Condition::invalid_spec(&e.to_string()));
-            status::write(client, msvc, report.finish(None, None)).await?;
+            status::write(client, &ctx.recorder, msvc, report.finish(None, None)).await?;
             return Ok(Action::await_change());
         }
     };
@@ -225,7 +225,7 @@ async fn reconcile_inner(msvc: &MonitoredService, ctx: &Context) -> Result<Actio
         .conditions
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True");
-    status::write(client, msvc, new_status).await?;
+    status::write(client, &ctx.recorder, msvc, new_status).await?;
     if let Some(first) = failures.into_iter().next() {
         return Err(first);
     }

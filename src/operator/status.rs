@@ -6,10 +6,17 @@
 //! whether the proxies read run the config in their ConfigMap. A condition keeps its
 //! `lastTransitionTime` while its status does not change, so writes are idempotent and a
 //! reconcile that changes nothing writes nothing.
+//!
+//! A condition a user must act on (target missing, invalid spec, no Prometheus selecting
+//! the monitoring, a write refused, a config rejected, a takeover refused) is also a
+//! `Warning` Event on the MonitoredService when it appears or its message changes, and
+//! becoming ready (or taking the Service over) a `Normal` one: `kubectl describe msvc`
+//! and `kubectl events` tell the story, once per change, never once per reconcile.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as K8sCondition, Time};
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::FIELD_MANAGER;
@@ -215,9 +222,104 @@ impl Report {
     }
 }
 
-/// Writes the status if it changed.
+/// The conditions a user must act on, by type and reason: each is a `Warning` Event.
+/// `ProxyAvailable=False` is not one: every new proxy starts so, and the Deployment's own
+/// Events say why one stays so. `Ready` carries its own reason only for these two; its
+/// other reasons repeat a condition below it.
+const WARNINGS: &[(&str, &str)] = &[
+    ("Ready", "InvalidSpec"),
+    ("Ready", "ApplyFailed"),
+    ("TargetFound", "ServiceNotFound"),
+    ("TargetFound", "PortNotFound"),
+    ("MonitoringConfigured", "NotSelected"),
+    ("MonitoringConfigured", "CRDsNotInstalled"),
+    ("ProxyConfigApplied", "ReloadFailed"),
+    ("TakenOver", "Refused"),
+    ("TakenOver", "RecordUnreadable"),
+    ("TakenOver", "PortsUnresolved"),
+];
+
+/// An Event to publish about a MonitoredService.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+/// What changed between two sets of conditions that deserves an Event: a warning
+/// condition that appeared or changed its message, `Ready` or `TakenOver` turning true.
+pub fn notices(previous: &[K8sCondition], new: &[K8sCondition]) -> Vec<Notice> {
+    let before = |type_: &str| previous.iter().find(|p| p.type_ == type_);
+    let mut out = Vec::new();
+    for c in new {
+        let old = before(&c.type_);
+        let same = old.is_some_and(|o| o.status == c.status && o.reason == c.reason);
+        let warning = c.status == "False"
+            && WARNINGS
+                .iter()
+                .any(|(t, r)| *t == c.type_ && *r == c.reason);
+        if warning && !(same && old.is_some_and(|o| o.message == c.message)) {
+            out.push(Notice {
+                warning: true,
+                reason: c.reason.clone(),
+                note: c.message.clone(),
+            });
+        } else if c.status == "True"
+            && matches!(c.type_.as_str(), "Ready" | "TakenOver")
+            && !old.is_some_and(|o| o.status == "True")
+        {
+            out.push(Notice {
+                warning: false,
+                reason: c.type_.clone(),
+                note: c.message.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Publishes `notices` on `msvc`. An Event that cannot be written is logged, never a
+/// failed reconcile: the status already says it.
+async fn publish(recorder: &Recorder, msvc: &MonitoredService, notices: Vec<Notice>) {
+    let reference = msvc.object_ref(&());
+    for n in notices {
+        let event = Event {
+            type_: if n.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: n.reason.clone(),
+            // The Events API caps a note at 1 kB.
+            note: Some(truncate(&n.note, 1024)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(
+                msvc = %format!("{}/{}", msvc.namespace().unwrap_or_default(), msvc.name_any()),
+                reason = %n.reason,
+                %error,
+                "cannot publish an Event"
+            );
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// Writes the status if it changed, then the Events its changes call for.
 pub async fn write(
     client: &Client,
+    recorder: &Recorder,
     msvc: &MonitoredService,
     mut status: MonitoredServiceStatus,
 ) -> Result<(), Error> {
@@ -228,6 +330,12 @@ pub async fn write(
     status
         .conditions
         .retain(|c| c.type_ != super::traffic::TRAFFIC_CONDITION);
+    let previous = msvc
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let notices = notices(previous, &status.conditions);
     if let Some(old) = &msvc.status {
         let mut old = old.clone();
         old.traffic = None;
@@ -255,5 +363,111 @@ pub async fn write(
         name: format!("{ns}/{}", msvc.name_any()),
         source,
     })?;
+    publish(recorder, msvc, notices).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(type_: &str, status: bool, reason: &str, message: &str) -> K8sCondition {
+        K8sCondition {
+            type_: type_.into(),
+            status: if status { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    fn reasons(notices: &[Notice]) -> Vec<(bool, &str)> {
+        notices
+            .iter()
+            .map(|n| (n.warning, n.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn what_a_user_must_act_on_is_a_warning_once_per_change() {
+        let missing = [
+            condition(
+                "TargetFound",
+                false,
+                "ServiceNotFound",
+                "Service a/b does not exist",
+            ),
+            condition(
+                "Ready",
+                false,
+                "ServiceNotFound",
+                "Service a/b does not exist",
+            ),
+        ];
+        // Appearing: one warning (Ready only repeats TargetFound's reason).
+        let first = notices(&[], &missing);
+        assert_eq!(reasons(&first), [(true, "ServiceNotFound")]);
+        assert_eq!(first[0].note, "Service a/b does not exist");
+        // The same again: nothing.
+        assert!(notices(&missing, &missing).is_empty());
+        // Another field at fault: a new warning, though the reason is the same.
+        let a = [condition(
+            "Ready",
+            false,
+            "InvalidSpec",
+            "routes[0].path: bad",
+        )];
+        let b = [condition(
+            "Ready",
+            false,
+            "InvalidSpec",
+            "routes[1].path: bad",
+        )];
+        assert_eq!(reasons(&notices(&a, &b)), [(true, "InvalidSpec")]);
+        assert!(notices(&b, &b).is_empty());
+    }
+
+    #[test]
+    fn becoming_ready_is_normal_and_starting_up_is_not_a_warning() {
+        let starting = [
+            condition("TargetFound", true, "ServiceFound", "proxying to Service b"),
+            condition("ProxyAvailable", false, "NoReplicasAvailable", "0/2"),
+            condition("Ready", false, "NoReplicasAvailable", "0/2"),
+            condition("MonitoringConfigured", true, "Selected", "selected by p"),
+        ];
+        assert!(
+            notices(&[], &starting).is_empty(),
+            "a new proxy starts unavailable"
+        );
+        let ready = [
+            condition("TargetFound", true, "ServiceFound", "proxying to Service b"),
+            condition("ProxyAvailable", true, "MinimumReplicasAvailable", "2/2"),
+            condition("Ready", true, "Available", "serving"),
+            condition(
+                "TakenOver",
+                true,
+                "TakenOver",
+                "the Service points at the proxies",
+            ),
+        ];
+        assert_eq!(
+            reasons(&notices(&starting, &ready)),
+            [(false, "Ready"), (false, "TakenOver")]
+        );
+        assert!(notices(&ready, &ready).is_empty());
+    }
+
+    #[test]
+    fn each_warning_condition_is_named() {
+        for (type_, reason) in WARNINGS {
+            let c = [condition(type_, false, reason, "why")];
+            assert_eq!(reasons(&notices(&[], &c)), [(true, *reason)], "{type_}");
+            let fixed = [condition(type_, true, "Fine", "fine")];
+            let back = notices(&c, &fixed);
+            assert!(back.iter().all(|n| !n.warning), "{type_}: {back:?}");
+        }
+        assert_eq!(truncate("ééé", 3), "é");
+        assert_eq!(truncate("abc", 1024), "abc");
+    }
 }

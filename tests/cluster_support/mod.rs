@@ -219,3 +219,39 @@ pub fn script(name: &str, args: &[&str]) {
         .expect("run script");
     assert!(status.success(), "{} {:?} failed", path.display(), args);
 }
+
+/// An Event on a MonitoredService, as `kubectl events` shows it.
+#[derive(Debug, Clone)]
+pub struct EventSeen {
+    pub type_: String,
+    pub reason: String,
+    pub note: String,
+    /// How many times it happened: 1, or its series' count.
+    pub count: i32,
+    pub reporter: String,
+}
+
+/// The events.k8s.io Events regarding the MonitoredService `name`.
+pub async fn events_of(client: &Client, ns: &str, name: &str) -> Vec<EventSeen> {
+    use k8s_openapi::api::events::v1::Event;
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("MonitoredService") && r.name.as_deref() == Some(name)
+            })
+        })
+        .map(|e| EventSeen {
+            type_: e.type_.unwrap_or_default(),
+            reason: e.reason.unwrap_or_default(),
+            note: e.note.unwrap_or_default(),
+            count: e.series.map_or(1, |s| s.count),
+            reporter: e.reporting_controller.unwrap_or_default(),
+        })
+        .collect()
+}

@@ -82,13 +82,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 The rules on namespaced objects: exactly the calls of src/operator (tests/chart.sh runs
 the operator under them). Children are written by server-side apply, a patch, which the
 API server also authorizes as a create when the object does not exist yet. The operator
-records no Events and deletes nothing by collection; its Lease is in the leader-election
-Role (rbac.yaml).
+records Events through events.k8s.io only (never the core group's) and deletes nothing by
+collection; its Lease is in the leader-election Role (rbac.yaml).
 
 Audit (src/operator), by Api<K> and the calls on it. The list and watch calls fill the
 caches (caches.rs); the get and list calls on one object are what a reconcile does while
 its cache has not synced yet.
   MonitoredService   list, watch (controller); patch status (status.rs)
+  Event              create, patch (a repeat within minutes counts in its series) of
+                     events.k8s.io Events on MonitoredServices (status.rs)
   Service            list, watch (caches.rs); get (target, before sync; takeover);
                      patch (apply); delete (the headless upstream Service, reconcile.rs)
   ConfigMap          list, watch (caches.rs); patch (proxy config, dashboard); delete (dashboard)
@@ -119,6 +121,11 @@ its cache has not synced yet.
 - apiGroups: ["routemeter.io"]
   resources: ["monitoredservices/finalizers"]
   verbs: ["update"]
+# Events on the MonitoredServices for what a user must act on, and becoming ready; a
+# repeat within minutes is a patch counting it in the Event's series.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
 # The target Service is read, and in takeover mode patched (its selector, and the
 # annotation recording the original); the proxy's Services are applied, and the headless
 # <name>-routemeter-upstream is deleted when the target cannot have one (a named
