@@ -1,7 +1,8 @@
 //! routemeter: per-route Prometheus metrics, alerts and dashboards for any HTTP service on
 //! Kubernetes, without touching its code.
 //!
-//! - [`crd`]: the `MonitoredService` API types (no I/O);
+//! - [`crd`]: the `MonitoredService` API types (no I/O; types of their own, which the
+//!   operator converts into the proxy's [`config`]);
 //! - [`operator`]: reconciliation of a `MonitoredService` into a proxy and its monitoring;
 //! - [`proxy`]: the metering reverse proxy;
 //! - shared: [`config`] (the proxy config the operator writes), [`route`] (templates and

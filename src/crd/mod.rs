@@ -1,6 +1,10 @@
 //! The `MonitoredService` API (`routemeter.io/v1alpha1`): Rust types from which the CRD
 //! and its schema are generated. No I/O here; `///` comments become the descriptions
 //! `kubectl explain` shows.
+//!
+//! The API has types of its own, independent of the proxy's config file schema: the
+//! operator converts them (`operator::convert`), so neither changes with the other by
+//! accident.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +14,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-use crate::config::{self, LoadBalancing};
 
 /// API group of routemeter's resources.
 pub const GROUP: &str = "routemeter.io";
@@ -56,7 +58,7 @@ pub struct MonitoredServiceSpec {
     pub routes: Vec<RouteSpec>,
     /// Labelling of requests that match no route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_template: Option<config::AutoTemplate>,
+    pub auto_template: Option<AutoTemplateSpec>,
     /// The proxy's deployment.
     #[serde(default)]
     pub proxy: ProxySpec,
@@ -138,27 +140,24 @@ pub struct PaginationSpec {
     pub offset_param: Option<String>,
 }
 
-impl From<&PaginationSpec> for config::Pagination {
-    fn from(p: &PaginationSpec) -> Self {
-        config::Pagination {
-            page_param: p.page_param.clone(),
-            size_param: p.size_param.clone(),
-            offset_param: p.offset_param.clone(),
-        }
-    }
+/// Labelling of requests that match no declared route.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoTemplateSpec {
+    /// Infer a template by replacing ID-like segments with `{id}`; when off, unmatched
+    /// requests count as route `_unmatched`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The most distinct templates inferred; past it, requests count as route `_other`.
+    #[serde(default = "default_max_inferred_routes")]
+    pub max_routes: usize,
 }
 
-impl From<&RouteSpec> for config::Route {
-    fn from(r: &RouteSpec) -> Self {
-        config::Route {
-            path: r.path.clone(),
-            methods: r.methods.clone(),
-            name: r.name.clone(),
-            latency_objective: r
-                .slo
-                .as_ref()
-                .and_then(|s| seconds(s.latency_threshold_seconds)),
-            pagination: r.pagination.as_ref().map(config::Pagination::from),
+impl Default for AutoTemplateSpec {
+    fn default() -> Self {
+        AutoTemplateSpec {
+            enabled: true,
+            max_routes: default_max_inferred_routes(),
         }
     }
 }
@@ -191,11 +190,78 @@ pub struct ProxySpec {
     pub timeouts: Option<TimeoutsSpec>,
     /// How requests are spread over the target's endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_balancing: Option<LoadBalancing>,
+    pub load_balancing: Option<LoadBalancingPolicy>,
     /// The forwarding headers (`X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`, `Via`)
     /// the proxy sets for the application, and how many proxies in front of it are trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forwarding: Option<config::Forwarding>,
+    pub forwarding: Option<ForwardingSpec>,
+}
+
+/// Load-balancing policy: `roundRobin` (each endpoint in turn), `leastRequest` (the
+/// fewer requests in flight of two random endpoints) or `peakEwma` (the lower latency
+/// estimate × (requests in flight + 1) of two random endpoints).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LoadBalancingPolicy {
+    /// Each endpoint in turn (the default).
+    #[default]
+    RoundRobin,
+    /// The less loaded of two random endpoints: the one with fewer requests in flight.
+    LeastRequest,
+    /// The cheaper of two random endpoints, the cost being the endpoint's latency estimate
+    /// × (its requests in flight + 1). The estimate follows a slower answer at once and
+    /// decays over about 10 s, so an endpoint that turned slow soon gets little traffic and
+    /// is tried again as it recovers.
+    PeakEwma,
+}
+
+/// The forwarding headers the proxy sets on every request it sends to the application, so
+/// the application sees its real client rather than the proxy. Whether a header the proxy
+/// sets replaces or extends the incoming one depends on `trustedHops`; see
+/// docs/forwarding.md.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardingSpec {
+    /// Set `X-Forwarded-For` to the trusted part of the incoming list (see `trustedHops`)
+    /// followed by the client's address (default true).
+    #[serde(default = "yes")]
+    pub x_forwarded_for: bool,
+    /// Set `X-Forwarded-Proto: http`, the scheme the proxy listens on; with `trustedHops`
+    /// above 0 an incoming value is kept (default true).
+    #[serde(default = "yes")]
+    pub x_forwarded_proto: bool,
+    /// Set `X-Forwarded-Host` to the request's `Host`; with `trustedHops` above 0 an
+    /// incoming value is kept (default true).
+    #[serde(default = "yes")]
+    pub x_forwarded_host: bool,
+    /// Add an RFC 7239 `Forwarded` element (`for=`, `proto=`, `host=`) after the trusted
+    /// part of the incoming ones (default false).
+    #[serde(default)]
+    pub forwarded: bool,
+    /// Append `<version> routemeter` (such as `1.1 routemeter`) to `Via` (default false).
+    #[serde(default)]
+    pub via: bool,
+    /// How many proxies in front of this one are trusted to set the forwarding headers
+    /// (default 0). 0: every incoming `X-Forwarded-*` and `Forwarded` header is the
+    /// client's word and is dropped or overwritten. N: the last N entries of the incoming
+    /// `X-Forwarded-For` and `Forwarded` lists are kept (they were written by those
+    /// proxies), the entries left of them dropped; incoming `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are kept; a header switched off passes through untouched.
+    #[serde(default)]
+    pub trusted_hops: u8,
+}
+
+impl Default for ForwardingSpec {
+    fn default() -> Self {
+        ForwardingSpec {
+            x_forwarded_for: true,
+            x_forwarded_proto: true,
+            x_forwarded_host: true,
+            forwarded: false,
+            via: false,
+            trusted_hops: 0,
+        }
+    }
 }
 
 /// Upstream timeouts; each a duration such as `500ms`, `2s` or `1m`.
@@ -493,16 +559,11 @@ pub struct TrafficStatus {
     pub observed_at: String,
 }
 
-/// A positive, finite number of seconds as a duration; `None` otherwise (the schema's
-/// `minimum: 0` lets 0 through, and no objective of 0 is meant).
-pub fn seconds(value: f64) -> Option<std::time::Duration> {
-    (value.is_finite() && value > 0.0)
-        .then(|| std::time::Duration::try_from_secs_f64(value).ok())
-        .flatten()
-}
-
 fn yes() -> bool {
     true
+}
+fn default_max_inferred_routes() -> usize {
+    100
 }
 fn default_min_replicas() -> i32 {
     2
@@ -586,7 +647,7 @@ mod tests {
     }
 
     #[test]
-    fn pagination_passes_through_to_the_proxy_config() {
+    fn pagination_and_proxy_settings_parse_and_are_documented() {
         let spec: MonitoredServiceSpec = serde_json::from_value(serde_json::json!({
             "target": {"service": "api", "port": 80},
             "routes": [
@@ -594,25 +655,58 @@ mod tests {
                 {"path": "/users", "pagination": {"pageParam": "p", "sizeParam": "page[size]"}},
                 {"path": "/plain"},
             ],
+            "autoTemplate": {},
+            "proxy": {"loadBalancing": "peakEwma", "forwarding": {"trustedHops": 1}},
         }))
         .expect("valid");
-        let routes: Vec<config::Route> = spec.routes.iter().map(config::Route::from).collect();
-        assert_eq!(routes[0].pagination, Some(config::Pagination::default()));
+        assert_eq!(spec.routes[0].pagination, Some(PaginationSpec::default()));
         assert_eq!(
-            routes[1].pagination,
-            Some(config::Pagination {
+            spec.routes[1].pagination,
+            Some(PaginationSpec {
                 page_param: Some("p".into()),
                 size_param: Some("page[size]".into()),
                 offset_param: None,
             })
         );
-        assert_eq!(routes[2].pagination, None);
+        assert_eq!(spec.routes[2].pagination, None);
+        assert_eq!(spec.auto_template, Some(AutoTemplateSpec::default()));
+        assert_eq!(
+            spec.proxy.load_balancing,
+            Some(LoadBalancingPolicy::PeakEwma)
+        );
+        assert_eq!(
+            spec.proxy.forwarding,
+            Some(ForwardingSpec {
+                trusted_hops: 1,
+                ..ForwardingSpec::default()
+            })
+        );
         let yaml = crd_yaml().expect("crd");
         assert!(
             yaml.contains("sizeParam"),
             "the schema documents the fields"
         );
         assert!(yaml.contains("deepPages"));
+        assert!(yaml.contains("xForwardedFor"));
+        assert!(yaml.contains("- leastRequest"));
+    }
+
+    /// The serde defaults (what an absent field gets) and the `Default` impls agree.
+    #[test]
+    fn empty_objects_get_the_default_values() {
+        let auto: AutoTemplateSpec = serde_json::from_value(serde_json::json!({})).expect("{}");
+        assert_eq!(auto, AutoTemplateSpec::default());
+        assert!(auto.enabled);
+        assert_eq!(auto.max_routes, 100);
+        let forwarding: ForwardingSpec = serde_json::from_value(serde_json::json!({})).expect("{}");
+        assert_eq!(forwarding, ForwardingSpec::default());
+        assert!(forwarding.x_forwarded_for && forwarding.x_forwarded_proto);
+        assert!(forwarding.x_forwarded_host && !forwarding.forwarded && !forwarding.via);
+        assert_eq!(forwarding.trusted_hops, 0);
+        assert_eq!(
+            LoadBalancingPolicy::default(),
+            LoadBalancingPolicy::RoundRobin
+        );
     }
 
     #[test]

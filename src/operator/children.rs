@@ -16,6 +16,8 @@ use crate::crd::{self, MonitoredService};
 use crate::monitoring;
 use crate::proxy_pods::{ADMIN_PORT, ADMIN_PORT_NAME, selector_labels};
 
+use super::convert;
+
 /// Port the proxy accepts traffic on inside its pod.
 pub const PROXY_PORT: i32 = 8080;
 /// Label of the metrics Service, which the ServiceMonitor selects.
@@ -228,7 +230,7 @@ pub fn proxy_config(
     let spec = &msvc.spec;
     let mut c = ProxyConfig::new(
         vec![target.upstream.clone()],
-        spec.routes.iter().map(config::Route::from).collect(),
+        spec.routes.iter().map(convert::route).collect(),
     );
     match &target.takeover {
         Some(t) => {
@@ -244,7 +246,7 @@ pub fn proxy_config(
     }
     c.admin = format!("0.0.0.0:{ADMIN_PORT}");
     if let Some(auto) = &spec.auto_template {
-        c.auto_template = auto.clone();
+        c.auto_template = convert::auto_template(auto);
     }
     // The proxies follow the ready endpoints of the headless upstream Service from its
     // EndpointSlices; its DNS name stays the fallback.
@@ -257,10 +259,12 @@ pub fn proxy_config(
             port,
         });
     }
-    if let Some(lb) = spec.proxy.load_balancing {
-        c.upstream.load_balancing = lb;
+    if let Some(policy) = spec.proxy.load_balancing {
+        c.upstream.load_balancing = convert::load_balancing(policy);
     }
-    c.forwarding = spec.proxy.forwarding.clone().unwrap_or_default();
+    if let Some(forwarding) = &spec.proxy.forwarding {
+        c.forwarding = convert::forwarding(forwarding);
+    }
     if let Some(t) = &spec.proxy.timeouts {
         for (field, value, slot) in [
             ("connect", &t.connect, &mut c.timeouts.connect),
@@ -278,7 +282,7 @@ pub fn proxy_config(
     c.server.grace_period = PROXY_GRACE_PERIOD;
     c.server.workers = proxy_workers(&spec.proxy);
     c.metrics.latency_thresholds = monitoring::latency_thresholds(&spec.monitoring, &spec.routes);
-    if let Some(objective) = crd::seconds(spec.monitoring.slo.latency_threshold_seconds) {
+    if let Some(objective) = convert::seconds(spec.monitoring.slo.latency_threshold_seconds) {
         c.summary.latency_objective = objective;
     }
     c.validate()
@@ -1063,6 +1067,45 @@ mod tests {
                 .latency_objective,
             std::time::Duration::from_millis(500),
             "the SLO's default threshold"
+        );
+    }
+
+    #[test]
+    fn proxy_settings_reach_the_proxy_config_and_default_to_the_proxys() {
+        let defaults = proxy_config(&msvc(None), &plain_target()).expect("valid");
+        assert_eq!(defaults.auto_template, config::AutoTemplate::default());
+        assert_eq!(defaults.forwarding, config::Forwarding::default());
+        assert_eq!(
+            defaults.upstream.load_balancing,
+            config::LoadBalancing::default()
+        );
+        let mut m = msvc(None);
+        m.spec.auto_template =
+            Some(serde_json::from_value(json!({ "maxRoutes": 5 })).expect("auto"));
+        m.spec.proxy = serde_json::from_value(json!({
+            "loadBalancing": "leastRequest",
+            "forwarding": { "via": true, "trustedHops": 2 },
+        }))
+        .expect("proxy");
+        let c = proxy_config(&m, &plain_target()).expect("valid");
+        assert_eq!(
+            c.auto_template,
+            config::AutoTemplate {
+                enabled: true,
+                max_routes: 5
+            }
+        );
+        assert_eq!(
+            c.upstream.load_balancing,
+            config::LoadBalancing::LeastRequest
+        );
+        assert_eq!(
+            c.forwarding,
+            config::Forwarding {
+                via: true,
+                trusted_hops: 2,
+                ..config::Forwarding::default()
+            }
         );
     }
 

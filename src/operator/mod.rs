@@ -18,7 +18,10 @@
 //! - [`admin`], [`metrics`], [`error`]: the admin listener and readiness, the operator's
 //!   metrics, the reconcile error;
 //! - [`children`]: spec → the objects to apply (pure; `routemeter render` uses it too);
-//! - [`render`]: `routemeter render`, offline.
+//! - [`render`]: `routemeter render`, offline;
+//! - [`convert`]: the API's types → the proxy config file's (routes, pagination, auto
+//!   template, forwarding, load balancing); it uses only [`crate::crd`] and
+//!   [`crate::config`].
 
 pub mod admin;
 pub mod apply;
@@ -27,6 +30,7 @@ pub mod caches;
 pub mod children;
 pub mod context;
 pub mod controller;
+pub mod convert;
 pub mod error;
 pub mod leader;
 pub mod metrics;
