@@ -267,7 +267,7 @@ pub fn notices(previous: &[K8sCondition], new: &[K8sCondition]) -> Vec<Notice> {
             });
         } else if c.status == "True"
             && matches!(c.type_.as_str(), "Ready" | "TakenOver")
-            && !old.is_some_and(|o| o.status == "True")
+            && old.is_none_or(|o| o.status != "True")
         {
             out.push(Notice {
                 warning: false,
