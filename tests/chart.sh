@@ -310,6 +310,21 @@ condition() {
   [[ "$(k get msvc -n "$1" shop -o jsonpath="{.status.conditions[?(@.type==\"$2\")].status}/{.status.conditions[?(@.type==\"$2\")].reason}")" == "$3" ]]
 }
 exists() { k get -n "$1" "$2" > /dev/null; }
+# A MonitoredService whose target does not exist, and the Warning Event it must get
+# (the events.k8s.io create verb).
+apply_lost() {
+  k apply -n "$1" -f - > /dev/null << 'YAML'
+apiVersion: routemeter.io/v1alpha1
+kind: MonitoredService
+metadata: { name: lost }
+spec:
+  target: { service: nowhere, port: 80 }
+YAML
+}
+lost_event() {
+  [[ "$(k get events.events.k8s.io -n "$1" -o jsonpath='{range .items[?(@.regarding.name=="lost")]}{.type}/{.reason}/{.reportingController}{"\n"}{end}')" \
+    == *Warning/ServiceNotFound/routemeter.io/operator* ]]
+}
 gone() { ! k get -n "$1" "$2" > /dev/null 2>&1; }
 cluster_gone() { ! k get "$1" > /dev/null 2>&1; }
 # The operator's /readyz: 200 once it reconciles from a synced cache (or stands by).
@@ -365,6 +380,8 @@ for child in "${children[@]}"; do
 done
 wait_for "cluster-wide: TargetFound=True" condition "$app" TargetFound True/ServiceFound || ok=0
 wait_for "cluster-wide: MonitoringConfigured=True (Prometheus read)" condition "$app" MonitoringConfigured True/Selected || ok=0
+apply_lost "$app"
+wait_for "cluster-wide: a Warning Event ServiceNotFound when the target is missing" lost_event "$app" || ok=0
 # Turning features off deletes their objects: the delete verbs.
 k patch msvc -n "$app" shop --type merge -p \
   '{"spec":{"scaling":{"enabled":false,"podDisruptionBudget":false},"monitoring":{"dashboard":{"enabled":false},"serviceMonitor":{"enabled":false}}}}' > /dev/null
@@ -394,6 +411,8 @@ for child in "${children[@]}"; do
 done
 wait_for "namespace-scoped: TargetFound=True" condition "$app2" TargetFound True/ServiceFound || ok=0
 wait_for "namespace-scoped: MonitoringConfigured=True (Prometheus read)" condition "$app2" MonitoringConfigured True/Selected || ok=0
+apply_lost "$app2"
+wait_for "namespace-scoped: a Warning Event ServiceNotFound when the target is missing" lost_event "$app2" || ok=0
 check "namespace-scoped: nothing forbidden in the operator's log" no_forbidden "$release-ns"
 ((ok)) || show_log "$release-ns"
 stop_operator
