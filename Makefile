@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KUBECONFIG_TEST := $(CURDIR)/target/cluster/kubeconfig
 
-.PHONY: all build test unit-test lint fmt generate demo bench bench-operator cluster-up cluster-down tools chart-test image monitoring monitoring-images
+.PHONY: all build test unit-test lint deny fmt generate demo bench bench-operator cluster-up cluster-down tools chart-test image monitoring monitoring-images
 
 all: build
 
@@ -31,9 +31,13 @@ test: tools cluster-up image monitoring-images
 unit-test:
 	$(CARGO) test --lib --test generated
 
-lint:
+lint: deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## Licences, duplicate crates and sources of every dependency (cargo-deny, deny.toml).
+deny:
+	bash tests/deny.sh
 
 fmt:
 	$(CARGO) fmt --all
