@@ -8,8 +8,10 @@ use prometheus::Registry;
 
 /// Where this replica stands, for `/readyz`.
 ///
-/// A replica is ready once it can do its job: the leader (or the only replica) once the
-/// controller's cache of MonitoredServices has synced, since it reconciles from it; a
+/// A replica is ready once it can do its job: the leader (or the only replica) once its
+/// caches have synced (the MonitoredServices', and every one a reconcile reads from but
+/// the Prometheus Operator's kinds, whose CRDs may be missing), so that it reconciles
+/// from memory; a
 /// replica waiting for the leader Lease as soon as it watches the Lease, since a standby
 /// is what it should be. A standby reported unready would never let a rolling update of
 /// the chart's Deployment go on (the new pod waits for the old one's Lease, which the old
@@ -21,9 +23,10 @@ pub enum Phase {
     Starting = 0,
     /// Watching the leader Lease held by another replica.
     Standby = 1,
-    /// Leading (or alone), the controller's cache not synced yet.
+    /// Leading (or alone), the caches not all synced yet (the MonitoredServices', and
+    /// those of [`super::caches::Caches::unsynced`]).
     Syncing = 2,
-    /// Leading (or alone), reconciling from a synced cache.
+    /// Leading (or alone), reconciling from synced caches.
     Reconciling = 3,
 }
 
@@ -35,10 +38,10 @@ impl Phase {
             Phase::Starting => (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting\n"),
             Phase::Syncing => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: the MonitoredService cache is syncing\n",
+                "not ready: leading, the caches are syncing\n",
             ),
             Phase::Standby => (StatusCode::OK, "ready: standby, another replica leads\n"),
-            Phase::Reconciling => (StatusCode::OK, "ready: reconciling\n"),
+            Phase::Reconciling => (StatusCode::OK, "ready: leading, reconciling\n"),
         }
     }
 }

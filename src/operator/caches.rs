@@ -346,6 +346,34 @@ impl Caches {
         (caches, triggers)
     }
 
+    /// The caches a replica needs before it reports ready, by kind, that have not synced
+    /// yet: every one but the Prometheus Operator's kinds (Prometheus, ServiceMonitor,
+    /// PrometheusRule), whose CRDs may never be installed; without them the operator
+    /// still does its job, and says so in `MonitoringConfigured`.
+    pub fn unsynced(&self) -> Vec<String> {
+        let optional = |kind: &str| matches!(kind, "ServiceMonitor" | "PrometheusRule");
+        let mut out: Vec<String> = [
+            ("Service", self.services.synced()),
+            ("Deployment", self.deployments.synced()),
+            ("HorizontalPodAutoscaler", self.hpas.synced()),
+            ("Pod", self.pods.synced()),
+            ("Namespace", self.namespaces.synced()),
+        ]
+        .into_iter()
+        .filter(|(_, synced)| !synced)
+        .map(|(kind, _)| kind.to_string())
+        .collect();
+        let mut children: Vec<String> = self
+            .children
+            .iter()
+            .filter(|((_, kind), cache)| !optional(kind) && !cache.synced())
+            .map(|((_, kind), _)| kind.clone())
+            .collect();
+        children.sort();
+        out.extend(children);
+        out
+    }
+
     /// The caches behind no watch: nothing ever syncs, so every read goes to the API
     /// server and every child is applied (the in-process tests of single reconciles).
     pub fn unwatched() -> Self {
@@ -623,6 +651,22 @@ mod tests {
         assert!(!caches.unchanged(&cm, "shop", "c", &manifest));
         assert!(!caches.absent(&cm, "shop", "c"));
         assert_eq!(caches.namespace_labels("shop"), None);
+        // Readiness waits for every cache but the Prometheus Operator's kinds.
+        assert_eq!(
+            caches.unsynced(),
+            [
+                "Service",
+                "Deployment",
+                "HorizontalPodAutoscaler",
+                "Pod",
+                "Namespace",
+                "ConfigMap",
+                "PodDisruptionBudget",
+                "Role",
+                "RoleBinding",
+                "ServiceAccount",
+            ]
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The controller: the watches, what each one triggers, and the error backoff.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -10,7 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use super::admin::Phase;
+use super::admin::{Phase, PhaseCell};
 use super::context::Context;
 use super::error::Error;
 use super::{caches, children, reconcile, traffic};
@@ -44,22 +45,23 @@ const DEBOUNCE: Duration = Duration::from_millis(500);
 pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
     ctx.phase.set(Phase::Syncing);
-    // The MonitoredServices' own watch: the replica is ready once its first list is in
-    // the store (`InitDone`), seen on the stream itself. Waiting on the store instead
-    // would race the controller, which waits on it too: its readiness signal wakes only
-    // the last waiter, and a controller not woken reconciles nothing until some other
-    // event polls it.
+    // The MonitoredServices' own watch; its first list in (`InitDone`) is seen on the
+    // stream itself. Waiting on the store instead would race the controller, which waits
+    // on it too: its readiness signal wakes only the last waiter, and a controller not
+    // woken reconciles nothing until some other event polls it.
     let (store, writer) = kube::runtime::reflector::store();
-    let phase = ctx.phase.clone();
+    let listed = Arc::new(AtomicBool::new(false));
     let msvcs = watcher(
         api::<MonitoredService>(&client, namespace),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
-    .inspect_ok(move |event| {
-        if matches!(event, watcher::Event::InitDone) && phase.get() != Phase::Reconciling {
-            phase.set(Phase::Reconciling);
-            tracing::info!("MonitoredService cache synced; reconciling");
+    .inspect_ok({
+        let listed = listed.clone();
+        move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                listed.store(true, Ordering::Release);
+            }
         }
     })
     .reflect(writer)
@@ -68,6 +70,9 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     let (caches, triggers) = caches::Caches::watch(&client, namespace);
     let caches = Arc::new(caches);
     ctx.caches.store(caches.clone());
+    // Ready once every cache a reconcile reads from has synced, so a replica that says
+    // ready reads memory, not the API server.
+    let ready = tokio::spawn(report_ready(ctx.phase.clone(), listed, caches.clone()));
     // Live traffic figures, in a loop of their own: never a reconcile.
     let traffic = tokio::spawn(traffic::refresh_loop(
         client.clone(),
@@ -142,6 +147,30 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
         })
         .await;
     traffic.abort();
+    ready.abort();
+}
+
+/// Sets [`Phase::Reconciling`] once the MonitoredServices are `listed` and the
+/// [`caches::Caches::unsynced`] list is empty; logs what it waits for every 10 s.
+async fn report_ready(phase: PhaseCell, listed: Arc<AtomicBool>, caches: Arc<caches::Caches>) {
+    let started = tokio::time::Instant::now();
+    let mut told = started;
+    loop {
+        let mut waiting = caches.unsynced();
+        if !listed.load(Ordering::Acquire) {
+            waiting.insert(0, "MonitoredService".into());
+        }
+        if waiting.is_empty() {
+            phase.set(Phase::Reconciling);
+            tracing::info!(took = ?started.elapsed(), "caches synced; ready");
+            return;
+        }
+        if told.elapsed() >= Duration::from_secs(10) {
+            told = tokio::time::Instant::now();
+            tracing::info!(waiting = %waiting.join(", "), "caches still syncing");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The MonitoredServices in namespace `ns`, or every one when `None`.
