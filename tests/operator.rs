@@ -957,3 +957,169 @@ async fn a_reconcile_that_changes_nothing_writes_nothing() {
     assert!(applied() > before, "the edits were written back");
     delete_namespace(&client, &ns).await;
 }
+
+/// The value of metric `name` (summed over the series whose labels include `labels`) in
+/// a `/metrics` text.
+fn metric_in(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                && labels.iter().all(|label| l.contains(label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Faults, with no help from anyone: the operator killed (SIGKILL) while it writes the
+/// children of eight MonitoredServices, one of them taking its Service over; a new one
+/// started; the API server killed and started again while the new one reconciles. The
+/// end state is whole: every child exists, every status is current, the takeover record
+/// is kept, the Service is given back exactly on deletion, and the operator at rest
+/// writes nothing.
+#[tokio::test]
+async fn a_killed_operator_and_a_restarted_apiserver_converge_without_help() {
+    let Some(client) = client().await else { return };
+    let _exclusive = CLUSTER_WIDE.write().await;
+    let ns = namespace(&client, "faults").await;
+    let start = |port: u16| {
+        common::Process(
+            std::process::Command::new(common::BIN)
+                .args(["--log-format", "text", "operator", "--watch-namespace", &ns])
+                .args(["--leader-election", "false"])
+                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+                .args(["--proxy-image", PROXY_IMAGE])
+                .env("KUBECONFIG", kubeconfig_path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start an operator"),
+        )
+    };
+    let metrics = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    const N: usize = 8;
+    for i in 0..N {
+        create_target(&client, &ns, &format!("svc-{i}")).await;
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let original = services
+        .get("svc-7")
+        .await
+        .expect("svc-7")
+        .spec
+        .and_then(|s| s.selector)
+        .expect("a selector");
+
+    // The first operator, killed as soon as it has written a child.
+    let a = common::free_port();
+    let mut first = start(a);
+    for i in 0..N {
+        let mut m = msvc(
+            &format!("m-{i}"),
+            &format!("svc-{i}"),
+            json!([{ "path": "/u/{id}" }]),
+        );
+        if i == N - 1 {
+            m["spec"]["mode"] = json!("Takeover");
+        }
+        apply_msvc(&client, &ns, m).await;
+    }
+    wait_for("the first operator's first child write", WAIT, || async {
+        let text = metrics(a).await?;
+        (metric_in(
+            &text,
+            "routemeter_operator_child_writes_total",
+            &["outcome=\"applied\""],
+        ) > 0.0)
+            .then_some(())
+    })
+    .await;
+    first.0.kill().expect("SIGKILL the operator");
+    let _ = first.0.wait();
+
+    // The second, and the API server killed under it a moment later.
+    let b = common::free_port();
+    let _second = start(b);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    script("restart-apiserver.sh", &["3"]);
+
+    // Whole again.
+    let msvcs: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
+    for i in 0..N {
+        let name = format!("m-{i}");
+        wait_for(
+            &format!("{name}: its config and a current status"),
+            Duration::from_secs(90),
+            || async {
+                config_of(&client, &ns, &name).await?;
+                let m = msvcs.get(&name).await.ok()?;
+                let status = m.status?;
+                let found = status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "TargetFound" && c.status == "True");
+                (found && status.observed_generation == m.metadata.generation).then_some(())
+            },
+        )
+        .await;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        deployments
+            .get(&format!("{name}-routemeter"))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: its Deployment: {e}"));
+    }
+    // The takeover's record of the original selector survived both faults.
+    let svc = services.get("svc-7").await.expect("svc-7");
+    let record = svc
+        .annotations()
+        .get("routemeter.io/takeover")
+        .cloned()
+        .expect("the takeover record");
+    assert!(
+        record.contains("svc-7") || record.contains("app"),
+        "{record}"
+    );
+
+    // At rest: nothing written for 8 s.
+    let applied = |text: &str| {
+        metric_in(
+            text,
+            "routemeter_operator_child_writes_total",
+            &["outcome=\"applied\""],
+        )
+    };
+    let before = applied(&metrics(b).await.expect("metrics"));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = applied(&metrics(b).await.expect("metrics"));
+    assert_eq!(after, before, "children applied at rest after the faults");
+
+    // Given back exactly: the original selector, no record left.
+    msvcs
+        .delete("m-7", &DeleteParams::default())
+        .await
+        .expect("delete m-7");
+    wait_for(
+        "m-7 gone (its finalizer released)",
+        Duration::from_secs(60),
+        || async { msvcs.get_opt("m-7").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    let svc = services.get("svc-7").await.expect("svc-7");
+    assert_eq!(
+        svc.spec.as_ref().and_then(|s| s.selector.clone()),
+        Some(original)
+    );
+    assert!(
+        !svc.annotations().contains_key("routemeter.io/takeover"),
+        "{:?}",
+        svc.metadata.annotations
+    );
+    delete_namespace(&client, &ns).await;
+}

@@ -199,6 +199,7 @@ where
 {
     let writer = reflector::store::Writer::new(dyntype.clone());
     let store = writer.as_reader();
+    let kind = K::kind(&dyntype).into_owned();
     let stream = watcher(api, config)
         .default_backoff()
         .modify(move |o: &mut K| {
@@ -206,9 +207,36 @@ where
             trim(o);
         })
         .reflect(writer)
-        .touched_objects()
-        .boxed();
-    (Cache::new(store, dyntype), stream)
+        .touched_objects();
+    (Cache::new(store, dyntype), without_errors(kind, stream))
+}
+
+/// A watch stream that never yields its errors: each is logged, naming the kind, and
+/// the watch's own backoff (every watch here has one, before this) spaces its retries.
+///
+/// The controller runs all its trigger streams under one backoff: an error from any
+/// one would stop it polling every watch until that backoff ends. A request of another
+/// watch caught mid-handshake then sits unread until the API server gives up on it, and
+/// fails when polled again; its error lengthens the shared backoff, and so on: after an
+/// API server restart the operator would never see an event again (tests/operator.rs,
+/// `a_killed_operator_and_a_restarted_apiserver_converge_without_help`, found it).
+pub fn without_errors<K, S>(kind: String, stream: S) -> Trigger<K>
+where
+    K: Send + 'static,
+    S: futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+{
+    stream
+        .filter_map(move |item| {
+            let kept = match item {
+                Ok(object) => Some(Ok(object)),
+                Err(error) => {
+                    tracing::warn!(%kind, %error, "watch of {kind} failed; retrying with backoff");
+                    None
+                }
+            };
+            std::future::ready(kept)
+        })
+        .boxed()
 }
 
 /// Keeps all of an object.

@@ -66,6 +66,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     })
     .reflect(writer)
     .touched_objects();
+    let msvcs = caches::without_errors("MonitoredService".into(), msvcs);
     let controller = Controller::for_stream(msvcs, store.clone());
     let (caches, triggers) = caches::Caches::watch(&client, namespace);
     let caches = Arc::new(caches);
@@ -115,10 +116,17 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
             children::resources::prometheus(),
         )
         // The Prometheus Operator CRDs appearing: configure monitoring everywhere.
-        .watches(
-            Api::<CustomResourceDefinition>::all(client.clone()),
-            watcher::Config::default()
-                .fields("metadata.name=servicemonitors.monitoring.coreos.com"),
+        .watches_stream(
+            caches::without_errors(
+                "CustomResourceDefinition".into(),
+                watcher(
+                    Api::<CustomResourceDefinition>::all(client.clone()),
+                    watcher::Config::default()
+                        .fields("metadata.name=servicemonitors.monitoring.coreos.com"),
+                )
+                .default_backoff()
+                .touched_objects(),
+            ),
             {
                 let store = store.clone();
                 move |_| in_namespace(&store, None)
