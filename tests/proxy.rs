@@ -1174,7 +1174,11 @@ async fn pipelined_requests_are_answered_in_order_and_each_counted() {
 #[tokio::test]
 async fn idle_keep_alive_connections_cost_a_bounded_memory_each() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const CONNECTIONS: usize = 500;
+    // ROUTEMETER_IDLE_CONNECTIONS=10000 for the figure in bench/README.md.
+    let connections: usize = std::env::var("ROUTEMETER_IDLE_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
     let up = upstream().await;
     let proxy = Proxy::start(&format!(
         "upstream: {{endpoints: ['{up}']}}\nserver: {{workers: 1}}\n"
@@ -1196,8 +1200,8 @@ async fn idle_keep_alive_connections_cost_a_bounded_memory_each() {
         assert_eq!(status_of(&head), "200", "{head}");
     }
     let before = rss().await;
-    let mut open = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
+    let mut open = Vec::with_capacity(connections);
+    for _ in 0..connections {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", proxy.listen))
             .await
             .expect("connect to the proxy");
@@ -1219,9 +1223,9 @@ async fn idle_keep_alive_connections_cost_a_bounded_memory_each() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss().await;
-    let per_connection = (after - before) / CONNECTIONS as f64;
+    let per_connection = (after - before) / connections as f64;
     eprintln!(
-        "{CONNECTIONS} idle keep-alive connections: RSS {:.1} MB -> {:.1} MB, {:.1} KB each",
+        "{connections} idle keep-alive connections: RSS {:.1} MB -> {:.1} MB, {:.1} KB each",
         before / 1e6,
         after / 1e6,
         per_connection / 1e3
@@ -1956,4 +1960,458 @@ async fn answers_cut_off_mid_body_count_as_errors_and_clients_that_leave_do_not(
             "{path}: (error ratio, client error ratio)"
         );
     }
+}
+
+/// The `i`-th hostile path: what scanners and fuzzers send. Every one is distinct.
+fn hostile_path(i: usize) -> String {
+    let w = word(i);
+    match i % 10 {
+        0 => format!("/wp-content/plugins/{w}/readme.txt"),
+        1 => format!("/..%2f..%2f{w}/etc/passwd"),
+        2 => format!("/a/%2e%2e/%2E%2e/{w}"),
+        // Segments of 64 bytes and more are ID-like: one template for all of them.
+        3 => format!("/files/{}{w}", "x".repeat(64 + i % 3000)),
+        // Invalid UTF-8 once decoded.
+        4 => format!("/%ff%fe%{:02x}/{w}", i % 256),
+        // Deeper than inference goes: `_other`.
+        5 => format!("/{}{w}", "s/".repeat(30)),
+        6 => format!("/.env.{w}"),
+        7 => format!("/{w}?q=%00%ff&x={i}"),
+        8 => format!("//{w}//x/"),
+        _ => format!("/api%2F{w}/%c3%28"),
+    }
+}
+
+/// Reads one response from `stream` (its head, then `Content-Length` bytes of body):
+/// the status, and whether the proxy said it closes the connection.
+async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(u16, bool)> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status = head.get(9..12)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let close = head
+        .lines()
+        .any(|l| l.starts_with("connection:") && l.contains("close"));
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf.drain(..head_end + length);
+    Some((status, close))
+}
+
+/// Hostile paths for `ROUTEMETER_SOAK_SECONDS` (60 by default, and at least 100,000
+/// distinct paths; the note's figure is a 600 s run), from eight keep-alive clients, to an
+/// application answering 200 to anything so that inference is pressed to its cap: the
+/// labels stay within the cap, none is longer than the documented bound, every request is
+/// counted, and the proxy's RSS stays flat once the cap is reached (sampled every tenth of
+/// the run, printed).
+#[tokio::test]
+async fn hostile_paths_leave_bounded_labels_and_flat_memory() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    const MIN_PATHS: usize = 100_000;
+    /// The longest inferred label: 16 segments of under 64 bytes (README, Routes).
+    const MAX_LABEL: usize = 16 * 64;
+    let seconds: u64 = std::env::var("ROUTEMETER_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let up = upstream().await;
+    let proxy = Proxy::start(&format!("upstream: {{endpoints: ['{up}']}}\n")).await;
+    let next = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = proxy.listen;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (next, answered, stop) = (next.clone(), answered.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = HashMap::<u16, usize>::new();
+                'connection: while !stop.load(Ordering::Relaxed) {
+                    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .expect("connect to the proxy");
+                    let mut buf = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let request =
+                            format!("GET {} HTTP/1.1\r\nHost: a\r\n\r\n", hostile_path(i));
+                        if stream.write_all(request.as_bytes()).await.is_err() {
+                            panic!("the proxy closed a connection unasked, at path {i}");
+                        }
+                        let (status, close) = read_response(&mut stream, &mut buf)
+                            .await
+                            .unwrap_or_else(|| panic!("no answer to {:?}", hostile_path(i)));
+                        *statuses.entry(status).or_default() += 1;
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        if close {
+                            continue 'connection;
+                        }
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let rss = || async {
+        proxy
+            .metrics()
+            .await
+            .sum("process_resident_memory_bytes", &[])
+    };
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let deadline = Duration::from_secs(seconds);
+    let limit = deadline + Duration::from_secs(240);
+    while (started.elapsed() < deadline || answered.load(Ordering::Relaxed) < MIN_PATHS)
+        && started.elapsed() < limit
+    {
+        tokio::time::sleep(deadline / 10).await;
+        samples.push((
+            started.elapsed().as_secs(),
+            answered.load(Ordering::Relaxed),
+            rss().await,
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut statuses = HashMap::<u16, usize>::new();
+    for client in clients {
+        for (status, n) in client.await.expect("a client") {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    let total = answered.load(Ordering::Relaxed);
+    eprintln!(
+        "{total} hostile paths in {:.0} s, answers {statuses:?}",
+        started.elapsed().as_secs_f64()
+    );
+    for (at, n, bytes) in &samples {
+        eprintln!("  {at:>4} s  {n:>8} answered  RSS {:.1} MB", bytes / 1e6);
+    }
+    assert!(
+        total >= MIN_PATHS,
+        "only {total} paths answered in {limit:?}"
+    );
+
+    let m = proxy.metrics_after(total as f64).await;
+    assert_eq!(
+        m.sum(COUNT, &[]),
+        total as f64,
+        "every request counted once"
+    );
+    let routes = m.label_values(COUNT, "http_route");
+    assert!(
+        routes.len() <= 100 + 1,
+        "{} labels: more than the cap and _other",
+        routes.len()
+    );
+    assert!(routes.contains("_other"), "{routes:?}");
+    let longest = routes.iter().map(String::len).max().unwrap_or(0);
+    assert!(longest <= MAX_LABEL, "a label of {longest} bytes");
+    // Flat: from the third sample on (the cap long reached), RSS grows by at most 10 %
+    // and 4 MB, though the requests go on.
+    let settled = samples[2].2;
+    let last = samples.last().expect("samples").2;
+    assert!(
+        last <= settled * 1.10 + 4e6,
+        "RSS {:.1} MB after {:.1} MB",
+        last / 1e6,
+        settled / 1e6
+    );
+}
+
+/// A minimal HTTP/1.1 upstream that can be killed outright: every connection's task is
+/// aborted with it (an axum server would keep serving its open connections). `GET
+/// /s/{code}/...` answers that status, `/slow/...` answers 200 after 40 ms (so a kill
+/// finds requests in flight), anything else 200 at once; each body is the port.
+struct Killable {
+    port: u16,
+    tasks: Option<tokio::task::JoinSet<()>>,
+}
+
+impl Killable {
+    async fn start(port: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind a killable upstream");
+        let port = listener.local_addr().expect("address").port();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut connections = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((mut s, _)) = accepted else { continue };
+                        connections.spawn(async move {
+                            let mut buf = Vec::new();
+                            let mut chunk = [0u8; 4096];
+                            loop {
+                                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                                    match s.read(&mut chunk).await {
+                                        Ok(0) | Err(_) => return,
+                                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                                    }
+                                    continue;
+                                };
+                                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                                buf.drain(..end + 4);
+                                let path = head.split(' ').nth(1).unwrap_or("/");
+                                let code = path
+                                    .strip_prefix("/s/")
+                                    .and_then(|r| r.get(..3))
+                                    .and_then(|c| c.parse::<u16>().ok())
+                                    .unwrap_or(200);
+                                if path.starts_with("/slow/") {
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                                let body = port.to_string();
+                                let answer = format!(
+                                    "HTTP/1.1 {code} X\r\ncontent-length: {}\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                if s.write_all(answer.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            }
+        });
+        Killable {
+            port,
+            tasks: Some(tasks),
+        }
+    }
+
+    /// Kills it: the listener and every connection go at once.
+    fn kill(&mut self) {
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.abort_all();
+        }
+    }
+}
+
+/// Counting under faults: keep-alive clients send `ROUTEMETER_FAULT_REQUESTS` requests
+/// (60,000 by default; the note's figure is 1,000,000) over four routes (one answering
+/// after 20 ms, so kills find requests in flight) and three upstream endpoints, while
+/// every 1.5 s an endpoint is killed (its open connections cut) and started again 0.7 s
+/// later, every fourth time all three at once (the proxy has nowhere to send: 502s), and
+/// the config is reloaded every 2 s. The proxy's count per route and status equals the
+/// clients' exactly, the 502s included; no request goes unanswered; and each endpoint
+/// serves again within 1 s of its return.
+#[tokio::test]
+async fn counts_stay_exact_while_endpoints_die_and_the_config_reloads() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let total: usize = std::env::var("ROUTEMETER_FAULT_REQUESTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60_000);
+    let mut ends = Vec::new();
+    for _ in 0..3 {
+        ends.push(Killable::start(0).await);
+    }
+    let endpoints: Vec<String> = ends
+        .iter()
+        .map(|e| format!("'127.0.0.1:{}'", e.port))
+        .collect();
+    let config = |via: bool| {
+        format!(
+            "upstream: {{endpoints: [{}], ejectionBase: 200ms, ejectionMax: 800ms}}\n\
+             routes: [{{path: '/users/{{id}}'}}, {{path: '/s/{{code}}/{{id}}'}}, {{path: '/static/*'}}, {{path: '/slow/{{id}}'}}]\n\
+             server: {{reloadInterval: 100ms}}\nforwarding: {{via: {via}}}\n",
+            endpoints.join(", ")
+        )
+    };
+    let proxy = Proxy::start(&config(false)).await;
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let port = proxy.listen;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let next = next.clone();
+            tokio::spawn(async move {
+                let mut tally = BTreeMap::<(&'static str, u16), u64>::new();
+                let mut buf = Vec::new();
+                let mut stream = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return tally;
+                    }
+                    let (route, path) = match i % 10 {
+                        0..=4 => ("/users/{id}", format!("/users/{i}")),
+                        5 | 6 => ("/static/*", format!("/static/app-{}.js", i % 50)),
+                        7 | 8 => ("/s/{code}/{id}", format!("/s/500/{i}")),
+                        _ => ("/slow/{id}", format!("/slow/{i}")),
+                    };
+                    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+                    // A connection the proxy closed after an answer is opened again; a
+                    // request is never sent twice.
+                    if stream.is_none() {
+                        buf.clear();
+                        stream = Some(
+                            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                                .await
+                                .expect("connect to the proxy"),
+                        );
+                    }
+                    let s = stream.as_mut().expect("a connection");
+                    s.write_all(request.as_bytes())
+                        .await
+                        .expect("send a request");
+                    let (status, close) = read_response(s, &mut buf)
+                        .await
+                        .unwrap_or_else(|| panic!("request {i} ({path}) got no answer"));
+                    *tally.entry((route, status)).or_default() += 1;
+                    if close {
+                        stream = None;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Faults until the clients are done.
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut reloads = 0;
+    let mut worst_recovery = Duration::ZERO;
+    let mut last_reload = Instant::now();
+    let mut victim = 0;
+    let http = reqwest::Client::new();
+    // The recovery probes go through the proxy too, and are counted with the rest.
+    let mut tally = BTreeMap::<(&'static str, u16), u64>::new();
+    while next.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        if next.load(Ordering::Relaxed) >= total {
+            break;
+        }
+        let port = ends[victim].port;
+        let all = kills % 4 == 3;
+        let victims: Vec<usize> = if all {
+            (0..ends.len()).collect()
+        } else {
+            vec![victim]
+        };
+        for &v in &victims {
+            ends[v].kill();
+        }
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(if all { 300 } else { 700 })).await;
+        for &v in &victims {
+            let p = ends[v].port;
+            ends[v] = Killable::start(p).await;
+        }
+        let back = Instant::now();
+        // Served again: a direct probe through the proxy until that endpoint answers.
+        loop {
+            let response = http
+                .get(proxy.url(&format!("/users/probe-{kills}")))
+                .send()
+                .await
+                .expect("a probe answered");
+            *tally
+                .entry(("/users/{id}", response.status().as_u16()))
+                .or_default() += 1;
+            let answered = response.text().await.ok() == Some(port.to_string());
+            if answered {
+                worst_recovery = worst_recovery.max(back.elapsed());
+                break;
+            }
+            assert!(
+                back.elapsed() < Duration::from_secs(5),
+                "endpoint {port} not served 5 s after its return"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        victim = (victim + 1) % ends.len();
+        if last_reload.elapsed() >= Duration::from_secs(2) {
+            let file = proxy.dir().join("config.yaml");
+            let tmp = proxy.dir().join("config.yaml.next");
+            let text = support::config_yaml(proxy.listen, proxy.admin, &config(reloads % 2 == 0));
+            std::fs::write(&tmp, text).expect("write the next config");
+            std::fs::rename(&tmp, &file).expect("swap the config");
+            reloads += 1;
+            last_reload = Instant::now();
+        }
+    }
+    for client in clients {
+        for (key, n) in client.await.expect("a client") {
+            *tally.entry(key).or_default() += n;
+        }
+    }
+    let took = started.elapsed();
+    let sent: u64 = tally.values().sum();
+    eprintln!(
+        "{sent} requests in {:.1} s under {kills} endpoint kills and {reloads} reloads; \
+         by route and status {tally:?}; worst recovery {:.0} ms",
+        took.as_secs_f64(),
+        worst_recovery.as_secs_f64() * 1e3
+    );
+    assert!(
+        kills >= 4 && reloads >= 1,
+        "{kills} kills and {reloads} reloads only"
+    );
+    let failed: u64 = tally
+        .iter()
+        .filter(|((_, s), _)| *s >= 502)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        failed > 0,
+        "no request failed while every endpoint was down: {tally:?}"
+    );
+    let m = proxy.metrics_after(sent as f64).await;
+    assert_eq!(
+        m.sum(COUNT, &[]),
+        sent as f64,
+        "the proxy counted other requests"
+    );
+    for ((route, status), n) in &tally {
+        let status = status.to_string();
+        let counted = m.sum(
+            COUNT,
+            &[
+                ("http_route", route),
+                ("http_response_status_code", &status),
+            ],
+        );
+        assert_eq!(
+            counted, *n as f64,
+            "{route} {status}: the proxy counted {counted}, the clients saw {n}"
+        );
+    }
+    assert!(
+        worst_recovery <= Duration::from_secs(1),
+        "an endpoint served again only {worst_recovery:?} after its return"
+    );
 }

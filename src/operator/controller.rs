@@ -56,6 +56,8 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
+    // Never read, and most of an object's size in memory.
+    .modify(|m: &mut MonitoredService| m.metadata.managed_fields = None)
     .inspect_ok({
         let listed = listed.clone();
         move |event| {
