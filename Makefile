@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KUBECONFIG_TEST := $(CURDIR)/target/cluster/kubeconfig
 
-.PHONY: all build test unit-test lint deny fmt generate demo bench bench-operator cluster-up cluster-down tools chart-test image monitoring monitoring-images
+.PHONY: all build test unit-test lint deny fmt generate demo bench bench-instructions bench-baseline bench-operator cluster-up cluster-down tools chart-test image monitoring monitoring-images
 
 all: build
 
@@ -61,6 +61,16 @@ demo: tools cluster-up image monitoring-images
 ## Benchmark: direct vs routemeter vs nginx vs haproxy, one table.
 bench:
 	bash bench/run.sh
+
+## CI's regression check: instructions per request of the proxy (callgrind, release build)
+## against bench/instructions-baseline.json; fails when they grew by more than 10 %.
+bench-instructions:
+	bash bench/instructions.sh --check
+
+## Re-record that baseline: make bench-baseline REASON='what changed the figure, and why
+## it is worth it'. Commit it with the change that moved the figure, saying why.
+bench-baseline:
+	bash bench/instructions.sh --update "$(REASON)"
 
 ## The operator at scale: 1,000 MonitoredServices created at once against the chart's
 ## operator in its pod; time to converge, RSS, API requests per object at rest.
