@@ -209,7 +209,7 @@ impl ProxyMetrics {
             overhead: Histogram::with_opts(
                 HistogramOpts::new(
                     "routemeter_proxy_overhead_seconds",
-                    "Time spent in the proxy on a request's header path, upstream and body streaming excluded.",
+                    "Time in routemeter's own request hooks: from its first look at a request (pingora has parsed the head) to choosing an endpoint, plus from the upstream's response head to handing it on. Excludes pingora's parsing of the head, connecting to or checking out an upstream connection, writing the response, and body streaming: a lower bound of the proxy's added latency.",
                 )
                 .buckets(OVERHEAD_BUCKETS.to_vec()),
             )?,
