@@ -3,8 +3,10 @@
 //! A ServiceMonitor that no Prometheus selects is the most common silent failure of the
 //! Prometheus Operator stack. So the operator reads the `Prometheus` objects, and unless
 //! the user set `spec.monitoring.labels`, copies the `matchLabels` of the first one whose
-//! namespace selectors admit the MonitoredService's namespace; then it reports, in status,
-//! every Prometheus that selects both the ServiceMonitor and the rules.
+//! namespace selectors admit the MonitoredService's namespace, first in namespace/name
+//! order as `kubectl get prometheus -A` lists them (never in the cache's order, which
+//! changes: the choice would flip between reconciles); then it reports, in status, every
+//! Prometheus that selects both the ServiceMonitor and the rules.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -128,18 +130,26 @@ pub async fn selection_with(
             _ => BTreeMap::new(),
         },
     };
+    choose(list, ns, &ns_labels, user_labels)
+}
+
+/// The selection among the Prometheus objects `list` for a MonitoredService in namespace
+/// `ns` (labelled `ns_labels`): the user's labels, or those of the first Prometheus in
+/// namespace/name order that admits the namespace; and every Prometheus selecting them.
+pub fn choose(
+    mut list: Vec<Arc<DynamicObject>>,
+    ns: &str,
+    ns_labels: &BTreeMap<String, String>,
+    user_labels: Option<BTreeMap<String, String>>,
+) -> Selection {
+    list.sort_by_key(|p| (p.namespace(), p.name_any()));
     let mut labels = user_labels.clone().unwrap_or_default();
     if user_labels.is_none() {
         let candidate = list.iter().find(|p| {
             let spec = &p.data["spec"];
             let pns = p.namespace().unwrap_or_default();
-            admits(
-                spec,
-                "serviceMonitorNamespaceSelector",
-                &pns,
-                ns,
-                &ns_labels,
-            ) && admits(spec, "ruleNamespaceSelector", &pns, ns, &ns_labels)
+            admits(spec, "serviceMonitorNamespaceSelector", &pns, ns, ns_labels)
+                && admits(spec, "ruleNamespaceSelector", &pns, ns, ns_labels)
         });
         if let Some(p) = candidate {
             for field in ["serviceMonitorSelector", "ruleSelector"] {
@@ -160,14 +170,8 @@ pub async fn selection_with(
                 selector(spec, "serviceMonitorSelector").as_ref(),
                 &with_ours,
             ) && matches(selector(spec, "ruleSelector").as_ref(), &with_ours)
-                && admits(
-                    spec,
-                    "serviceMonitorNamespaceSelector",
-                    &pns,
-                    ns,
-                    &ns_labels,
-                )
-                && admits(spec, "ruleNamespaceSelector", &pns, ns, &ns_labels)
+                && admits(spec, "serviceMonitorNamespaceSelector", &pns, ns, ns_labels)
+                && admits(spec, "ruleNamespaceSelector", &pns, ns, ns_labels)
         })
         .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
         .collect();
@@ -188,6 +192,47 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn prometheus(ns: &str, name: &str, release: &str) -> Arc<DynamicObject> {
+        let any_namespace = serde_json::json!({});
+        let selector = serde_json::json!({ "matchLabels": { "release": release } });
+        let object = serde_json::json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus",
+            "metadata": { "name": name, "namespace": ns },
+            "spec": {
+                "serviceMonitorSelector": selector, "ruleSelector": selector,
+                "serviceMonitorNamespaceSelector": any_namespace,
+                "ruleNamespaceSelector": any_namespace,
+            },
+        });
+        Arc::new(serde_json::from_value(object).expect("a Prometheus"))
+    }
+
+    /// Whatever order the cache holds them in, the first in namespace/name order is the
+    /// one whose labels are copied, and only it selects the result.
+    #[test]
+    fn the_choice_never_depends_on_the_cache_order() {
+        let kps = prometheus("monitoring", "kps", "kps");
+        let other = prometheus("monitoring", "other", "other");
+        let later = prometheus("zz", "aaa", "zz");
+        for list in [
+            vec![kps.clone(), other.clone(), later.clone()],
+            vec![later.clone(), other.clone(), kps.clone()],
+            vec![other.clone(), kps.clone(), later.clone()],
+        ] {
+            let chosen = choose(list, "shop", &BTreeMap::new(), None);
+            assert_eq!(chosen.labels, labels(&[("release", "kps")]));
+            assert_eq!(chosen.selected_by, ["monitoring/kps"]);
+        }
+        // The user's labels win, and say who selects them.
+        let chosen = choose(
+            vec![kps, other],
+            "shop",
+            &BTreeMap::new(),
+            Some(labels(&[("release", "other")])),
+        );
+        assert_eq!(chosen.selected_by, ["monitoring/other"]);
     }
 
     #[test]
