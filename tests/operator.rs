@@ -958,19 +958,6 @@ async fn a_reconcile_that_changes_nothing_writes_nothing() {
     delete_namespace(&client, &ns).await;
 }
 
-/// The value of metric `name` (summed over the series whose labels include `labels`) in
-/// a `/metrics` text.
-fn metric_in(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-                && labels.iter().all(|label| l.contains(label))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Faults, with no help from anyone: the operator killed (SIGKILL) while it writes the
 /// children of eight MonitoredServices, one of them taking its Service over; a new one
 /// started; the API server killed and started again while the new one reconciles. The

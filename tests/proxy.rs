@@ -1175,10 +1175,7 @@ async fn pipelined_requests_are_answered_in_order_and_each_counted() {
 async fn idle_keep_alive_connections_cost_a_bounded_memory_each() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // ROUTEMETER_IDLE_CONNECTIONS=10000 for the figure in bench/README.md.
-    let connections: usize = std::env::var("ROUTEMETER_IDLE_CONNECTIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(500);
+    let connections: usize = env_or("ROUTEMETER_IDLE_CONNECTIONS", 500);
     let up = upstream().await;
     let proxy = Proxy::start(&format!(
         "upstream: {{endpoints: ['{up}']}}\nserver: {{workers: 1}}\n"
@@ -1962,6 +1959,17 @@ async fn answers_cut_off_mid_body_count_as_errors_and_clients_that_leave_do_not(
     }
 }
 
+/// The number in environment variable `name`, or `default` when it is unset; a value
+/// that is not a number is an error naming the variable.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
 /// The `i`-th hostile path: what scanners and fuzzers send. Every one is distinct.
 fn hostile_path(i: usize) -> String {
     let w = word(i);
@@ -2035,10 +2043,7 @@ async fn hostile_paths_leave_bounded_labels_and_flat_memory() {
     const MIN_PATHS: usize = 100_000;
     /// The longest inferred label: 16 segments of under 64 bytes (README, Routes).
     const MAX_LABEL: usize = 16 * 64;
-    let seconds: u64 = std::env::var("ROUTEMETER_SOAK_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let seconds: u64 = env_or("ROUTEMETER_SOAK_SECONDS", 60);
     let up = upstream().await;
     let proxy = Proxy::start(&format!("upstream: {{endpoints: ['{up}']}}\n")).await;
     let next = Arc::new(AtomicUsize::new(0));
@@ -2149,7 +2154,8 @@ async fn hostile_paths_leave_bounded_labels_and_flat_memory() {
 /// finds requests in flight), anything else 200 at once; each body is the port.
 struct Killable {
     port: u16,
-    tasks: Option<tokio::task::JoinSet<()>>,
+    /// Its accept loop, which owns every connection's task.
+    task: tokio::task::JoinHandle<()>,
     /// When it answered its first request.
     first: std::sync::Arc<std::sync::OnceLock<Instant>>,
 }
@@ -2161,11 +2167,10 @@ impl Killable {
             .await
             .expect("bind a killable upstream");
         let port = listener.local_addr().expect("address").port();
-        let mut tasks = tokio::task::JoinSet::new();
         let mut connections = tokio::task::JoinSet::new();
         let first = std::sync::Arc::new(std::sync::OnceLock::new());
         let answered = first.clone();
-        tasks.spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
@@ -2209,18 +2214,13 @@ impl Killable {
                 }
             }
         });
-        Killable {
-            port,
-            tasks: Some(tasks),
-            first,
-        }
+        Killable { port, task, first }
     }
 
-    /// Kills it: the listener and every connection go at once.
+    /// Kills it: the listener and every connection go at once (the connections'
+    /// `JoinSet` goes with the accept loop).
     fn kill(&mut self) {
-        if let Some(mut tasks) = self.tasks.take() {
-            tasks.abort_all();
-        }
+        self.task.abort();
     }
 }
 
@@ -2240,10 +2240,7 @@ async fn counts_stay_exact_while_endpoints_die_and_the_config_reloads() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncWriteExt;
-    let total: usize = std::env::var("ROUTEMETER_FAULT_REQUESTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60_000);
+    let total: usize = env_or("ROUTEMETER_FAULT_REQUESTS", 60_000);
     let mut ends = Vec::new();
     for _ in 0..3 {
         ends.push(Killable::start(0).await);

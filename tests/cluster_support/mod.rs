@@ -143,15 +143,21 @@ impl Operator {
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&self.1.gather())
             .expect("metrics encode");
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-                    && labels.iter().all(|label| l.contains(label))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_in(&text, name, labels)
     }
+}
+
+/// The sum of metric `name` over its series whose labels include `labels` (`key="value"`
+/// each) in a `/metrics` text.
+pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                && labels.iter().all(|label| l.contains(label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl Drop for Operator {
