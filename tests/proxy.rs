@@ -1129,6 +1129,58 @@ async fn http11_without_host_gets_400_and_is_not_forwarded() {
     assert_eq!(up.served(), 1);
 }
 
+/// An endpoint ejected for a long backoff (30 s here) that comes back is served again
+/// within a second, not when the backoff ends: the proxy tries to connect to it every
+/// 250 ms. The probes that fail while it is down are not requests: the metrics show the one
+/// failed attempt that ejected it.
+#[tokio::test]
+async fn an_ejected_endpoint_that_comes_back_is_served_within_a_second() {
+    let live = upstream().await;
+    let mut returning = Killable::start(0).await;
+    let port = returning.port;
+    returning.kill();
+    let proxy = Proxy::start(&format!(
+        "upstream: {{endpoints: ['{live}', '127.0.0.1:{port}'], ejectionBase: 30s, ejectionMax: 30s}}\n"
+    ))
+    .await;
+    let http = client();
+    for _ in 0..20 {
+        let (status, _) = send(http.get(proxy.url("/"))).await;
+        assert_eq!(status, 200, "a GET is retried on the live endpoint");
+    }
+    // Down for a second: every probe in it fails.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = proxy.metrics_after(20.0).await;
+    let dead = format!("127.0.0.1:{port}");
+    assert_eq!(
+        m.sum(CONNECT_ERRORS, &[("endpoint", &dead)]),
+        1.0,
+        "one failed attempt ejected it; the probes are not counted"
+    );
+    let back = Killable::start(port).await;
+    let returned = Instant::now();
+    let served = loop {
+        let (status, _) = send(http.get(proxy.url("/"))).await;
+        assert_eq!(status, 200);
+        if let Some(at) = back.first.get() {
+            break at.saturating_duration_since(returned);
+        }
+        assert!(
+            returned.elapsed() < Duration::from_secs(5),
+            "the returned endpoint got no request in 5 s (its ejection lasts 30 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!(
+        "served again {:.0} ms after its return",
+        served.as_secs_f64() * 1e3
+    );
+    assert!(
+        served <= Duration::from_secs(1),
+        "served again only {served:?} after its return"
+    );
+}
+
 /// HTTP/1.1 pipelining (RFC 9112 §9.3.2): three requests written at once on one
 /// connection, one of them with a body, are each forwarded, answered in the order sent and
 /// counted once; a fourth after a `Connection: close` request is neither.
@@ -2231,9 +2283,9 @@ impl Killable {
 /// later, every fourth time all three at once (the proxy has nowhere to send: 502s), and
 /// the config is reloaded every 2 s. The proxy's count per route and status equals the
 /// clients' exactly, the 502s included; no request goes unanswered; and each endpoint
-/// answers its first request again within 1 s of its return: an endpoint the proxy
-/// ejected waits out its ejection, at most `upstream.ejectionMax` (800 ms here; 10 s by
-/// default, README "Load balancing").
+/// answers its first request again within 1 s of its return, with the default ejection
+/// backoff (1 s doubling up to 10 s): the proxy probes ejected endpoints every 250 ms and
+/// ends an ejection at the first connection (README "Load balancing").
 #[tokio::test]
 async fn counts_stay_exact_while_endpoints_die_and_the_config_reloads() {
     use std::collections::BTreeMap;
@@ -2251,7 +2303,7 @@ async fn counts_stay_exact_while_endpoints_die_and_the_config_reloads() {
         .collect();
     let config = |via: bool| {
         format!(
-            "upstream: {{endpoints: [{}], ejectionBase: 200ms, ejectionMax: 800ms}}\n\
+            "upstream: {{endpoints: [{}]}}\n\
              routes: [{{path: '/users/{{id}}'}}, {{path: '/s/{{code}}/{{id}}'}}, {{path: '/static/*'}}, {{path: '/slow/{{id}}'}}]\n\
              server: {{reloadInterval: 100ms}}\nforwarding: {{via: {via}}}\n",
             endpoints.join(", ")

@@ -11,7 +11,11 @@
 //!
 //! Ejection is passive: an endpoint that fails to connect is left out for a backoff period
 //! (`ejectionBase`, doubled on each further failure up to `ejectionMax`); when it ends the
-//! endpoint gets traffic again, and one successful connection clears its record. At most
+//! endpoint gets traffic again, and one successful connection clears its record. While it
+//! is out, the control loop tries a TCP connection to it every [`PROBE_INTERVAL`]
+//! ([`super::control`]): one that connects ends the ejection at once, so an endpoint that
+//! comes back gets traffic within a probe interval, however long its backoff had grown; a
+//! probe that fails changes nothing and is not counted as a request. At most
 //! `maxEjectionPercent` of the endpoints are left out at once: past that (a lone endpoint,
 //! or most of them failing) the balancer spreads over all of them, so a short outage of
 //! the upstream costs the requests it fails, never seconds of 503s after it is back. Only
@@ -33,6 +37,9 @@ use crate::config::LoadBalancing;
 /// an endpoint gets one request at a time until its first answer. Idle, it costs nothing,
 /// so a new endpoint is tried at once.
 pub const UNTRIED_BUSY_LATENCY_SECONDS: f64 = 3600.0;
+
+/// How often the control loop tries to connect to each ejected endpoint.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Where a balancer's endpoints come from: the `source` label of
 /// `routemeter_upstream_endpoints`.
@@ -295,6 +302,17 @@ impl Balancer {
 
     fn available(&self, endpoint: &Endpoint, now: u64) -> bool {
         endpoint.ejected_until.load(Ordering::Relaxed) <= now
+    }
+
+    /// The endpoints left out now, to be probed.
+    pub fn ejected(&self) -> Vec<Arc<Endpoint>> {
+        let now = self.now_ms();
+        self.endpoints
+            .load()
+            .iter()
+            .filter(|e| !self.available(e, now))
+            .cloned()
+            .collect()
     }
 
     /// Counts of (healthy, ejected) endpoints.

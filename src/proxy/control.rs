@@ -51,6 +51,27 @@ impl ControlLoop {
         }
     }
 
+    /// Tries a TCP connection to every ejected endpoint, unless the last round's tries
+    /// are still going: one that connects ends its ejection ([`super::balancer`]).
+    fn probe_ejected(&self, probes: &mut tokio::task::JoinSet<()>) {
+        while probes.try_join_next().is_some() {}
+        if !probes.is_empty() {
+            return;
+        }
+        let snapshot = self.state.load_full();
+        let timeout = snapshot.config.timeouts.connect;
+        for endpoint in snapshot.balancer.ejected() {
+            let balancer = snapshot.balancer.clone();
+            probes.spawn(async move {
+                let connect = tokio::net::TcpStream::connect(endpoint.addr);
+                if let Ok(Ok(_)) = tokio::time::timeout(timeout, connect).await {
+                    balancer.report_connected(&endpoint);
+                    tracing::info!(endpoint = %endpoint.label, "ejected endpoint accepts connections again");
+                }
+            });
+        }
+    }
+
     /// Brings the current upstream endpoints up to date.
     async fn refresh_endpoints(&self, discovery: &mut Discovery) {
         let snapshot = self.state.load_full();
@@ -277,6 +298,8 @@ impl BackgroundService for ControlLoop {
         let snapshot = self.state.load_full();
         let mut reload = ticker(snapshot.config.server.reload_interval);
         let mut resolve_tick = ticker(snapshot.config.upstream.resolve_interval);
+        let mut probe = ticker(super::balancer::PROBE_INTERVAL);
+        let mut probes = tokio::task::JoinSet::new();
         let mut discovery = Discovery::default();
         discovery
             .follow(&snapshot.config.upstream, &self.metrics)
@@ -303,6 +326,7 @@ impl BackgroundService for ControlLoop {
                     }
                 }
                 _ = resolve_tick.tick() => self.refresh_endpoints(&mut discovery).await,
+                _ = probe.tick() => self.probe_ejected(&mut probes),
             }
         }
     }
