@@ -659,3 +659,802 @@ fn rolled_out(d: &Deployment) -> bool {
         && status.replicas.unwrap_or(0) == status.updated_replicas.unwrap_or(0)
         && status.available_replicas.unwrap_or(0) >= 1
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every branch of the decisions, on built objects: no cluster, no client.
+
+    use super::*;
+    use serde_json::{Value, json};
+
+    const SETTINGS: OperatorSettings<'static> = OperatorSettings {
+        proxy_image: "routemeter/routemeter:test",
+        cluster_domain: "cluster.local",
+    };
+
+    fn now() -> Timestamp {
+        "2026-12-02T10:00:00Z".parse().expect("a time")
+    }
+
+    /// A MonitoredService `apps/shop` targeting Service `shop` port 80, with `spec`'s
+    /// fields on top.
+    fn msvc(spec: Value) -> MonitoredService {
+        let mut full = json!({ "target": { "service": "shop", "port": 80 } });
+        for (k, v) in spec.as_object().expect("an object") {
+            full[k] = v.clone();
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "routemeter.io/v1alpha1", "kind": "MonitoredService",
+            "metadata": { "name": "shop", "namespace": "apps", "uid": "u-1", "generation": 3 },
+            "spec": full,
+        }))
+        .expect("a MonitoredService")
+    }
+
+    fn takeover_msvc() -> MonitoredService {
+        msvc(json!({ "mode": "Takeover" }))
+    }
+
+    fn holding(mut m: MonitoredService) -> MonitoredService {
+        m.metadata.finalizers = Some(vec![takeover::FINALIZER.into()]);
+        m
+    }
+
+    /// An invalid spec the schema lets through.
+    fn invalid(mode: &str) -> MonitoredService {
+        msvc(json!({ "mode": mode, "proxy": { "timeouts": { "connect": "0s" } } }))
+    }
+
+    fn service(spec: Value, record: Option<&Record>) -> Service {
+        let mut meta = json!({ "name": "shop", "namespace": "apps" });
+        if let Some(r) = record {
+            meta["annotations"] = json!({
+                takeover::RECORD_ANNOTATION: serde_json::to_string(r).expect("json"),
+            });
+        }
+        serde_json::from_value(json!({ "metadata": meta, "spec": spec })).expect("a Service")
+    }
+
+    /// The application's Service: port 80 to the pods' 8080.
+    fn app_service() -> Service {
+        service(app_spec(json!({ "app": "shop" })), None)
+    }
+
+    fn app_spec(selector: Value) -> Value {
+        json!({ "selector": selector, "ports": [{ "name": "web", "port": 80, "targetPort": 8080 }] })
+    }
+
+    fn proxy_selector() -> BTreeMap<String, String> {
+        crate::proxy_pods::selector_labels(&takeover_msvc())
+    }
+
+    /// The record of a takeover of `app_service` by `shop`.
+    fn record(repointed: bool, reasserted_at: Option<&str>) -> Record {
+        Record {
+            monitored_service: "shop".into(),
+            selector: BTreeMap::from([("app".into(), "shop".into())]),
+            proxy_selector: proxy_selector(),
+            ports: BTreeMap::new(),
+            repointed,
+            reasserted_at: reasserted_at.map(String::from),
+        }
+    }
+
+    /// `app_service` taken over as far as `record` says, its selector being `selector`.
+    fn recorded_service(selector: Value, record: &Record) -> Service {
+        service(app_spec(selector), Some(record))
+    }
+
+    fn seen(target: Option<Service>) -> Observed {
+        Observed {
+            target,
+            ..Observed::default()
+        }
+    }
+
+    /// The proxy Deployment with `available` of 2 replicas, its current template rolled
+    /// out or not.
+    fn deployment(available: i32, rolled_out: bool) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": { "name": "shop-routemeter", "namespace": "apps", "generation": 2 },
+            "spec": { "replicas": 2, "selector": {}, "template": {} },
+            "status": {
+                "observedGeneration": if rolled_out { 2 } else { 1 },
+                "replicas": 2,
+                "updatedReplicas": if rolled_out { 2 } else { 1 },
+                "availableReplicas": available,
+            },
+        }))
+        .expect("a Deployment")
+    }
+
+    fn stopped(plan: Plan<'_>) -> Stopped {
+        match plan.course {
+            Course::Stop(s) => s,
+            Course::Serve(_) => panic!("expected an early stop, got children to apply"),
+        }
+    }
+
+    fn serving(plan: Plan<'_>) -> Box<Serve<'_>> {
+        match plan.course {
+            Course::Serve(s) => s,
+            Course::Stop(s) => panic!("expected children to apply, got {:?}", s.stop),
+        }
+    }
+
+    /// A reconcile that applies its children: written as `written` says, the Deployment
+    /// read as `deployment`, the takeover write (if any) going through or not, the
+    /// proxies' config state `config`. Returns the write it made, and the outcome.
+    fn serve(
+        m: &MonitoredService,
+        observed: &Observed,
+        written: &Written,
+        deployment: Option<&Deployment>,
+        went_through: bool,
+        config: Option<ConfigHealth>,
+    ) -> (Option<Write>, Outcome) {
+        let conclusion =
+            serving(decide(m, observed, &SETTINGS)).conclude(written, deployment, now());
+        let write = conclusion.write().map(|(_, w)| w.clone());
+        (write, conclusion.finish(went_through, config))
+    }
+
+    /// The usual reconcile of a valid object with a usable target: every child written,
+    /// the Deployment as given, any takeover write going through.
+    fn applied(
+        m: &MonitoredService,
+        target: Service,
+        deployment: Option<&Deployment>,
+    ) -> (Option<Write>, Outcome) {
+        serve(
+            m,
+            &seen(Some(target)),
+            &Written::default(),
+            deployment,
+            true,
+            None,
+        )
+    }
+
+    /// The condition `type_` of `status`: its status and reason.
+    fn condition<'s>(
+        status: &'s MonitoredServiceStatus,
+        type_: &str,
+    ) -> Option<(&'s str, &'s str)> {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.as_str(), c.reason.as_str()))
+    }
+
+    fn message<'s>(status: &'s MonitoredServiceStatus, type_: &str) -> &'s str {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map_or("", |c| c.message.as_str())
+    }
+
+    /// The conditions of `out` without their times.
+    fn untimed(out: &Outcome) -> Vec<(&str, &str, &str, &str)> {
+        out.status
+            .conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_str(),
+                    c.message.as_str(),
+                )
+            })
+            .collect()
+    }
+
+    #[track_caller]
+    fn assert_condition(status: &MonitoredServiceStatus, type_: &str, want: (&str, &str)) {
+        assert_eq!(
+            condition(status, type_),
+            Some(want),
+            "{type_} in {:#?}",
+            status.conditions
+        );
+    }
+
+    #[test]
+    fn an_invalid_spec_stops_naming_the_field_and_waits_for_an_edit() {
+        let m = invalid("Parallel");
+        // Nothing is read for an invalid spec: the decision needs nothing.
+        let nothing = Observed::default();
+        let plan = decide(&m, &nothing, &SETTINGS);
+        assert_eq!(plan.hold, Hold::Keep);
+        let stop = stopped(plan);
+        assert!(
+            matches!(&stop.stop, Stop::InvalidSpec(m) if m.starts_with("spec.proxy.timeouts.connect")),
+            "{:?}",
+            stop.stop
+        );
+        let out = stop.finish(true);
+        assert_condition(&out.status, "Ready", ("False", "InvalidSpec"));
+        assert!(
+            message(&out.status, "Ready").starts_with("spec.proxy.timeouts.connect: "),
+            "{}",
+            message(&out.status, "Ready")
+        );
+        assert_eq!(condition(&out.status, "TakenOver"), None, "Parallel mode");
+        assert_eq!(
+            condition(&out.status, "TargetFound"),
+            None,
+            "never looked at"
+        );
+        assert_eq!(out.status.replicas, None);
+        assert_eq!(out.status.observed_generation, Some(3));
+        assert_eq!(out.action, Action::await_change());
+    }
+
+    #[test]
+    fn an_invalid_spec_in_takeover_mode_gives_the_service_back() {
+        let m = holding(invalid("Takeover"));
+        let nothing = Observed::default();
+        let plan = decide(&m, &nothing, &SETTINGS);
+        assert_eq!(plan.hold, Hold::LetGo, "the finalizer is held: let go");
+        let out = stopped(plan).finish(true);
+        assert_condition(&out.status, "TakenOver", ("False", "InvalidSpec"));
+        assert_condition(&out.status, "Ready", ("False", "InvalidSpec"));
+        assert_eq!(out.action, Action::await_change());
+        // Giving the Service back raced an edit: look again soon, not at the next edit.
+        let raced = stopped(decide(&m, &Observed::default(), &SETTINGS)).finish(false);
+        assert_condition(&raced.status, "Ready", ("False", "InvalidSpec"));
+        assert_eq!(raced.action, Action::requeue(TAKEOVER_STEP));
+        // Not holding the finalizer: nothing to let go.
+        let free = invalid("Takeover");
+        assert_eq!(
+            decide(&free, &Observed::default(), &SETTINGS).hold,
+            Hold::Keep
+        );
+    }
+
+    #[test]
+    fn a_missing_target_is_looked_for_again_and_nothing_is_let_go() {
+        let m = holding(takeover_msvc());
+        let missing = seen(None);
+        let plan = decide(&m, &missing, &SETTINGS);
+        assert_eq!(plan.hold, Hold::Keep, "a missing Service is not given back");
+        let out = stopped(plan).finish(true);
+        assert_condition(&out.status, "TargetFound", ("False", "ServiceNotFound"));
+        assert_condition(&out.status, "Ready", ("False", "ServiceNotFound"));
+        assert!(
+            message(&out.status, "TargetFound").starts_with("Service apps/shop does not exist"),
+            "{}",
+            message(&out.status, "TargetFound")
+        );
+        assert_eq!(out.action, Action::requeue(RETRY));
+    }
+
+    #[test]
+    fn a_port_the_service_lacks_is_named_and_looked_for_again() {
+        let m = msvc(json!({ "target": { "service": "shop", "port": 81 } }));
+        assert!(!target_usable(&m, &app_service(), &[], "cluster.local"));
+        let observed = seen(Some(app_service()));
+        let plan = decide(&m, &observed, &SETTINGS);
+        assert_eq!(plan.hold, Hold::Keep);
+        let out = stopped(plan).finish(true);
+        assert_condition(&out.status, "TargetFound", ("False", "PortNotFound"));
+        assert_condition(&out.status, "Ready", ("False", "PortNotFound"));
+        assert!(
+            message(&out.status, "TargetFound").contains("has no port Int(81)"),
+            "{}",
+            message(&out.status, "TargetFound")
+        );
+        assert_eq!(out.action, Action::requeue(RETRY));
+        // Back in Parallel mode with the finalizer still held: the Service is given back.
+        assert_eq!(decide(&holding(m), &observed, &SETTINGS).hold, Hold::LetGo);
+    }
+
+    #[test]
+    fn children_that_cannot_be_built_are_an_invalid_spec() {
+        // The spec is valid with any target, but this target gives the proxy an upstream
+        // on a port that does not exist.
+        let m = msvc(json!({ "target": { "service": "shop", "port": 70000 } }));
+        assert_eq!(validate(&m), Ok(()));
+        let target = service(
+            json!({ "type": "ExternalName", "externalName": "shop.example.com" }),
+            None,
+        );
+        let observed = seen(Some(target));
+        let plan = decide(&m, &observed, &SETTINGS);
+        assert_eq!(plan.hold, Hold::Keep);
+        let stop = stopped(plan);
+        assert_eq!(stop.stop, Stop::UntilChanged);
+        let out = stop.finish(true);
+        assert_condition(&out.status, "TargetFound", ("True", "ServiceFound"));
+        assert_condition(&out.status, "Ready", ("False", "InvalidSpec"));
+        assert!(
+            message(&out.status, "Ready").contains("upstream.endpoints[0]"),
+            "{}",
+            message(&out.status, "Ready")
+        );
+        assert_eq!(out.action, Action::await_change());
+    }
+
+    #[test]
+    fn an_available_proxy_makes_the_object_ready_and_is_read_again_for_traffic() {
+        let m = msvc(json!({}));
+        let observed = seen(Some(app_service()));
+        let serve_plan = decide(&m, &observed, &SETTINGS);
+        assert_eq!(serve_plan.hold, Hold::Keep);
+        let plan = serving(serve_plan);
+        let kinds: Vec<&str> = plan
+            .children
+            .core
+            .iter()
+            .map(|c| c.resource.kind.as_str())
+            .collect();
+        assert!(kinds.contains(&"Deployment"), "{kinds:?}");
+        let d = deployment(2, true);
+        let (write, out) = applied(&m, app_service(), Some(&d));
+        assert_eq!(write, None, "Parallel mode writes nothing to the target");
+        assert_condition(&out.status, "TargetFound", ("True", "ServiceFound"));
+        assert_condition(
+            &out.status,
+            "ProxyAvailable",
+            ("True", "MinimumReplicasAvailable"),
+        );
+        assert_condition(&out.status, "Ready", ("True", "Available"));
+        assert_eq!(condition(&out.status, "TakenOver"), None);
+        assert_eq!(
+            condition(&out.status, "ProxyConfigApplied"),
+            None,
+            "not read"
+        );
+        assert_eq!(
+            (out.status.replicas, out.status.ready_replicas),
+            (Some(2), Some(2))
+        );
+        assert_eq!(out.status.proxy_service.as_deref(), Some("shop-routemeter"));
+        assert_eq!(out.action, Action::requeue(TRAFFIC_REFRESH));
+    }
+
+    #[test]
+    fn a_proxy_not_yet_available_keeps_the_object_unready_and_looks_again_soon() {
+        let m = msvc(json!({}));
+        for (d, replicas) in [(None, 0), (Some(deployment(0, false)), 2)] {
+            let (_, out) = applied(&m, app_service(), d.as_ref());
+            assert_condition(
+                &out.status,
+                "ProxyAvailable",
+                ("False", "NoReplicasAvailable"),
+            );
+            assert_condition(&out.status, "Ready", ("False", "NoReplicasAvailable"));
+            assert_eq!(
+                message(&out.status, "Ready"),
+                format!(
+                    "0/{replicas} proxy replicas available; see the proxy Deployment's events and pods"
+                )
+            );
+            assert_eq!(
+                (out.status.replicas, out.status.ready_replicas),
+                (Some(replicas), Some(0))
+            );
+            assert_eq!(out.action, Action::requeue(RETRY));
+        }
+    }
+
+    #[test]
+    fn monitoring_is_reported_whether_crds_exist_and_a_prometheus_selects_it() {
+        let m = msvc(json!({}));
+        let d = deployment(1, true);
+        let crds_missing = Written {
+            failures: Vec::new(),
+            crds_missing: true,
+        };
+        let (_, out) = serve(
+            &m,
+            &seen(Some(app_service())),
+            &crds_missing,
+            Some(&d),
+            true,
+            None,
+        );
+        assert_condition(
+            &out.status,
+            "MonitoringConfigured",
+            ("False", "CRDsNotInstalled"),
+        );
+        assert_condition(&out.status, "Ready", ("True", "Available"));
+
+        // No Prometheus at all, and one that selects nothing of ours.
+        let (_, out) = applied(&m, app_service(), Some(&d));
+        assert_condition(
+            &out.status,
+            "MonitoringConfigured",
+            ("False", "NotSelected"),
+        );
+        assert!(
+            message(&out.status, "MonitoringConfigured").contains("no Prometheus object exists")
+        );
+        let mut observed = seen(Some(app_service()));
+        observed.selection.prometheus_found = true;
+        let (_, out) = serve(&m, &observed, &Written::default(), Some(&d), true, None);
+        assert_condition(
+            &out.status,
+            "MonitoringConfigured",
+            ("False", "NotSelected"),
+        );
+        assert!(
+            message(&out.status, "MonitoringConfigured").contains("no Prometheus selects"),
+            "{}",
+            message(&out.status, "MonitoringConfigured")
+        );
+
+        // Selected: said so, and the labels that select it are on the monitoring children.
+        observed.selection = Selection {
+            labels: BTreeMap::from([("release".into(), "kps".into())]),
+            selected_by: vec!["monitoring/kps".into()],
+            prometheus_found: true,
+        };
+        let plan = serving(decide(&m, &observed, &SETTINGS));
+        let labelled = plan
+            .children
+            .monitoring
+            .iter()
+            .filter_map(|(_, _, manifest)| manifest.as_ref())
+            .all(|manifest| manifest["metadata"]["labels"]["release"] == "kps");
+        assert!(labelled && !plan.children.monitoring.is_empty());
+        let out = plan
+            .conclude(&Written::default(), Some(&d), now())
+            .finish(true, None);
+        assert_condition(&out.status, "MonitoringConfigured", ("True", "Selected"));
+        assert_eq!(out.status.selected_by, ["monitoring/kps"]);
+
+        let disabled = msvc(json!({ "monitoring": { "serviceMonitor": { "enabled": false } } }));
+        let (_, out) = applied(&disabled, app_service(), Some(&d));
+        assert_condition(
+            &out.status,
+            "MonitoringConfigured",
+            ("True", "ServiceMonitorDisabled"),
+        );
+    }
+
+    #[test]
+    fn apply_failures_make_the_object_unready_with_their_count() {
+        let m = msvc(json!({}));
+        let d = deployment(2, true);
+        let observed = seen(Some(app_service()));
+        let three = Written {
+            failures: vec![
+                "cannot apply Role apps/shop-routemeter: forbidden".into(),
+                "second".into(),
+                "third".into(),
+            ],
+            crds_missing: false,
+        };
+        let (_, out) = serve(&m, &observed, &three, Some(&d), true, None);
+        assert_condition(&out.status, "Ready", ("False", "ApplyFailed"));
+        assert_eq!(
+            message(&out.status, "Ready"),
+            "cannot apply Role apps/shop-routemeter: forbidden (and 2 more; see the operator's log)"
+        );
+        // The proxies are still reported as they are.
+        assert_condition(
+            &out.status,
+            "ProxyAvailable",
+            ("True", "MinimumReplicasAvailable"),
+        );
+        let one = Written {
+            failures: vec!["cannot apply Role apps/shop-routemeter: forbidden".into()],
+            crds_missing: false,
+        };
+        let (_, out) = serve(&m, &observed, &one, Some(&d), true, None);
+        assert_condition(&out.status, "Ready", ("False", "ApplyFailed"));
+        assert_eq!(
+            message(&out.status, "Ready"),
+            "cannot apply Role apps/shop-routemeter: forbidden"
+        );
+        assert_eq!(out.action, Action::requeue(RETRY), "not ready");
+    }
+
+    #[test]
+    fn a_proxy_rejecting_its_config_is_reported_without_unreadying_the_object() {
+        let m = msvc(json!({}));
+        let d = deployment(2, true);
+        let observed = seen(Some(app_service()));
+        let stale = ConfigHealth {
+            proxies: 2,
+            stale: 1,
+        };
+        let (_, out) = serve(
+            &m,
+            &observed,
+            &Written::default(),
+            Some(&d),
+            true,
+            Some(stale),
+        );
+        assert_condition(&out.status, "ProxyConfigApplied", ("False", "ReloadFailed"));
+        assert!(message(&out.status, "ProxyConfigApplied").starts_with("1 of 2 proxies"));
+        assert_condition(&out.status, "Ready", ("True", "Available"));
+        let fine = ConfigHealth {
+            proxies: 2,
+            stale: 0,
+        };
+        let (_, out) = serve(
+            &m,
+            &observed,
+            &Written::default(),
+            Some(&d),
+            true,
+            Some(fine),
+        );
+        assert_condition(&out.status, "ProxyConfigApplied", ("True", "Applied"));
+    }
+
+    #[test]
+    fn a_free_service_is_recorded_first_with_the_finalizer_held() {
+        let m = takeover_msvc();
+        let observed = seen(Some(app_service()));
+        assert_eq!(
+            application_selector(&m, &app_service()),
+            Some(BTreeMap::from([("app".into(), "shop".into())])),
+            "the application's pods are read"
+        );
+        assert_eq!(decide(&m, &observed, &SETTINGS).hold, Hold::Finalizer);
+        let d = deployment(2, true);
+        let (write, out) = applied(&m, app_service(), Some(&d));
+        assert_eq!(
+            write,
+            Some(Write {
+                record: None,
+                step: Step::Record(record(false, None)),
+            })
+        );
+        assert_condition(&out.status, "TakenOver", ("False", "Recorded"));
+        assert_condition(&out.status, "Ready", ("False", "Recorded"));
+        assert_eq!(out.status.proxy_service.as_deref(), Some("shop-routemeter"));
+        assert_eq!(out.action, Action::requeue(TAKEOVER_STEP));
+        // The record's write racing an edit changes nothing: the next look reads it again.
+        let (_, raced) = serve(&m, &observed, &Written::default(), Some(&d), false, None);
+        assert_eq!(untimed(&raced), untimed(&out));
+        assert_eq!(raced.action, out.action);
+    }
+
+    #[test]
+    fn a_recorded_service_waits_for_the_proxies_to_roll_out() {
+        let m = takeover_msvc();
+        let r = record(false, None);
+        let svc = recorded_service(json!({ "app": "shop" }), &r);
+        // Available, but the current template is not rolled out yet.
+        let (write, out) = applied(&m, svc, Some(&deployment(1, false)));
+        assert_eq!(write, None, "no write before the rollout");
+        assert_condition(&out.status, "TakenOver", ("False", "WaitingForProxy"));
+        assert_condition(&out.status, "Ready", ("False", "WaitingForProxy"));
+        assert_eq!(out.action, Action::requeue(TAKEOVER_STEP));
+    }
+
+    #[test]
+    fn a_rolled_out_proxy_takes_the_service_over() {
+        let m = takeover_msvc();
+        let r = record(false, None);
+        let observed = seen(Some(recorded_service(json!({ "app": "shop" }), &r)));
+        let d = deployment(2, true);
+        let (write, out) = serve(&m, &observed, &Written::default(), Some(&d), true, None);
+        assert_eq!(
+            write,
+            Some(Write {
+                record: Some(r.clone()),
+                step: Step::Repoint { reassert: false },
+            }),
+            "guarded by the record as read"
+        );
+        assert_condition(&out.status, "TakenOver", ("True", "TakenOver"));
+        assert_condition(&out.status, "Ready", ("True", "Available"));
+        assert_eq!(out.status.proxy_service.as_deref(), Some("shop"));
+        assert_eq!(out.action, Action::requeue(TRAFFIC_REFRESH));
+
+        // The Service changed while being repointed: not taken over, try again soon.
+        let (_, raced) = serve(&m, &observed, &Written::default(), Some(&d), false, None);
+        assert_condition(&raced.status, "TakenOver", ("False", "WaitingForProxy"));
+        assert!(message(&raced.status, "TakenOver").contains("changed while being repointed"));
+        assert_condition(&raced.status, "Ready", ("False", "WaitingForProxy"));
+        assert_eq!(
+            raced.status.proxy_service.as_deref(),
+            Some("shop-routemeter")
+        );
+        assert_eq!(raced.action, Action::requeue(TAKEOVER_STEP));
+    }
+
+    #[test]
+    fn a_taken_over_service_stays_so_and_an_unavailable_proxy_names_ready() {
+        let m = takeover_msvc();
+        let r = record(true, None);
+        let svc = recorded_service(json!(proxy_selector()), &r);
+        let (write, out) = applied(&m, svc.clone(), Some(&deployment(2, true)));
+        assert_eq!(write, None);
+        assert_condition(&out.status, "TakenOver", ("True", "TakenOver"));
+        assert!(message(&out.status, "TakenOver").contains("on ports [8080]"));
+        assert_condition(&out.status, "Ready", ("True", "Available"));
+        assert_eq!(out.status.proxy_service.as_deref(), Some("shop"));
+        // The proxies gone: Ready says so (ProxyAvailable comes before TakenOver).
+        let (_, out) = applied(&m, svc, None);
+        assert_condition(&out.status, "Ready", ("False", "NoReplicasAvailable"));
+        assert_eq!(out.action, Action::requeue(RETRY));
+    }
+
+    #[test]
+    fn a_reapplied_selector_is_set_back_at_most_once_per_interval() {
+        let m = takeover_msvc();
+        let mut union = r_selector();
+        union.extend(proxy_selector());
+        let d = deployment(2, true);
+        let r = record(true, None);
+        let observed = seen(Some(recorded_service(json!(union), &r)));
+        let (write, out) = serve(&m, &observed, &Written::default(), Some(&d), true, None);
+        assert_eq!(
+            write.map(|w| w.step),
+            Some(Step::Repoint { reassert: true })
+        );
+        assert_condition(&out.status, "TakenOver", ("True", "SelectorReasserted"));
+        assert!(!message(&out.status, "TakenOver").ends_with("(retrying)"));
+        assert_eq!(out.status.proxy_service.as_deref(), Some("shop"));
+        assert_eq!(out.action, Action::requeue(TRAFFIC_REFRESH));
+        let (_, raced) = serve(&m, &observed, &Written::default(), Some(&d), false, None);
+        assert_condition(&raced.status, "TakenOver", ("True", "SelectorReasserted"));
+        assert!(message(&raced.status, "TakenOver").ends_with("(retrying)"));
+        assert_eq!(
+            raced.status.proxy_service.as_deref(),
+            Some("shop-routemeter")
+        );
+        assert_eq!(raced.action, Action::requeue(TAKEOVER_STEP));
+
+        // Set back two minutes ago: left alone, and reported.
+        let recent = record(true, Some("2026-12-02T09:58:00Z"));
+        let (write, out) = applied(&m, recorded_service(json!(union), &recent), Some(&d));
+        assert_eq!(write, None);
+        assert_condition(&out.status, "TakenOver", ("False", "SelectorChanged"));
+        assert_condition(&out.status, "Ready", ("False", "SelectorChanged"));
+        assert_eq!(out.action, Action::requeue(RETRY));
+    }
+
+    fn r_selector() -> BTreeMap<String, String> {
+        BTreeMap::from([("app".into(), "shop".into())])
+    }
+
+    #[test]
+    fn a_selector_changed_by_someone_else_is_left_alone() {
+        let m = takeover_msvc();
+        for selector in [json!({ "app": "shop-v2" }), json!({ "app": "shop" })] {
+            // Another selector, or the original one back after the repoint.
+            let svc = recorded_service(selector, &record(true, None));
+            let (write, out) = applied(&m, svc, Some(&deployment(2, true)));
+            assert_eq!(write, None);
+            assert_condition(&out.status, "TakenOver", ("False", "SelectorChanged"));
+            assert_eq!(out.status.proxy_service.as_deref(), Some("shop-routemeter"));
+            assert_eq!(out.action, Action::requeue(RETRY));
+        }
+    }
+
+    #[test]
+    fn a_service_that_cannot_be_taken_over_is_refused_and_given_back() {
+        let m = holding(takeover_msvc());
+        let headless = service(
+            json!({ "selector": { "app": "shop" }, "clusterIP": "None", "ports": [{ "port": 80, "targetPort": 8080 }] }),
+            None,
+        );
+        assert_eq!(application_selector(&m, &headless), None, "no pod is read");
+        let observed = seen(Some(headless.clone()));
+        assert_eq!(decide(&m, &observed, &SETTINGS).hold, Hold::LetGo);
+        assert_eq!(
+            decide(&takeover_msvc(), &observed, &SETTINGS).hold,
+            Hold::Keep,
+            "no finalizer: nothing to let go"
+        );
+        // Served in parallel meanwhile; Ready names the refusal, set before the rest.
+        let (write, out) = applied(&m, headless.clone(), Some(&deployment(2, true)));
+        assert_eq!(write, None);
+        assert_condition(&out.status, "TakenOver", ("False", "Refused"));
+        assert!(message(&out.status, "TakenOver").contains("is headless"));
+        assert_condition(
+            &out.status,
+            "ProxyAvailable",
+            ("True", "MinimumReplicasAvailable"),
+        );
+        assert_condition(&out.status, "Ready", ("False", "Refused"));
+        assert_eq!(out.status.proxy_service.as_deref(), Some("shop-routemeter"));
+        assert_eq!(out.action, Action::requeue(RETRY));
+
+        // Ready names the first failing condition as they were set: the refusal comes
+        // before the proxies, and before a port the Service lacks.
+        let (_, out) = applied(&m, headless.clone(), None);
+        assert_condition(
+            &out.status,
+            "ProxyAvailable",
+            ("False", "NoReplicasAvailable"),
+        );
+        assert_condition(&out.status, "Ready", ("False", "Refused"));
+        let wrong_port = holding(msvc(
+            json!({ "mode": "Takeover", "target": { "service": "shop", "port": 81 } }),
+        ));
+        let observed = seen(Some(headless.clone()));
+        let out = stopped(decide(&wrong_port, &observed, &SETTINGS)).finish(true);
+        assert_condition(&out.status, "TargetFound", ("False", "PortNotFound"));
+        assert_condition(&out.status, "Ready", ("False", "Refused"));
+        assert_eq!(out.action, Action::requeue(RETRY));
+
+        // Taken over by another MonitoredService.
+        let mut theirs = record(true, None);
+        theirs.monitored_service = "other".into();
+        let (_, out) = applied(
+            &m,
+            recorded_service(json!(proxy_selector()), &theirs),
+            Some(&deployment(2, true)),
+        );
+        assert_condition(&out.status, "TakenOver", ("False", "Refused"));
+        assert!(message(&out.status, "TakenOver").contains("MonitoredService other"));
+    }
+
+    #[test]
+    fn named_ports_resolve_through_the_application_pods_or_wait_for_one() {
+        let m = holding(takeover_msvc());
+        let svc = service(
+            json!({ "selector": { "app": "shop" }, "ports": [{ "name": "web", "port": 80, "targetPort": "http" }] }),
+            None,
+        );
+        let observed = seen(Some(svc.clone()));
+        assert_eq!(decide(&m, &observed, &SETTINGS).hold, Hold::LetGo);
+        let (_, out) = applied(&m, svc.clone(), Some(&deployment(2, true)));
+        assert_condition(&out.status, "TakenOver", ("False", "PortsUnresolved"));
+        assert!(message(&out.status, "TakenOver").contains("named port \"http\""));
+        assert_condition(&out.status, "Ready", ("False", "PortsUnresolved"));
+
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": "shop-1" },
+            "spec": { "containers": [{ "name": "app", "ports": [{ "name": "http", "containerPort": 8080 }] }] },
+        }))
+        .expect("a Pod");
+        let with_pod = Observed {
+            target: Some(svc),
+            application_pods: vec![pod],
+            ..Observed::default()
+        };
+        assert_eq!(decide(&m, &with_pod, &SETTINGS).hold, Hold::Finalizer);
+        let (write, out) = serve(&m, &with_pod, &Written::default(), None, true, None);
+        match write.map(|w| w.step) {
+            Some(Step::Record(r)) => {
+                assert_eq!(r.ports, BTreeMap::from([("http".into(), 8080)]));
+            }
+            other => panic!("expected the record, got {other:?}"),
+        }
+        assert_condition(&out.status, "TakenOver", ("False", "Recorded"));
+        // The proxies gone: ProxyAvailable comes first in Ready.
+        assert_condition(&out.status, "Ready", ("False", "NoReplicasAvailable"));
+    }
+
+    #[test]
+    fn an_unreadable_record_is_reported_and_the_service_given_back() {
+        let m = holding(takeover_msvc());
+        let mut svc = app_service();
+        svc.metadata.annotations = Some(BTreeMap::from([(
+            takeover::RECORD_ANNOTATION.into(),
+            "not a record".into(),
+        )]));
+        assert_eq!(application_selector(&m, &svc), None);
+        assert_eq!(
+            decide(&m, &seen(Some(svc.clone())), &SETTINGS).hold,
+            Hold::LetGo
+        );
+        let (write, out) = applied(&m, svc, Some(&deployment(2, true)));
+        assert_eq!(write, None);
+        assert_condition(&out.status, "TakenOver", ("False", "RecordUnreadable"));
+        assert_condition(&out.status, "Ready", ("False", "RecordUnreadable"));
+    }
+
+    #[test]
+    fn parallel_mode_reads_no_pods_and_lets_a_held_service_go() {
+        let m = msvc(json!({}));
+        assert_eq!(application_selector(&m, &app_service()), None);
+        assert!(target_usable(&m, &app_service(), &[], "cluster.local"));
+        let observed = seen(Some(app_service()));
+        assert_eq!(decide(&holding(m), &observed, &SETTINGS).hold, Hold::LetGo);
+    }
+}
