@@ -202,14 +202,16 @@ pub fn validate(msvc: &MonitoredService) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A takeover's record, if any, and the Service's original selector.
+struct Start {
+    record: Option<Record>,
+    original: BTreeMap<String, String>,
+}
+
 /// Where a takeover of `svc` starts from: `Ok(None)` in Parallel mode; the `TakenOver`
 /// condition saying why when it cannot go on; else its record, if any, and the Service's
 /// original selector.
-#[allow(clippy::type_complexity)]
-fn takeover_start(
-    msvc: &MonitoredService,
-    svc: &Service,
-) -> Result<Option<(Option<Record>, BTreeMap<String, String>)>, Condition> {
+fn takeover_start(msvc: &MonitoredService, svc: &Service) -> Result<Option<Start>, Condition> {
     if msvc.spec.mode != Mode::Takeover {
         return Ok(None);
     }
@@ -227,7 +229,7 @@ fn takeover_start(
         },
         |r| r.selector.clone(),
     );
-    Ok(Some((record, original)))
+    Ok(Some(Start { record, original }))
 }
 
 /// The selector of the application's pods, whose ports a takeover of `svc` resolves;
@@ -236,7 +238,7 @@ pub fn application_selector(
     msvc: &MonitoredService,
     svc: &Service,
 ) -> Option<BTreeMap<String, String>> {
-    takeover_start(msvc, svc).ok().flatten().map(|(_, s)| s)
+    takeover_start(msvc, svc).ok().flatten().map(|s| s.original)
 }
 
 /// Whether the takeover of `svc` can go on, on which ports; `Ok(None)` in Parallel mode,
@@ -246,7 +248,7 @@ fn plan_takeover(
     svc: &Service,
     pods: &[Pod],
 ) -> Result<Option<TakeoverPlan>, Condition> {
-    let Some((record, original)) = takeover_start(msvc, svc)? else {
+    let Some(Start { record, original }) = takeover_start(msvc, svc)? else {
         return Ok(None);
     };
     let ports = takeover::ports(
@@ -266,7 +268,6 @@ fn plan_takeover(
 
 /// The takeover (if one can go on, else why not) and where the proxies send traffic, or
 /// why the target cannot be used.
-#[allow(clippy::type_complexity)]
 fn resolve(
     msvc: &MonitoredService,
     svc: &Service,

@@ -1,11 +1,13 @@
 //! The reconciler: one `MonitoredService` in, its children applied and its status written.
 //!
-//! One straight line: [`observe`] reads what the reconcile needs (from the caches once
-//! they have synced), [`plan::decide`] decides from it, without a client, what to apply;
-//! the finalizer and the target Service's hand-back ([`hold`]), the children
-//! ([`write_children`]) and the takeover step are written; and the status is written
+//! One straight line: `observe` reads what the decision needs (from the caches once they
+//! have synced), [`plan::decide`] decides from it, with no client, what to do; `hold`
+//! adds the takeover finalizer or gives the target Service back, `write_children` writes
+//! the children; the proxy Deployment is read (after the apply, as it always was: until
+//! the caches sync that read goes to the API server and sees what was just applied), the
+//! takeover step is written, the proxies' config state read; and the status is written
 //! once, at one call site, whatever the path. Only a MonitoredService being deleted
-//! ([`finalize`]) writes no status. The decisions, and their tests, are in [`plan`].
+//! (`finalize`) writes no status. The decisions, and their tests, are in [`plan`].
 
 use std::sync::Arc;
 use std::time::Instant;
