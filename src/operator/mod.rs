@@ -5,7 +5,9 @@
 //! - [`args`]: `routemeter operator`'s arguments, and its start;
 //! - [`leader`]: leader election through a Lease;
 //! - [`controller`]: the watches, what each triggers, the error backoff;
-//! - [`reconcile`]: one MonitoredService in, its children applied and its status written;
+//! - [`reconcile`]: one MonitoredService in, its children applied and its status written:
+//!   observe, decide, apply, the status once;
+//! - [`plan`]: what a reconcile decides from what it observed (pure: no client, no await);
 //! - [`takeover`]: takeover mode's steps on the target Service, and giving it back;
 //! - [`status`]: conditions and the status write;
 //! - [`selection`]: which Prometheus selects the monitoring objects;
@@ -34,6 +36,7 @@ pub mod convert;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod selection;

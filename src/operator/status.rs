@@ -142,6 +142,7 @@ impl Condition {
 }
 
 /// Conditions gathered during one reconcile.
+#[derive(Debug)]
 pub struct Report {
     generation: Option<i64>,
     previous: Vec<K8sCondition>,
