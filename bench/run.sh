@@ -256,7 +256,7 @@ busy_ticks() { # all CPUs' non-idle ticks since boot: user nice system irq softi
   awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
 }
 proc_snapshot() { # every process: "pid comm ticks", to name what else ran
-  cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
     pid = $1; s = $0; o = index(s, "("); c = 0
     for (i = length(s); i > 0; i--) if (substr(s, i, 1) == ")") { c = i; break }
     if (!o || !c) next
@@ -270,7 +270,7 @@ culprits() { # before after ours... -> the 3 other processes that used the most,
   shift 2
   awk -v ours=" $* " 'NR == FNR {t[$1] = $3; next}
     index(ours, " " $1 " ") == 0 {d = $3 - t[$1]; if (d > 0) print d, $2}' "$before" "$after" |
-    sort -rn | head -n 3 | awk -v hz="$CLK_TCK" '{printf "%s%s %.2fs", (NR > 1 ? ", " : ""), $2, $1 / hz}'
+    sort -rn | awk -v hz="$CLK_TCK" 'NR <= 3 {printf "%s%s %.2fs", (NR > 1 ? ", " : ""), $2, $1 / hz}'
 }
 CLK_TCK=$(getconf CLK_TCK)
 mb() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1e6}'; }
@@ -550,12 +550,12 @@ measure() { # kind target round -> M_* figures of one accepted run (or the least
     fi
     M_CPU_US=$(awk -v d=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$M_REQS" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
     [[ $t != direct ]] || M_CPU_US=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$M_REQS" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
-    M_OTHER=$pct
+    M_OTHER=$pct M_CLEAN=1
     if awk -v p="$pct" -v m="$OTHER_MAX_PCT" 'BEGIN {exit !(p <= m)}'; then
       return 0
     fi
     # shellcheck disable=SC2086
-    why=$(culprits "$W/procs0" "$W/procs1" $ours)
+    why=$(culprits "$W/procs0" "$W/procs1" $ours) || why=""
     REJECTED=$((REJECTED + 1))
     REJECTIONS+=("$kind round $((r + 1)) $t (attempt $((attempt + 1))): others used $pct % of a CPU; biggest: ${why:-none seen (processes that came and went)}")
     log "rejected: ${REJECTIONS[-1]}"
@@ -573,12 +573,15 @@ measure() { # kind target round -> M_* figures of one accepted run (or the least
   done
   # every attempt disturbed: keep the least disturbed one, and say so
   read -r M_RPS M_P50 M_P99 M_ERR M_REQS M_CPU_US M_LATE M_BEHIND <<<"$keep"
-  M_OTHER=$best_pct
+  M_OTHER=$best_pct M_CLEAN=0
   KEPT_OVER=$((KEPT_OVER + 1))
   log "kept $kind $t round $((r + 1)) at $best_pct % others after $((attempt < MAX_REPEATS ? attempt + 1 : MAX_REPEATS + 1)) attempts"
 }
 
-declare -A RPS_L P50_L P99_L CPU_L ERR_L OTHER_L
+# *_L: the runs within the threshold, whose medians the report gives; A_*: every run, whose
+# medians it gives for a target that had no run within it (marked in the table)
+declare -A RPS_L P50_L P99_L CPU_L A_RPS A_P50 A_P99 A_CPU ERR_L CLEAN_N FCLEAN_N
+pick() { if [[ -n $1 ]]; then echo "$1"; else echo "$2"; fi; }
 n=${#TARGETS[@]}
 for ((r = 0; r < ROUNDS; r++)); do
   order=()
@@ -586,16 +589,20 @@ for ((r = 0; r < ROUNDS; r++)); do
   log "round $((r + 1))/$ROUNDS: ${order[*]} (wrk -t$THREADS -c$CONNS -d${DURATION}s after ${WARMUP}s)"
   for t in "${order[@]}"; do
     measure wrk "$t" "$r"
-    RPS_L[$t]+="$M_RPS " P50_L[$t]+="$M_P50 " P99_L[$t]+="$M_P99 " CPU_L[$t]+="$M_CPU_US " ERR_L[$t]+="$M_ERR " OTHER_L[$t]+="$M_OTHER "
+    A_RPS[$t]+="$M_RPS " A_P50[$t]+="$M_P50 " A_P99[$t]+="$M_P99 " A_CPU[$t]+="$M_CPU_US " ERR_L[$t]+="$M_ERR "
+    if ((M_CLEAN)); then
+      RPS_L[$t]+="$M_RPS " P50_L[$t]+="$M_P50 " P99_L[$t]+="$M_P99 " CPU_L[$t]+="$M_CPU_US "
+      CLEAN_N[$t]=$((${CLEAN_N[$t]:-0} + 1))
+    fi
     log "  $t: $M_RPS req/s, $M_CPU_US µs CPU/req, p50 $M_P50 ms, p99 $M_P99 ms, others $M_OTHER %"
   done
 done
 declare -A RPS CPU_US P50 P99 ERRS RSS_LOADED
 for t in "${TARGETS[@]}"; do
-  # shellcheck disable=SC2086 # word lists
+  # shellcheck disable=SC2086,SC2046 # word lists
   {
-    RPS[$t]=$(median ${RPS_L[$t]}) CPU_US[$t]=$(median ${CPU_L[$t]})
-    P50[$t]=$(median ${P50_L[$t]}) P99[$t]=$(median ${P99_L[$t]})
+    RPS[$t]=$(median $(pick "${RPS_L[$t]:-}" "${A_RPS[$t]}")) CPU_US[$t]=$(median $(pick "${CPU_L[$t]:-}" "${A_CPU[$t]}"))
+    P50[$t]=$(median $(pick "${P50_L[$t]:-}" "${A_P50[$t]}")) P99[$t]=$(median $(pick "${P99_L[$t]:-}" "${A_P99[$t]}"))
     ERRS[$t]=$(printf '%s\n' ${ERR_L[$t]} | awk '{s += $1} END {print s}')
   }
   if [[ -n ${PID_OF[$t]} ]]; then
@@ -614,23 +621,27 @@ else
 fi
 RATE=$(awk -v r="${RPS[$RATE_BASE_TARGET]}" -v p="$RATE_PCT" 'BEGIN {printf "%.0f", r * p / 100}')
 ((RATE > 0)) || die "no rate to run at ($RATE_BASE_TARGET's median: ${RPS[$RATE_BASE_TARGET]} req/s)"
-declare -A FP50_L FP99_L FRPS_L FCPU_L FERR_L FLATE_L
+declare -A FP50_L FP99_L FRPS_L FCPU_L A_FP50 A_FP99 A_FRPS A_FCPU FERR_L FLATE_L
 for ((r = 0; r < RATE_ROUNDS; r++)); do
   order=()
   for ((i = 0; i < n; i++)); do order+=("${TARGETS[(i + r) % n]}"); done
   log "constant rate, round $((r + 1))/$RATE_ROUNDS: $RATE req/s ($RATE_PCT % of $RATE_BASE_TARGET's median), $RATE_CONNS connections, ${RATE_DURATION}s"
   for t in "${order[@]}"; do
     measure rate "$t" "$r"
-    FP50_L[$t]+="$M_P50 " FP99_L[$t]+="$M_P99 " FRPS_L[$t]+="$M_RPS " FCPU_L[$t]+="$M_CPU_US " FERR_L[$t]+="$M_ERR " FLATE_L[$t]+="$M_LATE "
+    A_FP50[$t]+="$M_P50 " A_FP99[$t]+="$M_P99 " A_FRPS[$t]+="$M_RPS " A_FCPU[$t]+="$M_CPU_US " FERR_L[$t]+="$M_ERR " FLATE_L[$t]+="$M_LATE "
+    if ((M_CLEAN)); then
+      FP50_L[$t]+="$M_P50 " FP99_L[$t]+="$M_P99 " FRPS_L[$t]+="$M_RPS " FCPU_L[$t]+="$M_CPU_US "
+      FCLEAN_N[$t]=$((${FCLEAN_N[$t]:-0} + 1))
+    fi
     log "  $t: p50 $M_P50 ms, p99 $M_P99 ms, $M_RPS req/s achieved, $M_CPU_US µs CPU/req, others $M_OTHER %"
   done
 done
 declare -A FP50 FP99 FRPS FCPU FERRS FLATE
 for t in "${TARGETS[@]}"; do
-  # shellcheck disable=SC2086
+  # shellcheck disable=SC2086,SC2046
   {
-    FP50[$t]=$(median ${FP50_L[$t]}) FP99[$t]=$(median ${FP99_L[$t]}) FRPS[$t]=$(median ${FRPS_L[$t]})
-    FCPU[$t]=$(median ${FCPU_L[$t]})
+    FP50[$t]=$(median $(pick "${FP50_L[$t]:-}" "${A_FP50[$t]}")) FP99[$t]=$(median $(pick "${FP99_L[$t]:-}" "${A_FP99[$t]}"))
+    FRPS[$t]=$(median $(pick "${FRPS_L[$t]:-}" "${A_FRPS[$t]}")) FCPU[$t]=$(median $(pick "${FCPU_L[$t]:-}" "${A_FCPU[$t]}"))
     FERRS[$t]=$(printf '%s\n' ${FERR_L[$t]} | awk '{s += $1} END {print s}')
     FLATE[$t]=$(printf '%s\n' ${FLATE_L[$t]} | awk '{s += $1} END {print s}')
   }
@@ -720,17 +731,18 @@ REPORT=$(
   echo
   echo "Closed loop: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, GET $REQ_PATH (3-byte body), after ${WARMUP} s of warm-up; $ROUNDS interleaved rounds, medians. Constant rate: bench/loadgen at $RATE req/s ($RATE_PCT % of the median of $RATE_BASE_TARGET$([[ $RATE_BASE != slowest ]] || echo ', the slowest proxy')), $RATE_CONNS connections, ${RATE_DURATION} s, latency from when each request was due; $RATE_ROUNDS rounds, medians."
   echo
-  echo "| target | req/s | CPU µs/req | ÷ nginx | p50 ms | p99 ms | RSS MB | errors | at $RATE req/s: p50 µs | added p50 µs | p99 µs |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| target | clean runs | req/s | CPU µs/req | ÷ nginx | p50 ms | p99 ms | RSS MB | errors | at $RATE req/s: p50 µs | added p50 µs | p99 µs |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for t in "${TARGETS[@]}"; do
     if [[ $t == direct ]]; then cmp="" rss="" added=""; else
       cmp=$(ratio "${CPU_US[$t]}" "${CPU_US[nginx]}") rss=$(mb "${RSS_LOADED[$t]}") added=$(added_us "${FP50[$t]}" "${FP50[direct]}")
     fi
     sat=""
     lt "${FRPS[$t]}" "$(awk -v r="$RATE" 'BEGIN {print 0.98 * r}')" && sat=" (behind the rate)"
-    echo "| ${LABEL[$t]} | $(f0 "${RPS[$t]}") | $(f1 "${CPU_US[$t]}") | $cmp | $(f2 "${P50[$t]}") | $(f2 "${P99[$t]}") | $rss | $((${ERRS[$t]} + ${FERRS[$t]})) | $(us "${FP50[$t]}")$sat | $added | $(us "${FP99[$t]}") |"
+    echo "| ${LABEL[$t]} | ${CLEAN_N[$t]:-0}/$ROUNDS, ${FCLEAN_N[$t]:-0}/$RATE_ROUNDS | $(f0 "${RPS[$t]}") | $(f1 "${CPU_US[$t]}") | $cmp | $(f2 "${P50[$t]}") | $(f2 "${P99[$t]}") | $rss | $((${ERRS[$t]} + ${FERRS[$t]})) | $(us "${FP50[$t]}")$sat | $added | $(us "${FP99[$t]}") |"
   done
   echo
+  echo "Clean runs: closed-loop and constant-rate runs within the threshold of others' CPU; the medians are over those, or over every run where none was (then they are disturbed figures)."
   echo "CPU µs/req: user+system time of the proxy's own processes per request (direct: the upstream's). RSS: the proxy's processes after the closed-loop rounds."
   echo "Rounds: $RUNS runs, $REJECTED rejected because other processes used more than $OTHER_MAX_PCT % of a CPU during them (repeated after waiting up to ${QUIET_WAIT} s for a quiet second, at most $MAX_REPEATS times each and $MAX_REJECTS times in all); $KEPT_OVER kept over the threshold after every repeat."
   for line in "${REJECTIONS[@]}"; do echo "- rejected: $line"; done
