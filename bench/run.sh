@@ -272,6 +272,10 @@ culprits() { # before after ours... -> the 3 other processes that used the most,
     index(ours, " " $1 " ") == 0 {d = $3 - t[$1]; if (d > 0) print d, $2}' "$before" "$after" |
     sort -rn | awk -v hz="$CLK_TCK" 'NR <= 3 {printf "%s%s %.2fs", (NR > 1 ? ", " : ""), $2, $1 / hz}'
 }
+others_seen() { # before after ours... -> clock ticks the other processes alive in both used
+  awk -v ours=" $* " 'NR == FNR {t[$1] = $3; next}
+    ($1 in t) && index(ours, " " $1 " ") == 0 {d = $3 - t[$1]; if (d > 0) s += d} END {print s + 0}' "$1" "$2"
+}
 CLK_TCK=$(getconf CLK_TCK)
 mb() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1e6}'; }
 quiet_wait() { # waits (BENCH_QUIET_WAIT s at most) for a second in which other processes use
@@ -519,7 +523,7 @@ REJECTED=0 KEPT_OVER=0 RUNS=0
 REJECTIONS=() # one line per rejected run
 measure() { # kind target round -> M_* figures of one accepted run (or the least disturbed)
   local kind=$1 t=$2 r=$3 attempt out proxy up ours b0 b1 p0 p1 u0 u1 c0 c1 other pct seconds
-  local best_pct="" why keep="" requests errors achieved p50_us p99_us late behind
+  local best_pct="" why keep="" seen requests errors achieved p50_us p99_us late behind
   seconds=$DURATION
   [[ $kind == wrk ]] || seconds=$RATE_DURATION
   for ((attempt = 0; attempt <= MAX_REPEATS; attempt++)); do
@@ -536,8 +540,15 @@ measure() { # kind target round -> M_* figures of one accepted run (or the least
     { b1=$(busy_ticks); c1=$(client_ticks); u1=$(ticks_of "${up[@]}"); p1=$(ticks_of ${proxy[@]+"${proxy[@]}"}); }
     proc_snapshot >"$W/procs1"
     RUNS=$((RUNS + 1))
+    # Two estimates, the larger counts: the machine's busy ticks less ours (catches processes
+    # that came and went, but /proc/stat samples at each tick and misses short bursts, so at
+    # a light load it under-reads), and the other processes' own times (exact, for those that
+    # lived through the run).
     other=$((b1 - b0 - (p1 - p0) - (u1 - u0) - (c1 - c0)))
     ((other >= 0)) || other=0
+    # shellcheck disable=SC2086
+    seen=$(others_seen "$W/procs0" "$W/procs1" $ours)
+    ((seen <= other)) || other=$seen
     pct=$(awk -v o="$other" -v hz="$CLK_TCK" -v s="$seconds" 'BEGIN {printf "%.1f", 100 * o / hz / s}')
     if [[ $kind == wrk ]]; then
       read -r M_RPS M_P50 M_P99 M_ERR M_REQS < <(parse_wrk "$out") || die "cannot read wrk's output for $t: $(cat "$out")"
