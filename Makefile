@@ -58,7 +58,8 @@ chart-test: tools cluster-up build
 demo: tools cluster-up image monitoring-images
 	bash tests/demo/demo.sh
 
-## Benchmark: direct vs routemeter vs nginx vs haproxy, one table.
+## Benchmark: routemeter (1 and 2 workers) against direct, nginx, haproxy, bare pingora and
+## Caddy with metrics, pinned, interleaved rounds, medians, one table (bench/README.md).
 bench:
 	bash bench/run.sh
 

@@ -1,37 +1,69 @@
 #!/usr/bin/env bash
-# `make bench`: one run, on this machine, over loopback only.
+# `make bench`: routemeter against the proxies that do the same job, in one run on this
+# machine, over loopback only (bench/README.md explains the table).
 #
-#   1. installs nginx, haproxy and wrk (Debian packages) when missing, prints their versions;
-#   2. builds the release binary (cargo skips it when up to date);
-#   3. starts one upstream for every target: nginx, 1 worker, `return 200 "ok\n"`;
-#   4. starts routemeter (2 workers), nginx as a reverse proxy (2 workers, keepalive pool)
-#      and haproxy (2 threads, http-reuse always) in front of it, on free ports, configs in
-#      a temporary directory; everything is stopped on exit;
-#   5. wrk against direct / routemeter / nginx / haproxy: throughput at 64 connections, then
-#      latency at light load (4 connections, each pausing between requests);
-#   6. routemeter's RSS: idle, after load, and in a second proxy with 1,000 routes in use;
-#   7. prints one markdown report, with the targets from the issue.
+#   1. installs nginx, haproxy and wrk (Debian packages) when missing; prints the versions;
+#   2. builds routemeter and the bare-pingora example (release), Caddy from its pinned Go
+#      module (bench/caddy) and the constant-rate client (bench/loadgen) into
+#      ~/.cache/routemeter/bin, once;
+#   3. one upstream for every target: nginx, 1 worker, `return 200 "ok\n"`, pinned with the
+#      client to CPU 1; every proxy pinned to CPU 0;
+#   4. targets: direct, nginx (keepalive upstream), haproxy, bare pingora, Caddy with its
+#      Prometheus metrics, routemeter with 1 worker and with 2;
+#   5. BENCH_ROUNDS interleaved rounds (each runs every target once, the order rotated by
+#      one each round) of wrk at BENCH_CONNECTIONS connections; a run during which other
+#      processes used more than BENCH_OTHER_MAX_PCT % of one CPU is rejected and repeated;
+#   6. a constant-rate run (bench/loadgen, latency counted from when each request was due)
+#      at BENCH_RATE_PCT % of the slowest proxy's median req/s (BENCH_RATE_BASE), in
+#      BENCH_RATE_ROUNDS rounds;
+#   7. routemeter's RSS idle, and with 1,000 routes in use;
+#   8. one markdown report with medians per target and the issue's targets.
 #
-# Knobs (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
-# BENCH_THREADS (2), BENCH_CONNECTIONS (64), BENCH_LIGHT_CONNECTIONS (4),
-# BENCH_LIGHT_PAUSE_MS (1; 0 = plain closed loop), BENCH_PATH (/users/42),
-# BENCH_KEEP=1 keeps the temporary directory, BENCH_STRICT=1 exits 1 when a target is missed.
+# Knobs (environment): BENCH_ROUNDS (5), BENCH_DURATION (s, 6), BENCH_WARMUP (s, 1),
+# BENCH_THREADS (wrk threads, 1: the client has one CPU), BENCH_CONNECTIONS (64),
+# BENCH_RATE_PCT (50), BENCH_RATE_ROUNDS (3), BENCH_RATE_DURATION (s, BENCH_DURATION),
+# BENCH_RATE_CONNECTIONS (32), BENCH_RATE_BASE (slowest, or a target: nginx...),
+# BENCH_OTHER_MAX_PCT (5), BENCH_MAX_REPEATS (3 per run), BENCH_MAX_REJECTS (12 in all),
+# BENCH_QUIET_WAIT (5 s at most before a repeat), BENCH_PROXY_CPU (0), BENCH_CLIENT_CPU (1), BENCH_PATH (/users/42), BENCH_KEEP=1 keeps
+# the temporary directory, BENCH_STRICT=1 exits 1 when a target is missed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
+START_TIME=$(date +%s)
 
-DURATION=${BENCH_DURATION:-10}
-WARMUP=${BENCH_WARMUP:-2}
-THREADS=${BENCH_THREADS:-2}
+ROUNDS=${BENCH_ROUNDS:-5}
+DURATION=${BENCH_DURATION:-6}
+WARMUP=${BENCH_WARMUP:-1}
+THREADS=${BENCH_THREADS:-1}
 CONNS=${BENCH_CONNECTIONS:-64}
-LIGHT_CONNS=${BENCH_LIGHT_CONNECTIONS:-4}
-LIGHT_PAUSE_MS=${BENCH_LIGHT_PAUSE_MS:-1}
+RATE_PCT=${BENCH_RATE_PCT:-50}
+RATE_ROUNDS=${BENCH_RATE_ROUNDS:-3}
+RATE_DURATION=${BENCH_RATE_DURATION:-$DURATION}
+RATE_CONNS=${BENCH_RATE_CONNECTIONS:-32}
+OTHER_MAX_PCT=${BENCH_OTHER_MAX_PCT:-5}
+MAX_REPEATS=${BENCH_MAX_REPEATS:-3}
+MAX_REJECTS=${BENCH_MAX_REJECTS:-12}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-5}
+RATE_BASE=${BENCH_RATE_BASE:-slowest}
+PROXY_CPU=${BENCH_PROXY_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 REQ_PATH=${BENCH_PATH:-/users/42}
 ROUTES_BIG=1000
+CACHE="${ROUTEMETER_CACHE:-$HOME/.cache/routemeter}/bin"
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+die() {
+  log "error: $*"
+  exit 1
+}
+for knob in ROUNDS DURATION WARMUP THREADS CONNS RATE_PCT RATE_ROUNDS RATE_DURATION RATE_CONNS OTHER_MAX_PCT MAX_REPEATS MAX_REJECTS QUIET_WAIT PROXY_CPU CLIENT_CPU; do
+  [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob=${!knob}: a whole number is expected"
+done
+((ROUNDS >= 1 && DURATION >= 1 && RATE_ROUNDS >= 1 && RATE_DURATION >= 1)) || die "rounds and durations must be at least 1"
+((PROXY_CPU != CLIENT_CPU)) || die "BENCH_PROXY_CPU and BENCH_CLIENT_CPU must differ"
+NCPU=$(nproc --all)
+((PROXY_CPU < NCPU && CLIENT_CPU < NCPU)) || die "this machine has CPUs 0 to $((NCPU - 1))"
 
 # ---------------------------------------------------------------- 1. packages
 missing=()
@@ -54,6 +86,9 @@ if ((${#missing[@]})); then
     esac
   done
 fi
+command -v taskset >/dev/null 2>&1 || die "taskset (util-linux) is needed to pin the processes"
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then PATH="/usr/local/go/bin:$PATH"; fi
+command -v go >/dev/null 2>&1 || die "Go is needed to build Caddy and bench/loadgen"
 
 pkg_version() { # binary -> "package version"
   local file pkg
@@ -70,14 +105,44 @@ HAPROXY_VERSION="$(haproxy -v 2>/dev/null | head -n1 | awk '{print $3}') ($(pkg_
 WRK_VERSION="$( (wrk -v 2>&1 || true) | awk 'NR == 1 {print $2}') ($(pkg_version wrk))"
 log "nginx $NGINX_VERSION; haproxy $HAPROXY_VERSION; wrk $WRK_VERSION"
 
-# ---------------------------------------------------------------- 2. build
-log "cargo build --release --bin routemeter"
-cargo build --release --bin routemeter
-BIN="${CARGO_TARGET_DIR:-target}/release/routemeter"
-[[ -x $BIN ]] || die "$BIN was not built"
+# ---------------------------------------------------------------- 2. builds
+log "cargo build --release --bin routemeter --example bare-pingora"
+cargo build --release --bin routemeter --example bare-pingora
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+BIN="$TARGET_DIR/release/routemeter"
+BARE_BIN="$TARGET_DIR/release/examples/bare-pingora"
+[[ -x $BIN && -x $BARE_BIN ]] || die "$BIN or $BARE_BIN was not built"
 RM_VERSION="$("$BIN" --version | awk '{print $2}')"
 RM_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then RM_COMMIT+="-dirty"; fi
+PINGORA_VERSION=$(awk '/^name = "pingora"$/ {getline; gsub(/"/, "", $3); print $3; exit}' Cargo.lock)
+
+go_build() { # name version module-dir -> prints the binary's path; builds it once per version
+  local name=$1 version=$2 dir=$3 out="$CACHE/$1-$2"
+  if [[ ! -x $out/$name ]]; then
+    mkdir -p "$CACHE"
+    exec 8>"$CACHE/.bench-$name.lock"
+    flock 8
+    if [[ ! -x $out/$name ]]; then
+      log "building $name $version from $dir (Go module, once; cached in $out)"
+      rm -rf "$out.tmp"
+      mkdir -p "$out.tmp"
+      (cd "$dir" && CGO_ENABLED=0 nice -n 10 go build -mod=readonly -trimpath -ldflags '-s -w' -o "$out.tmp/$name" .) >&2 ||
+        die "go build of $dir failed"
+      rm -rf "$out"
+      mv "$out.tmp" "$out"
+    fi
+    exec 8>&-
+  fi
+  echo "$out/$name"
+}
+CADDY_MODULE_VERSION=$(awk '$1 == "require" && $2 == "github.com/caddyserver/caddy/v2" {print $3}' bench/caddy/go.mod)
+[[ -n $CADDY_MODULE_VERSION ]] || die "cannot read Caddy's version from bench/caddy/go.mod"
+CADDY_BIN=$(go_build caddy "$CADDY_MODULE_VERSION" bench/caddy)
+LOADGEN_HASH=$(cat bench/loadgen/go.mod bench/loadgen/main.go | sha256sum | cut -c1-12)
+LOADGEN_BIN=$(go_build loadgen "$LOADGEN_HASH" bench/loadgen)
+CADDY_VERSION="$("$CADDY_BIN" version | awk '{print $1}') (Go module, $(go env GOVERSION))"
+log "routemeter $RM_VERSION ($RM_COMMIT), pingora $PINGORA_VERSION, Caddy $CADDY_VERSION"
 
 # ---------------------------------------------------------------- processes and cleanup
 W=$(mktemp -d -t routemeter-bench.XXXXXX)
@@ -129,18 +194,18 @@ start() { # name signal log cmd... -> runs cmd in the background, remembered for
 }
 
 TAKEN=" "
-free_port() { # a loopback TCP port nothing uses (in any state) and not handed out yet
-  local p
+free_port() { # var -> sets it to a loopback TCP port nothing uses (in any state) and not handed out yet
+  local _port
   for _ in $(seq 200); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-    [[ $TAKEN == *" $p "* ]] && continue
+    _port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    [[ $TAKEN == *" $_port "* ]] && continue
     if command -v ss >/dev/null 2>&1; then
-      ss -Htan "sport = :$p" 2>/dev/null | grep -q . && continue
-    elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      ss -Htan "sport = :$_port" 2>/dev/null | grep -q . && continue
+    elif (exec 3<>"/dev/tcp/127.0.0.1/$_port") 2>/dev/null; then
       continue
     fi
-    TAKEN+="$p "
-    echo "$p"
+    TAKEN+="$_port "
+    printf -v "$1" '%s' "$_port"
     return 0
   done
   die "no free port found"
@@ -164,24 +229,70 @@ check_body() { # name url -> the proxied answer is the upstream's
   [[ $body == ok ]] || die "$1: GET $2 answered '$body', not the upstream's 'ok'"
 }
 
-rss_bytes() { # admin-address pid -> process_resident_memory_bytes (VmRSS if /metrics fails)
-  local v
-  v=$(curl -fsS --max-time 2 "http://$1/metrics" 2>/dev/null |
-    awk '$1 == "process_resident_memory_bytes" {printf "%.0f", $2}') || true
-  if [[ -z $v ]]; then v=$(awk '/^VmRSS:/ {printf "%.0f", $2 * 1024}' "/proc/$2/status"); fi
-  echo "$v"
+family() { # pid -> the pid and its children's (nginx's workers)
+  echo "$1"
+  ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true
 }
+ticks_of() { # pid... -> user+system clock ticks of these processes (all their threads)
+  local p v sum=0
+  for p in "$@"; do
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+rss_of() { # pid... -> bytes resident (VmRSS) of these processes together
+  local p v sum=0
+  for p in "$@"; do
+    v=$(awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$p/status" 2>/dev/null) || v=0
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+client_ticks() { # CPU of this shell's reaped children (wrk, loadgen, through timeout)
+  sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'
+}
+busy_ticks() { # all CPUs' non-idle ticks since boot: user nice system irq softirq steal
+  awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
+proc_snapshot() { # every process: "pid comm ticks", to name what else ran
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
+    pid = $1; s = $0; o = index(s, "("); c = 0
+    for (i = length(s); i > 0; i--) if (substr(s, i, 1) == ")") { c = i; break }
+    if (!o || !c) next
+    comm = substr(s, o + 1, c - o - 1); gsub(/[ \t]/, "_", comm)
+    n = split(substr(s, c + 2), f, " ")
+    if (n >= 13) print pid, comm, f[12] + f[13]
+  }'
+}
+culprits() { # before after ours... -> the 3 other processes that used the most, "comm ticks"
+  local before=$1 after=$2
+  shift 2
+  awk -v ours=" $* " 'NR == FNR {t[$1] = $3; next}
+    index(ours, " " $1 " ") == 0 {d = $3 - t[$1]; if (d > 0) print d, $2}' "$before" "$after" |
+    sort -rn | awk -v hz="$CLK_TCK" 'NR <= 3 {printf "%s%s %.2fs", (NR > 1 ? ", " : ""), $2, $1 / hz}'
+}
+others_seen() { # before after ours... -> clock ticks the other processes alive in both used
+  awk -v ours=" $* " 'NR == FNR {t[$1] = $3; next}
+    ($1 in t) && index(ours, " " $1 " ") == 0 {d = $3 - t[$1]; if (d > 0) s += d} END {print s + 0}' "$1" "$2"
+}
+CLK_TCK=$(getconf CLK_TCK)
 mb() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1e6}'; }
+quiet_wait() { # waits (BENCH_QUIET_WAIT s at most) for a second in which other processes use
+  # at most the threshold; our idle targets count as others here, and are nearly nothing
+  local a b i
+  for ((i = 0; i < QUIET_WAIT; i++)); do
+    a=$(busy_ticks)
+    sleep 1
+    b=$(busy_ticks)
+    if awk -v d=$((b - a)) -v hz="$CLK_TCK" -v m="$OTHER_MAX_PCT" 'BEGIN {exit !(100 * d / hz <= m)}'; then return 0; fi
+  done
+  return 1
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 # ---------------------------------------------------------------- 3. upstream
-P_UP=$(free_port)
-P_RM=$(free_port)
-P_RM_ADMIN=$(free_port)
-P_NGX=$(free_port)
-P_HAP=$(free_port)
-P_BIG=$(free_port)
-P_BIG_ADMIN=$(free_port)
-
+free_port P_UP
 nginx_common() { # dir -> lines every nginx config here shares
   cat <<EOF
 pid $1/nginx.pid;
@@ -201,8 +312,7 @@ nginx_http_common() { # dir
   scgi_temp_path $1/tmp/scgi;
 EOF
 }
-
-mkdir -p "$W/upstream/tmp" "$W/nginx/tmp" "$W/haproxy"
+mkdir -p "$W/upstream/tmp" "$W/nginx/tmp" "$W/haproxy" "$W/caddy"
 {
   echo "worker_processes 1;"
   nginx_common "$W/upstream"
@@ -219,16 +329,24 @@ mkdir -p "$W/upstream/tmp" "$W/nginx/tmp" "$W/haproxy"
 }
 EOF
 } >"$W/upstream/nginx.conf"
-start upstream TERM "$W/upstream.log" \
+start upstream TERM "$W/upstream.log" taskset -c "$CLIENT_CPU" \
   nginx -p "$W/upstream/" -c "$W/upstream/nginx.conf" -e "$W/upstream/error.log" -g 'daemon off;'
 UP_PID=$LAST_PID
 wait_http upstream "$UP_PID" "http://127.0.0.1:$P_UP$REQ_PATH"
 check_body upstream "http://127.0.0.1:$P_UP$REQ_PATH"
 
-# ---------------------------------------------------------------- 4. the proxies
-cat >"$W/routemeter.yaml" <<EOF
-listen: 127.0.0.1:$P_RM
-admin: 127.0.0.1:$P_RM_ADMIN
+# ---------------------------------------------------------------- 4. the proxies, on CPU 0
+PIN=(taskset -c "$PROXY_CPU")
+declare -A URL PID_OF LABEL ADMIN
+TARGETS=(direct nginx haproxy bare-pingora caddy routemeter-1w routemeter-2w)
+URL[direct]="http://127.0.0.1:$P_UP$REQ_PATH"
+PID_OF[direct]=""
+LABEL[direct]="direct (the upstream alone)"
+
+routemeter_config() { # listen admin workers
+  cat <<EOF
+listen: 127.0.0.1:$1
+admin: 127.0.0.1:$2
 upstream:
   endpoints: ["127.0.0.1:$P_UP"]
 routes:
@@ -240,17 +358,28 @@ routes:
   - path: /static/*
   - path: /healthz
 server:
-  workers: 2
+  workers: $3
   gracePeriod: 1s
 EOF
-start routemeter INT "$W/routemeter.log" "$BIN" proxy --config "$W/routemeter.yaml"
-RM_PID=$LAST_PID
-wait_http routemeter "$RM_PID" "http://127.0.0.1:$P_RM_ADMIN/readyz"
+}
+declare -A RSS_IDLE
+p="" a="" P_BIG="" P_BIG_ADMIN=""
+for w in 1 2; do
+  t=routemeter-${w}w
+  free_port p
+  free_port a
+  routemeter_config "$p" "$a" "$w" >"$W/$t.yaml"
+  start "$t" INT "$W/$t.log" "${PIN[@]}" "$BIN" proxy --config "$W/$t.yaml"
+  PID_OF[$t]=$LAST_PID URL[$t]="http://127.0.0.1:$p$REQ_PATH" ADMIN[$t]="127.0.0.1:$a"
+  LABEL[$t]="routemeter $RM_VERSION, $w worker$( ((w == 1)) || echo s)"
+  wait_http "$t" "$LAST_PID" "http://${ADMIN[$t]}/readyz"
+done
 sleep 1
-RSS_IDLE=$(rss_bytes "127.0.0.1:$P_RM_ADMIN" "$RM_PID") # before any proxied request
+for t in routemeter-1w routemeter-2w; do RSS_IDLE[$t]=$(rss_of "${PID_OF[$t]}"); done # before any request
 
+free_port p
 {
-  echo "worker_processes 2;"
+  echo "worker_processes 1;"
   nginx_common "$W/nginx"
   echo "http {"
   nginx_http_common "$W/nginx"
@@ -261,7 +390,7 @@ RSS_IDLE=$(rss_bytes "127.0.0.1:$P_RM_ADMIN" "$RM_PID") # before any proxied req
     keepalive_requests 10000000;
   }
   server {
-    listen 127.0.0.1:$P_NGX backlog=4096;
+    listen 127.0.0.1:$p backlog=4096;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -271,13 +400,15 @@ RSS_IDLE=$(rss_bytes "127.0.0.1:$P_RM_ADMIN" "$RM_PID") # before any proxied req
 }
 EOF
 } >"$W/nginx/nginx.conf"
-start nginx TERM "$W/nginx.log" \
+start nginx TERM "$W/nginx.log" "${PIN[@]}" \
   nginx -p "$W/nginx/" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" -g 'daemon off;'
-NGX_PID=$LAST_PID
+PID_OF[nginx]=$LAST_PID URL[nginx]="http://127.0.0.1:$p$REQ_PATH"
+LABEL[nginx]="nginx, 1 worker, keepalive 64"
 
+free_port p
 cat >"$W/haproxy/haproxy.cfg" <<EOF
 global
-  nbthread 2
+  nbthread 1
   maxconn 4096
 
 defaults
@@ -289,42 +420,69 @@ defaults
   http-reuse always
 
 frontend bench
-  bind 127.0.0.1:$P_HAP
+  bind 127.0.0.1:$p
   default_backend upstream
 
 backend upstream
   server up 127.0.0.1:$P_UP
 EOF
-start haproxy TERM "$W/haproxy.log" haproxy -db -f "$W/haproxy/haproxy.cfg"
-HAP_PID=$LAST_PID
+start haproxy TERM "$W/haproxy.log" "${PIN[@]}" haproxy -db -f "$W/haproxy/haproxy.cfg"
+PID_OF[haproxy]=$LAST_PID URL[haproxy]="http://127.0.0.1:$p$REQ_PATH"
+LABEL[haproxy]="haproxy, nbthread 1, http-reuse always"
 
-# Stopped on exit with TERM (nginx: its master stops its workers; haproxy) or INT
-# (routemeter: fast shutdown).
-declare -A URL=(
-  [direct]="http://127.0.0.1:$P_UP$REQ_PATH"
-  [routemeter]="http://127.0.0.1:$P_RM$REQ_PATH"
-  [nginx]="http://127.0.0.1:$P_NGX$REQ_PATH"
-  [haproxy]="http://127.0.0.1:$P_HAP$REQ_PATH"
-)
-declare -A PID_OF=([direct]=$UP_PID [routemeter]=$RM_PID [nginx]=$NGX_PID [haproxy]=$HAP_PID)
-TARGETS=(direct routemeter nginx haproxy)
-for t in "${TARGETS[@]}"; do
-  wait_http "$t" "${PID_OF[$t]}" "${URL[$t]}"
-  check_body "$t" "${URL[$t]}"
-done
-log "ports: upstream $P_UP, routemeter $P_RM (admin $P_RM_ADMIN), nginx $P_NGX, haproxy $P_HAP"
+free_port p
+start bare-pingora INT "$W/bare-pingora.log" "${PIN[@]}" "$BARE_BIN" "127.0.0.1:$p" "127.0.0.1:$P_UP" 1
+PID_OF[bare-pingora]=$LAST_PID URL[bare-pingora]="http://127.0.0.1:$p$REQ_PATH"
+LABEL[bare-pingora]="bare pingora $PINGORA_VERSION, 1 worker, no metrics"
 
-# ---------------------------------------------------------------- 5. load
-run_wrk() { # out threads conns seconds url [script]
-  local out=$1 t=$2 c=$3 d=$4 url=$5 script=${6:-}
-  local args=(-t"$t" -c"$c" -d"${d}s" --latency --timeout 2s)
-  if [[ -n $script ]]; then args+=(-s "$script"); fi
-  if ! timeout $((d + 30)) wrk "${args[@]}" "$url" >"$out" 2>&1; then
-    cat "$out" >&2
-    die "wrk failed against $url"
-  fi
+free_port p
+free_port a
+cat >"$W/caddy/Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$a
+	default_bind 127.0.0.1
+	auto_https off
+	persist_config off
+	metrics
+	servers {
+		protocols h1
+	}
 }
 
+http://127.0.0.1:$p {
+	reverse_proxy 127.0.0.1:$P_UP {
+		transport http {
+			keepalive 120s
+			keepalive_idle_conns_per_host 64
+		}
+	}
+}
+EOF
+# Its data and config directories in the temporary one, not in $HOME.
+start caddy INT "$W/caddy.log" env XDG_DATA_HOME="$W/caddy/data" XDG_CONFIG_HOME="$W/caddy/config" \
+  "${PIN[@]}" "$CADDY_BIN" run --adapter caddyfile --config "$W/caddy/Caddyfile"
+PID_OF[caddy]=$LAST_PID URL[caddy]="http://127.0.0.1:$p$REQ_PATH" ADMIN[caddy]="127.0.0.1:$a"
+LABEL[caddy]="Caddy $("$CADDY_BIN" version | awk '{print $1}'), metrics on"
+
+for t in "${TARGETS[@]}"; do
+  wait_http "$t" "${PID_OF[$t]:-$UP_PID}" "${URL[$t]}"
+  check_body "$t" "${URL[$t]}"
+done
+
+caddy_requests() { # requests Caddy's /metrics counted (caddy_http_requests_total, its server)
+  curl -fsS --max-time 5 "http://${ADMIN[caddy]}/metrics" |
+    awk '/^caddy_http_requests_total\{/ && /server="srv0"/ {n += $NF} END {printf "%.0f", n}'
+}
+routemeter_requests() { # target -> requests routemeter's /metrics counted
+  curl -fsS --max-time 5 "http://${ADMIN[$1]}/metrics" |
+    awk '/^http_server_request_duration_seconds_count\{/ {n += $NF} END {printf "%.0f", n}'
+}
+CADDY_COUNT0=$(caddy_requests)
+declare -A RM_COUNT0
+for t in routemeter-1w routemeter-2w; do RM_COUNT0[$t]=$(routemeter_requests "$t"); done
+log "targets: $(for t in "${TARGETS[@]}"; do printf '%s %s; ' "$t" "${URL[$t]}"; done)"
+
+# ---------------------------------------------------------------- 5. the runs
 parse_wrk() { # wrk output -> "req/s p50-ms p99-ms errors requests"
   awk '
     function ms(v,  n, u) {
@@ -347,64 +505,173 @@ parse_wrk() { # wrk output -> "req/s p50-ms p99-ms errors requests"
       printf "%s %s %s %d %d\n", rps, p50, p99, errors, requests
     }' "$1"
 }
-
-cpu_busy_pct() { # share of all CPUs' time not idle during the next second
-  local a b
-  a=$(head -n1 /proc/stat)
-  sleep 1
-  b=$(head -n1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN {
-    split(a, x, " "); split(b, y, " ")
-    for (i = 2; i <= 9; i++) total += y[i] - x[i]
-    idle = (y[5] - x[5]) + (y[6] - x[6])
-    printf "%.0f", (total > 0 ? 100 * (total - idle) / total : 0)
-  }'
+client() { # kind seconds url out -> wrk (closed loop) or loadgen (constant rate), on the client CPU
+  local kind=$1 d=$2 url=$3 out=$4
+  local cmd
+  if [[ $kind == wrk ]]; then
+    cmd=(wrk -t"$THREADS" -c"$CONNS" -d"${d}s" --latency --timeout 2s "$url")
+  else
+    cmd=("$LOADGEN_BIN" -url "$url" -rate "$RATE" -duration "${d}s" -warmup 0s -connections "$RATE_CONNS")
+  fi
+  if ! timeout $((d + 30)) taskset -c "$CLIENT_CPU" "${cmd[@]}" >"$out" 2>&1; then
+    cat "$out" >&2
+    die "${cmd[0]##*/} failed against $url"
+  fi
 }
-cpu_ticks() { # pid -> user+system clock ticks of it and its children (nginx's workers)
-  local p sum=0 v
-  for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null || true); do
-    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
-    sum=$((sum + ${v:-0}))
+
+REJECTED=0 KEPT_OVER=0 RUNS=0
+REJECTIONS=() # one line per rejected run
+measure() { # kind target round -> M_* figures of one accepted run (or the least disturbed)
+  local kind=$1 t=$2 r=$3 attempt out proxy up ours b0 b1 p0 p1 u0 u1 c0 c1 other pct seconds
+  local best_pct="" why keep="" seen requests errors achieved p50_us p99_us late behind
+  seconds=$DURATION
+  [[ $kind == wrk ]] || seconds=$RATE_DURATION
+  for ((attempt = 0; attempt <= MAX_REPEATS; attempt++)); do
+    out="$W/$kind-$t-$r-$attempt.txt"
+    # warm-up: connections open, pools filled, caches hot; not measured
+    if ((WARMUP > 0)); then client "$kind" "$WARMUP" "${URL[$t]}" "$W/warm-$kind-$t.txt"; fi
+    mapfile -t proxy < <(if [[ -n ${PID_OF[$t]} ]]; then family "${PID_OF[$t]}"; fi)
+    mapfile -t up < <(family "$UP_PID")
+    ours="${proxy[*]} ${up[*]}"
+    proc_snapshot >"$W/procs0"
+    # shellcheck disable=SC2086 # pid lists
+    { p0=$(ticks_of ${proxy[@]+"${proxy[@]}"}); u0=$(ticks_of "${up[@]}"); c0=$(client_ticks); b0=$(busy_ticks); }
+    client "$kind" "$seconds" "${URL[$t]}" "$out"
+    { b1=$(busy_ticks); c1=$(client_ticks); u1=$(ticks_of "${up[@]}"); p1=$(ticks_of ${proxy[@]+"${proxy[@]}"}); }
+    proc_snapshot >"$W/procs1"
+    RUNS=$((RUNS + 1))
+    # Two estimates, the larger counts: the machine's busy ticks less ours (catches processes
+    # that came and went, but /proc/stat samples at each tick and misses short bursts, so at
+    # a light load it under-reads), and the other processes' own times (exact, for those that
+    # lived through the run).
+    other=$((b1 - b0 - (p1 - p0) - (u1 - u0) - (c1 - c0)))
+    ((other >= 0)) || other=0
+    # shellcheck disable=SC2086
+    seen=$(others_seen "$W/procs0" "$W/procs1" $ours)
+    ((seen <= other)) || other=$seen
+    pct=$(awk -v o="$other" -v hz="$CLK_TCK" -v s="$seconds" 'BEGIN {printf "%.1f", 100 * o / hz / s}')
+    if [[ $kind == wrk ]]; then
+      read -r M_RPS M_P50 M_P99 M_ERR M_REQS < <(parse_wrk "$out") || die "cannot read wrk's output for $t: $(cat "$out")"
+      M_LATE=0 M_BEHIND=0
+    else
+      # shellcheck disable=SC2046 # key=value words
+      local $(tail -n1 "$out")
+      M_REQS=$requests M_ERR=$errors M_RPS=$achieved M_P50=$(awk -v u="$p50_us" 'BEGIN {print u / 1000}')
+      M_P99=$(awk -v u="$p99_us" 'BEGIN {print u / 1000}') M_LATE=$late M_BEHIND=$behind
+    fi
+    M_CPU_US=$(awk -v d=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$M_REQS" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+    [[ $t != direct ]] || M_CPU_US=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$M_REQS" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+    M_OTHER=$pct M_CLEAN=1
+    if awk -v p="$pct" -v m="$OTHER_MAX_PCT" 'BEGIN {exit !(p <= m)}'; then
+      return 0
+    fi
+    # shellcheck disable=SC2086
+    why=$(culprits "$W/procs0" "$W/procs1" $ours) || why=""
+    REJECTED=$((REJECTED + 1))
+    REJECTIONS+=("$kind round $((r + 1)) $t (attempt $((attempt + 1))): others used $pct % of a CPU; biggest: ${why:-none seen (processes that came and went)}")
+    log "rejected: ${REJECTIONS[-1]}"
+    if [[ -z $best_pct ]] || awk -v p="$pct" -v b="$best_pct" 'BEGIN {exit !(p < b)}'; then
+      best_pct=$pct
+      keep="$M_RPS $M_P50 $M_P99 $M_ERR $M_REQS $M_CPU_US ${M_LATE:-0} ${M_BEHIND:-0}"
+    fi
+    if ((REJECTED >= MAX_REJECTS)); then
+      log "$REJECTED runs rejected in all (BENCH_MAX_REJECTS): no more repeats in this benchmark"
+      break
+    fi
+    if ! quiet_wait; then
+      log "the machine was not quiet for a second within ${QUIET_WAIT}s; repeating anyway"
+    fi
   done
-  echo "$sum"
+  # every attempt disturbed: keep the least disturbed one, and say so
+  read -r M_RPS M_P50 M_P99 M_ERR M_REQS M_CPU_US M_LATE M_BEHIND <<<"$keep"
+  M_OTHER=$best_pct M_CLEAN=0
+  KEPT_OVER=$((KEPT_OVER + 1))
+  log "kept $kind $t round $((r + 1)) at $best_pct % others after $((attempt < MAX_REPEATS ? attempt + 1 : MAX_REPEATS + 1)) attempts"
 }
-CLK_TCK=$(getconf CLK_TCK)
 
-BUSY_BEFORE=$(cpu_busy_pct)
-log "CPU busy before the load (other processes, 1 s sample): $BUSY_BEFORE %"
-if ((BUSY_BEFORE > 20)); then log "warning: something else is using the CPU; the numbers will be noisy"; fi
-
-declare -A RPS P50 P99 ERR REQS CPU_US LRPS LP50 LP99 LERR
+# *_L: the runs within the threshold, whose medians the report gives; A_*: every run, whose
+# medians it gives for a target that had no run within it (marked in the table)
+declare -A RPS_L P50_L P99_L CPU_L A_RPS A_P50 A_P99 A_CPU ERR_L CLEAN_N FCLEAN_N
+pick() { if [[ -n $1 ]]; then echo "$1"; else echo "$2"; fi; }
+n=${#TARGETS[@]}
+for ((r = 0; r < ROUNDS; r++)); do
+  order=()
+  for ((i = 0; i < n; i++)); do order+=("${TARGETS[(i + r) % n]}"); done
+  log "round $((r + 1))/$ROUNDS: ${order[*]} (wrk -t$THREADS -c$CONNS -d${DURATION}s after ${WARMUP}s)"
+  for t in "${order[@]}"; do
+    measure wrk "$t" "$r"
+    A_RPS[$t]+="$M_RPS " A_P50[$t]+="$M_P50 " A_P99[$t]+="$M_P99 " A_CPU[$t]+="$M_CPU_US " ERR_L[$t]+="$M_ERR "
+    if ((M_CLEAN)); then
+      RPS_L[$t]+="$M_RPS " P50_L[$t]+="$M_P50 " P99_L[$t]+="$M_P99 " CPU_L[$t]+="$M_CPU_US "
+      CLEAN_N[$t]=$((${CLEAN_N[$t]:-0} + 1))
+    fi
+    log "  $t: $M_RPS req/s, $M_CPU_US µs CPU/req, p50 $M_P50 ms, p99 $M_P99 ms, others $M_OTHER %"
+  done
+done
+declare -A RPS CPU_US P50 P99 ERRS RSS_LOADED
 for t in "${TARGETS[@]}"; do
-  log "throughput: $t (${WARMUP}s warm-up, then wrk -t$THREADS -c$CONNS -d${DURATION}s)"
-  run_wrk "$W/warm-$t.txt" "$THREADS" "$CONNS" "$WARMUP" "${URL[$t]}"
-  ticks0=$(cpu_ticks "${PID_OF[$t]}")
-  run_wrk "$W/wrk-$t.txt" "$THREADS" "$CONNS" "$DURATION" "${URL[$t]}"
-  ticks1=$(cpu_ticks "${PID_OF[$t]}")
-  read -r "RPS[$t]" "P50[$t]" "P99[$t]" "ERR[$t]" "REQS[$t]" < <(parse_wrk "$W/wrk-$t.txt") ||
-    die "cannot read wrk's output for $t: $(cat "$W/wrk-$t.txt")"
-  CPU_US[$t]=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="${REQS[$t]}" \
-    'BEGIN {printf "%.1f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+  # shellcheck disable=SC2086,SC2046 # word lists
+  {
+    RPS[$t]=$(median $(pick "${RPS_L[$t]:-}" "${A_RPS[$t]}")) CPU_US[$t]=$(median $(pick "${CPU_L[$t]:-}" "${A_CPU[$t]}"))
+    P50[$t]=$(median $(pick "${P50_L[$t]:-}" "${A_P50[$t]}")) P99[$t]=$(median $(pick "${P99_L[$t]:-}" "${A_P99[$t]}"))
+    ERRS[$t]=$(printf '%s\n' ${ERR_L[$t]} | awk '{s += $1} END {print s}')
+  }
+  if [[ -n ${PID_OF[$t]} ]]; then
+    mapfile -t fam < <(family "${PID_OF[$t]}")
+    RSS_LOADED[$t]=$(rss_of "${fam[@]}")
+  fi
 done
 
-LIGHT_SCRIPT=""
-if ((LIGHT_PAUSE_MS > 0)); then
-  LIGHT_SCRIPT="$W/pause.lua"
-  # wrk calls delay() after each response: the connection waits that many ms before its
-  # next request. wrk starts the latency clock when the request is sent, after the pause.
-  printf 'function delay()\n  return %d\nend\n' "$LIGHT_PAUSE_MS" >"$LIGHT_SCRIPT"
+# The constant rate: RATE_PCT % of the slowest proxy's median (every proxy then runs below its
+# saturation, so the added latency is its overhead, not queueing), or of a named target's.
+if [[ $RATE_BASE == slowest ]]; then
+  RATE_BASE_TARGET=$(for t in "${TARGETS[@]}"; do [[ $t == direct ]] || echo "${RPS[$t]} $t"; done | sort -g | head -n1 | awk '{print $2}')
+else
+  [[ -n ${URL[$RATE_BASE]:-} ]] || die "BENCH_RATE_BASE=$RATE_BASE: slowest, or one of ${TARGETS[*]}"
+  RATE_BASE_TARGET=$RATE_BASE
 fi
+RATE=$(awk -v r="${RPS[$RATE_BASE_TARGET]}" -v p="$RATE_PCT" 'BEGIN {printf "%.0f", r * p / 100}')
+((RATE > 0)) || die "no rate to run at ($RATE_BASE_TARGET's median: ${RPS[$RATE_BASE_TARGET]} req/s)"
+declare -A FP50_L FP99_L FRPS_L FCPU_L A_FP50 A_FP99 A_FRPS A_FCPU FERR_L FLATE_L
+for ((r = 0; r < RATE_ROUNDS; r++)); do
+  order=()
+  for ((i = 0; i < n; i++)); do order+=("${TARGETS[(i + r) % n]}"); done
+  log "constant rate, round $((r + 1))/$RATE_ROUNDS: $RATE req/s ($RATE_PCT % of $RATE_BASE_TARGET's median), $RATE_CONNS connections, ${RATE_DURATION}s"
+  for t in "${order[@]}"; do
+    measure rate "$t" "$r"
+    A_FP50[$t]+="$M_P50 " A_FP99[$t]+="$M_P99 " A_FRPS[$t]+="$M_RPS " A_FCPU[$t]+="$M_CPU_US " FERR_L[$t]+="$M_ERR " FLATE_L[$t]+="$M_LATE "
+    if ((M_CLEAN)); then
+      FP50_L[$t]+="$M_P50 " FP99_L[$t]+="$M_P99 " FRPS_L[$t]+="$M_RPS " FCPU_L[$t]+="$M_CPU_US "
+      FCLEAN_N[$t]=$((${FCLEAN_N[$t]:-0} + 1))
+    fi
+    log "  $t: p50 $M_P50 ms, p99 $M_P99 ms, $M_RPS req/s achieved, $M_CPU_US µs CPU/req, others $M_OTHER %"
+  done
+done
+declare -A FP50 FP99 FRPS FCPU FERRS FLATE
 for t in "${TARGETS[@]}"; do
-  log "light load: $t (1s warm-up, then wrk -t1 -c$LIGHT_CONNS -d${DURATION}s, pause ${LIGHT_PAUSE_MS} ms)"
-  run_wrk "$W/lwarm-$t.txt" 1 "$LIGHT_CONNS" 1 "${URL[$t]}" "$LIGHT_SCRIPT"
-  run_wrk "$W/light-$t.txt" 1 "$LIGHT_CONNS" "$DURATION" "${URL[$t]}" "$LIGHT_SCRIPT"
-  read -r "LRPS[$t]" "LP50[$t]" "LP99[$t]" "LERR[$t]" _ < <(parse_wrk "$W/light-$t.txt") ||
-    die "cannot read wrk's output for $t: $(cat "$W/light-$t.txt")"
+  # shellcheck disable=SC2086,SC2046
+  {
+    FP50[$t]=$(median $(pick "${FP50_L[$t]:-}" "${A_FP50[$t]}")) FP99[$t]=$(median $(pick "${FP99_L[$t]:-}" "${A_FP99[$t]}"))
+    FRPS[$t]=$(median $(pick "${FRPS_L[$t]:-}" "${A_FRPS[$t]}")) FCPU[$t]=$(median $(pick "${FCPU_L[$t]:-}" "${A_FCPU[$t]}"))
+    FERRS[$t]=$(printf '%s\n' ${FERR_L[$t]} | awk '{s += $1} END {print s}')
+    FLATE[$t]=$(printf '%s\n' ${FLATE_L[$t]} | awk '{s += $1} END {print s}')
+  }
 done
 
-# ---------------------------------------------------------------- 6. memory
-RSS_LOADED=$(rss_bytes "127.0.0.1:$P_RM_ADMIN" "$RM_PID")
+# Were the metered targets' metrics really collected?
+CADDY_COUNTED=$(($(caddy_requests) - CADDY_COUNT0))
+declare -A RM_COUNTED
+for t in routemeter-1w routemeter-2w; do RM_COUNTED[$t]=$(($(routemeter_requests "$t") - ${RM_COUNT0[$t]})); done
+CADDY_MEASURED=$(grep -h ' requests in ' "$W"/wrk-caddy-*.txt 2>/dev/null | awk '{s += $1} END {print s + 0}')
+((CADDY_COUNTED >= CADDY_MEASURED && CADDY_MEASURED > 0)) ||
+  die "Caddy's /metrics counted $CADDY_COUNTED requests, fewer than wrk's $CADDY_MEASURED: its metrics are not on"
+for t in "${TARGETS[@]}"; do
+  [[ -z ${PID_OF[$t]} ]] || alive "${PID_OF[$t]}" || die "$t exited during the run"
+done
 
+# ---------------------------------------------------------------- 6. memory with 1,000 routes
+free_port P_BIG
+free_port P_BIG_ADMIN
 {
   cat <<EOF
 listen: 127.0.0.1:$P_BIG
@@ -420,13 +687,12 @@ EOF
     printf '  - path: /svc%d/items/{id}\n    methods: [GET]\n' "$i"
   done
 } >"$W/routemeter-1000.yaml"
-start routemeter-1000 INT "$W/routemeter-1000.log" "$BIN" proxy --config "$W/routemeter-1000.yaml"
+start routemeter-1000 INT "$W/routemeter-1000.log" "${PIN[@]}" "$BIN" proxy --config "$W/routemeter-1000.yaml"
 BIG_PID=$LAST_PID
 wait_http routemeter-1000 "$BIG_PID" "http://127.0.0.1:$P_BIG_ADMIN/readyz"
 sleep 1
-RSS_BIG_IDLE=$(rss_bytes "127.0.0.1:$P_BIG_ADMIN" "$BIG_PID")
+RSS_BIG_IDLE=$(rss_of "$BIG_PID")
 check_body routemeter-1000 "http://127.0.0.1:$P_BIG/svc7/items/1"
-
 cat >"$W/cycle.lua" <<EOF
 -- Cycles over the $ROUTES_BIG declared routes: /svc0/items/0, /svc1/items/1, ...
 local n = 0
@@ -438,83 +704,74 @@ end
 EOF
 BIG_SECONDS=5
 log "1,000 routes: wrk -t$THREADS -c16 -d${BIG_SECONDS}s cycling over /svc{0..999}/items/{id}"
-run_wrk "$W/wrk-1000.txt" "$THREADS" 16 "$BIG_SECONDS" "http://127.0.0.1:$P_BIG/" "$W/cycle.lua"
+timeout $((BIG_SECONDS + 30)) taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c16 -d"${BIG_SECONDS}s" --latency --timeout 2s \
+  -s "$W/cycle.lua" "http://127.0.0.1:$P_BIG/" >"$W/wrk-1000.txt" 2>&1 || die "wrk failed (1,000 routes): $(cat "$W/wrk-1000.txt")"
 read -r BIG_RPS _ _ BIG_ERR _ < <(parse_wrk "$W/wrk-1000.txt") || die "cannot read wrk's output (1,000 routes)"
 sleep 1
-RSS_BIG=$(rss_bytes "127.0.0.1:$P_BIG_ADMIN" "$BIG_PID")
+RSS_BIG=$(rss_of "$BIG_PID")
 BIG_SEEN=$(curl -fsS --max-time 5 "http://127.0.0.1:$P_BIG_ADMIN/metrics" |
   grep '^http_server_request_duration_seconds_count{' |
   grep -o 'http_route="/svc[0-9]*/items/{id}"' | sort -u | wc -l) || BIG_SEEN=0
 
-for t in "${TARGETS[@]}"; do alive "${PID_OF[$t]}" || die "$t exited during the run"; done
-
 # ---------------------------------------------------------------- 7. report
 f0() { awk -v x="$1" 'BEGIN {printf "%.0f", x}'; }
+f1() { awk -v x="$1" 'BEGIN {printf "%.1f", x}'; }
 f2() { awk -v x="$1" 'BEGIN {printf "%.2f", x}'; }
-f3() { awk -v x="$1" 'BEGIN {printf "%.3f", x}'; }
-diff3() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.3f", a - b}'; }
-pct() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.0f", (b > 0 ? 100 * a / b : 0)}'; }
+us() { awk -v x="$1" 'BEGIN {printf "%.0f", x * 1000}'; }                # ms -> µs
+added_us() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.0f", (a - b) * 1000}'; } # ms, ms -> µs
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a + 0 < b + 0)}'; }
-ge() { ! lt "$1" "$2"; }
-big_ok() { lt "$RSS_BIG" 100e6 && ((BIG_SEEN == ROUTES_BIG)); }
+le() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a + 0 <= b + 0)}'; }
 verdict() { if "$@"; then echo PASS; else echo MISS; fi; }
-
-declare -A LABEL=(
-  [direct]="direct (upstream nginx, 1 worker, no proxy)"
-  [routemeter]="routemeter $RM_VERSION ($RM_COMMIT), 2 workers"
-  [nginx]="nginx proxy, 2 workers, keepalive 64"
-  [haproxy]="haproxy, nbthread 2, http-reuse always"
-)
-ADDED_P99=$(diff3 "${LP99[routemeter]}" "${LP99[direct]}")
-V_THROUGHPUT=$(verdict ge "${RPS[routemeter]}" "${RPS[nginx]}")
-V_LATENCY=$(verdict lt "$ADDED_P99" 1)
-V_IDLE=$(verdict lt "$RSS_IDLE" 30e6)
+big_ok() { le "$RSS_BIG" 100e6 && ((BIG_SEEN == ROUTES_BIG)); }
+RSS_IDLE_MAX=$(printf '%s\n' "${RSS_IDLE[@]}" | sort -n | tail -n1)
+BARE_LIMIT=$(awk -v b="${CPU_US[bare-pingora]}" 'BEGIN {print 1.05 * b}')
+V_BARE=$(verdict le "${CPU_US[routemeter-1w]}" "$BARE_LIMIT")
+V_CADDY=$(verdict lt "${CPU_US[routemeter-1w]}" "${CPU_US[caddy]}")
+V_IDLE=$(verdict le "$RSS_IDLE_MAX" 30e6)
 V_BIG=$(verdict big_ok)
 MISSED=0
-[[ "$V_THROUGHPUT $V_LATENCY $V_IDLE $V_BIG" != *MISS* ]] || MISSED=1
-if ((LIGHT_PAUSE_MS > 0)); then
-  LIGHT_DESC="wrk -t1 -c$LIGHT_CONNS -d${DURATION}s, each connection pausing ${LIGHT_PAUSE_MS} ms after every response (closed loop; not a constant-rate test)"
-else
-  LIGHT_DESC="wrk -t1 -c$LIGHT_CONNS -d${DURATION}s, no pause (closed loop; not a constant-rate test)"
-fi
+[[ "$V_BARE $V_CADDY $V_IDLE $V_BIG" != *MISS* ]] || MISSED=1
+ELAPSED=$(($(date +%s) - START_TIME))
 
 REPORT=$(
   echo "## routemeter benchmark"
   echo
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), shared by wrk, the upstream and the proxy under test; loopback only; CPU busy with other processes just before the load: $BUSY_BEFORE %."
-  echo "nginx $NGINX_VERSION; haproxy $HAPROXY_VERSION; wrk $WRK_VERSION."
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $RM_COMMIT; $(nproc --all) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)); loopback only; every proxy pinned to CPU $PROXY_CPU, the client and the upstream to CPU $CLIENT_CPU; $((ELAPSED / 60)) min $((ELAPSED % 60)) s."
+  echo "nginx $NGINX_VERSION; haproxy $HAPROXY_VERSION; wrk $WRK_VERSION; Caddy $CADDY_VERSION; pingora $PINGORA_VERSION."
   echo
-  echo "Throughput: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, GET $REQ_PATH (2-byte body), after a ${WARMUP} s warm-up; closed loop, so p50/p99 are latencies at saturation. CPU = user+system time of the target's processes (the upstream's for direct, the proxy's alone otherwise) per request."
+  echo "Closed loop: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, GET $REQ_PATH (3-byte body), after ${WARMUP} s of warm-up; $ROUNDS interleaved rounds, medians. Constant rate: bench/loadgen at $RATE req/s ($RATE_PCT % of the median of $RATE_BASE_TARGET$([[ $RATE_BASE != slowest ]] || echo ', the slowest proxy')), $RATE_CONNS connections, ${RATE_DURATION} s, latency from when each request was due; $RATE_ROUNDS rounds, medians."
   echo
-  echo "| target | req/s | p50 (ms) | p99 (ms) | errors | CPU (µs/req) |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| target | clean runs | req/s | CPU µs/req | ÷ nginx | p50 ms | p99 ms | RSS MB | errors | at $RATE req/s: p50 µs | added p50 µs | p99 µs |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for t in "${TARGETS[@]}"; do
-    echo "| ${LABEL[$t]} | $(f0 "${RPS[$t]}") | $(f2 "${P50[$t]}") | $(f2 "${P99[$t]}") | ${ERR[$t]} | ${CPU_US[$t]} |"
-  done
-  echo
-  echo "Latency at light load: $LIGHT_DESC. routemeter's light-load rate is $(pct "${LRPS[routemeter]}" "${RPS[routemeter]}") % of its throughput above."
-  echo
-  for t in "${TARGETS[@]}"; do
-    line="- $t: $(f0 "${LRPS[$t]}") req/s, p50 $(f3 "${LP50[$t]}") ms, p99 $(f3 "${LP99[$t]}") ms"
-    if [[ $t != direct ]]; then
-      line+="; added over direct: p50 $(diff3 "${LP50[$t]}" "${LP50[direct]}") ms, p99 $(diff3 "${LP99[$t]}" "${LP99[direct]}") ms"
+    if [[ $t == direct ]]; then cmp="" rss="" added=""; else
+      cmp=$(ratio "${CPU_US[$t]}" "${CPU_US[nginx]}") rss=$(mb "${RSS_LOADED[$t]}") added=$(added_us "${FP50[$t]}" "${FP50[direct]}")
     fi
-    [[ ${LERR[$t]} == 0 ]] || line+="; ${LERR[$t]} errors"
-    echo "$line"
+    sat=""
+    lt "${FRPS[$t]}" "$(awk -v r="$RATE" 'BEGIN {print 0.98 * r}')" && sat=" (behind the rate)"
+    echo "| ${LABEL[$t]} | ${CLEAN_N[$t]:-0}/$ROUNDS, ${FCLEAN_N[$t]:-0}/$RATE_ROUNDS | $(f0 "${RPS[$t]}") | $(f1 "${CPU_US[$t]}") | $cmp | $(f2 "${P50[$t]}") | $(f2 "${P99[$t]}") | $rss | $((${ERRS[$t]} + ${FERRS[$t]})) | $(us "${FP50[$t]}")$sat | $added | $(us "${FP99[$t]}") |"
   done
   echo
-  echo "routemeter memory (process_resident_memory_bytes; 1 MB = 10^6 bytes):"
+  echo "Clean runs: closed-loop and constant-rate runs within the threshold of others' CPU; the medians are over those, or over every run where none was (then they are disturbed figures)."
+  echo "CPU µs/req: user+system time of the proxy's own processes per request (direct: the upstream's). RSS: the proxy's processes after the closed-loop rounds."
+  echo "Rounds: $RUNS runs, $REJECTED rejected because other processes used more than $OTHER_MAX_PCT % of a CPU during them (repeated after waiting up to ${QUIET_WAIT} s for a quiet second, at most $MAX_REPEATS times each and $MAX_REJECTS times in all); $KEPT_OVER kept over the threshold after every repeat."
+  for line in "${REJECTIONS[@]}"; do echo "- rejected: $line"; done
   echo
-  echo "- idle, after start, before any request: $(mb "$RSS_IDLE") MB"
-  echo "- after the load above: $(mb "$RSS_LOADED") MB"
-  echo "- second proxy with $ROUTES_BIG routes: $(mb "$RSS_BIG_IDLE") MB after start; $(mb "$RSS_BIG") MB after ${BIG_SECONDS} s of wrk cycling over all of them ($(f0 "$BIG_RPS") req/s, $BIG_ERR errors; $BIG_SEEN distinct routes in /metrics)"
+  echo "Constant rate, achieved (median req/s): $(for t in "${TARGETS[@]}"; do printf '%s %s; ' "$t" "$(f0 "${FRPS[$t]}")"; done)requests written more than 1 ms late by the client (its own timer, counted from when written): $(for t in "${TARGETS[@]}"; do printf '%s %s; ' "$t" "${FLATE[$t]}"; done)"
   echo
-  echo "Targets (issue) in this run:"
+  echo "CPU µs/req at the constant rate (median): $(for t in "${TARGETS[@]}"; do printf '%s %s; ' "$t" "$(f1 "${FCPU[$t]}")"; done)"
   echo
-  echo "- throughput ≥ nginx's: routemeter $(f0 "${RPS[routemeter]}") vs nginx $(f0 "${RPS[nginx]}") req/s ($(pct "${RPS[routemeter]}" "${RPS[nginx]}") %): $V_THROUGHPUT"
-  echo "- p99 added over direct < 1 ms at light load: $ADDED_P99 ms: $V_LATENCY"
-  echo "- RSS < 30 MB idle: $(mb "$RSS_IDLE") MB: $V_IDLE"
-  echo "- RSS < 100 MB with $ROUTES_BIG routes in use: $(mb "$RSS_BIG") MB ($BIG_SEEN of $ROUTES_BIG routes seen): $V_BIG"
+  echo "Metrics collected: Caddy's /metrics (caddy_http_requests_total) counted $CADDY_COUNTED requests (wrk measured $CADDY_MEASURED of them, warm-ups and constant-rate runs aside); routemeter's counted ${RM_COUNTED[routemeter-1w]} (1 worker) and ${RM_COUNTED[routemeter-2w]} (2 workers)."
+  echo
+  echo "routemeter memory (VmRSS; 1 MB = 10^6 bytes): idle, before any request, $(mb "${RSS_IDLE[routemeter-1w]}") MB (1 worker), $(mb "${RSS_IDLE[routemeter-2w]}") MB (2 workers); with $ROUTES_BIG routes (2 workers) $(mb "$RSS_BIG_IDLE") MB after start, $(mb "$RSS_BIG") MB after ${BIG_SECONDS} s of wrk cycling over all of them ($(f0 "$BIG_RPS") req/s, $BIG_ERR errors, $BIG_SEEN distinct routes in /metrics)."
+  echo
+  echo "Targets (issue 13) in this run:"
+  echo
+  echo "- CPU/request ≤ 1.05 × bare pingora's: routemeter (1 worker) $(f1 "${CPU_US[routemeter-1w]}") µs, bare pingora $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora]}"): $V_BARE"
+  echo "- ahead of Caddy with metrics (CPU/request): routemeter $(f1 "${CPU_US[routemeter-1w]}") µs vs Caddy $(f1 "${CPU_US[caddy]}") µs ($(f0 "${RPS[routemeter-1w]}") vs $(f0 "${RPS[caddy]}") req/s): $V_CADDY"
+  echo "- RSS ≤ 30 MB idle: $(mb "$RSS_IDLE_MAX") MB: $V_IDLE"
+  echo "- RSS ≤ 100 MB with $ROUTES_BIG routes in use: $(mb "$RSS_BIG") MB ($BIG_SEEN of $ROUTES_BIG routes seen): $V_BIG"
 )
 echo "$REPORT"
 

@@ -1,0 +1,3 @@
+module routemeter.bench/loadgen
+
+go 1.26.0
