@@ -37,6 +37,14 @@ if "$helm" --kubeconfig "$kubeconfig" status routemeter -n routemeter-system >/d
 fi
 "$helm" --kubeconfig "$kubeconfig" upgrade --install routemeter "$root/charts/routemeter" \
   --namespace routemeter-system --create-namespace --wait --timeout 180s >/dev/null
+# OPERATOR_ENV="K=V ...": environment for the operator's container, to measure a setting
+# (for example an allocator's) without building another image.
+if [[ -n "${OPERATOR_ENV:-}" ]]; then
+  # shellcheck disable=SC2086
+  kctl -n routemeter-system set env deployment/routemeter $OPERATOR_ENV >/dev/null
+  kctl -n routemeter-system rollout status deployment/routemeter --timeout 180s >/dev/null
+  echo "   operator environment: $OPERATOR_ENV"
+fi
 operator_pod() {
   kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter \
     -o jsonpath='{range .items[?(@.status.podIP)]}{.status.podIP}{"\n"}{end}' | head -n 1

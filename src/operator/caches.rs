@@ -11,7 +11,8 @@
 //! owners, the labels and annotations the operator sets, and its `generation` (which moves with every change of
 //! its spec, never with its status) or, for kinds without one, its `resourceVersion`. The
 //! HorizontalPodAutoscaler has a status its controller rewrites and no `generation`: its
-//! store holds whole objects, and its spec stands for the generation. So an edit by
+//! store holds its metadata and spec (not its status), and its spec stands for the
+//! generation. So an edit by
 //! another field manager, or a deletion, is written back on the next pass; the status
 //! the Deployment, HPA and PDB controllers write is not.
 //!
@@ -171,7 +172,8 @@ struct Applied {
 }
 
 /// The child kinds kept as metadata only: every child but Services, Deployments and
-/// HorizontalPodAutoscalers, whose stores hold whole objects.
+/// HorizontalPodAutoscalers, whose stores hold typed objects (each trimmed to what is
+/// read of it).
 fn metadata_kinds() -> [ApiResource; 7] {
     [
         resources::config_map(),
@@ -242,6 +244,18 @@ where
 /// Keeps all of an object.
 fn whole<K>(_: &mut K) {}
 
+/// Keeps of a Service all but its status (load-balancer ingress and conditions, which
+/// nothing here reads).
+fn service_spec(s: &mut Service) {
+    s.status = None;
+}
+
+/// Keeps of a HorizontalPodAutoscaler its metadata and spec (its fingerprint), not the
+/// status its controller rewrites.
+fn hpa_spec(h: &mut HorizontalPodAutoscaler) {
+    h.status = None;
+}
+
 /// Keeps of a Deployment what [`super::reconcile`] reads: its metadata, replicas and
 /// status, not its pod template.
 fn deployment_status(d: &mut Deployment) {
@@ -303,7 +317,7 @@ impl Caches {
             scoped::<Service>(client, namespace),
             watcher::Config::default(),
             (),
-            whole,
+            service_spec,
         );
         let (deployments, deployments_watch) = reflect(
             scoped::<Deployment>(client, namespace),
@@ -315,7 +329,7 @@ impl Caches {
             scoped::<HorizontalPodAutoscaler>(client, namespace),
             ours(),
             (),
-            whole,
+            hpa_spec,
         );
         let (pods, pods_watch) = reflect(
             scoped::<Pod>(client, namespace),
