@@ -18,7 +18,7 @@ use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 
 use super::apply::apply_or_delete;
-use super::caches::Caches;
+use super::caches::{self, Caches};
 use super::children::{self, Children};
 use super::context::Context;
 use super::error::Error;
@@ -124,6 +124,19 @@ async fn observe(
         .services
         .read(client, ns, &msvc.spec.target.service)
         .await?;
+    // A target that is a proxy's own Service (one MonitoredService in front of
+    // another's proxy) is kept without its spec in the store: read it whole.
+    if seen.target.as_ref().is_some_and(caches::is_trimmed) {
+        seen.target = Api::<Service>::namespaced(client.clone(), ns)
+            .get_opt(&msvc.spec.target.service)
+            .await
+            .map_err(|source| Error::Object {
+                verb: "read",
+                kind: "Service".into(),
+                name: format!("{ns}/{}", msvc.spec.target.service),
+                source,
+            })?;
+    }
     let Some(svc) = &seen.target else {
         return Ok(seen);
     };
