@@ -126,8 +126,11 @@ printf 'created in %.1f s; all %d converged %.1f s after the first create\n' \
 printf 'operator RSS: %.1f MB before, %.1f MB converged\n' \
   "$(echo "$(metric process_resident_memory_bytes <<<"$before") / 1000000" | bc -l)" \
   "$(echo "$(metric process_resident_memory_bytes <<<"$after") / 1000000" | bc -l)"
-printf 'reconciles to converge: %d\n' \
-  "$(($(metric routemeter_operator_reconciliations_total <<<"$after") - $(metric routemeter_operator_reconciliations_total <<<"$before")))"
+applied() { grep '^routemeter_operator_child_writes_total{.*outcome="applied"' | awk '{s+=$2} END {print s+0}'; }
+printf 'to converge: %d reconciles, %d child applies, %.1f s of the operator'"'"'s CPU\n' \
+  "$(($(metric routemeter_operator_reconciliations_total <<<"$after") - $(metric routemeter_operator_reconciliations_total <<<"$before")))" \
+  "$(($(applied <<<"$after") - $(applied <<<"$before")))" \
+  "$(echo "$(metric process_cpu_seconds_total <<<"$after") - $(metric process_cpu_seconds_total <<<"$before")" | bc -l)"
 
 # The cluster's own work goes on after the operator's: the ReplicaSet controller creates
 # the 1,000 proxy pods at its own pace. At rest begins once they all exist.

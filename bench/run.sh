@@ -24,7 +24,8 @@
 # BENCH_RATE_PCT (50), BENCH_RATE_ROUNDS (3), BENCH_RATE_DURATION (s, BENCH_DURATION),
 # BENCH_RATE_CONNECTIONS (32), BENCH_RATE_BASE (slowest, or a target: nginx...),
 # BENCH_OTHER_MAX_PCT (5), BENCH_MAX_REPEATS (3 per run), BENCH_MAX_REJECTS (12 in all),
-# BENCH_QUIET_WAIT (5 s at most before a repeat), BENCH_PROXY_CPU (0), BENCH_CLIENT_CPU (1), BENCH_PATH (/users/42), BENCH_KEEP=1 keeps
+# BENCH_QUIET_WAIT (5 s at most before a repeat), BENCH_PROXY_CPU (0), BENCH_CLIENT_CPU (1), BENCH_PATH (/users/42),
+# BENCH_VARIANTS ("name=/path/to/routemeter ...": more routemeter builds, 1 worker each), BENCH_KEEP=1 keeps
 # the temporary directory, BENCH_STRICT=1 exits 1 when a target is missed.
 set -euo pipefail
 
@@ -373,6 +374,21 @@ for w in 1 2; do
   PID_OF[$t]=$LAST_PID URL[$t]="http://127.0.0.1:$p$REQ_PATH" ADMIN[$t]="127.0.0.1:$a"
   LABEL[$t]="routemeter $RM_VERSION, $w worker$( ((w == 1)) || echo s)"
   wait_http "$t" "$LAST_PID" "http://${ADMIN[$t]}/readyz"
+done
+# BENCH_VARIANTS: other routemeter binaries (another release profile, another allocator),
+# 1 worker each, measured in the same rounds as the others.
+for variant in ${BENCH_VARIANTS:-}; do
+  name=${variant%%=*} bin=${variant#*=}
+  [[ $name != "$variant" && -x $bin ]] || die "BENCH_VARIANTS: '$variant' is not name=/path/to/an/executable"
+  t=routemeter-1w-$name
+  free_port p
+  free_port a
+  routemeter_config "$p" "$a" 1 >"$W/$t.yaml"
+  start "$t" INT "$W/$t.log" "${PIN[@]}" "$bin" proxy --config "$W/$t.yaml"
+  PID_OF[$t]=$LAST_PID URL[$t]="http://127.0.0.1:$p$REQ_PATH" ADMIN[$t]="127.0.0.1:$a"
+  LABEL[$t]="routemeter, 1 worker, $name ($bin)"
+  wait_http "$t" "$LAST_PID" "http://${ADMIN[$t]}/readyz"
+  TARGETS+=("$t")
 done
 sleep 1
 for t in routemeter-1w routemeter-2w; do RSS_IDLE[$t]=$(rss_of "${PID_OF[$t]}"); done # before any request
