@@ -137,10 +137,7 @@ impl ServerApp for Lean {
 impl Lean {
     /// One request: steps 2 to 5 of the header comment.
     async fn proxy(&self, down: &mut Downstream) -> Outcome {
-        let mut req = Box::new(down.req_header().clone());
-        let upgrade = down.is_upgrade_req();
-        upstream_request(&mut req, upgrade, !down.is_body_empty());
-        if expects_continue(&mut req) {
+        if expects_continue(down.req_header()) {
             // Answered here: the body follows the 100, and the upstream never sees the Expect.
             // The 100 must not switch keep-alive off as an early final response would.
             down.set_close_on_response_before_downstream_finish(false);
@@ -154,7 +151,7 @@ impl Lean {
         // Connect (or take a pooled connection) and send the request. A pooled connection the
         // upstream closed in the meantime fails here: a bodyless request is retried once on a
         // new connection (pingora-proxy retries too, with its retry buffer for bodies).
-        let mut up = match self.connect_and_send(&req, down.is_body_empty()).await {
+        let mut up = match self.connect_and_send(down).await {
             Ok(up) => up,
             Err(e) => return Outcome::BadGateway(e),
         };
@@ -230,17 +227,21 @@ impl Lean {
         Outcome::Done
     }
 
-    async fn connect_and_send(&self, req: &RequestHeader, no_body: bool) -> Result<Upstream> {
+    async fn connect_and_send(&self, down: &mut Downstream) -> Result<Upstream> {
+        let (upgrade, has_body) = (down.is_upgrade_req(), !down.is_body_empty());
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (mut up, reused) = self.connector.get_http_session(&self.peer).await?;
             up.read_timeout = self.peer.options.read_timeout;
             up.write_timeout = self.peer.options.write_timeout;
+            // One clone of the request header per attempt, as pingora-proxy's proxy_1to1:
             // write_request_header takes a Box and keeps it (for keep-alive, HEAD, upgrades).
-            match up.write_request_header(Box::new(req.clone())).await {
+            let mut req = Box::new(down.req_header().clone());
+            upstream_request(&mut req, upgrade, has_body);
+            match up.write_request_header(req).await {
                 Ok(_) => return Ok(up),
-                Err(e) if reused && no_body && attempt == 1 => drop(e),
+                Err(e) if reused && !has_body && attempt == 1 => drop(e),
                 Err(e) => return Err(e),
             }
         }
@@ -269,6 +270,8 @@ fn upstream_request(req: &mut RequestHeader, upgrade: bool, has_body: bool) {
         req.remove_header(&name);
     }
     req.remove_header("keep-alive");
+    // Answered by the proxy itself (Lean::proxy), not forwarded.
+    req.remove_header(&header::EXPECT);
     req.remove_header("proxy-connection");
     // Best effort: a header pingora-http accepted on the way in is accepted again.
     if websocket {
@@ -280,16 +283,11 @@ fn upstream_request(req: &mut RequestHeader, upgrade: bool, has_body: bool) {
     }
 }
 
-/// Removes `Expect: 100-continue`, saying whether it was there.
-fn expects_continue(req: &mut RequestHeader) -> bool {
-    let expect = req
-        .headers
+/// Whether the client waits for a `100 Continue` before its body.
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
         .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expect {
-        req.remove_header(&header::EXPECT);
-    }
-    expect
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// After a 101: bytes both ways until both sides are done (the sessions' readers and writers
