@@ -21,6 +21,10 @@
 # then target/release/routemeter), INSTR_N1 (200), INSTR_N2 (1200), INSTR_RUNS (3),
 # INSTR_TOLERANCE (percent, 10), INSTR_BASELINE (bench/instructions-baseline.json),
 # INSTR_KEEP=1 keeps the temporary directory (configs, logs, callgrind outputs).
+# INSTR_TARGET (routemeter) measures another engine the same way, for comparison only (no
+# --check or --update): bare-pingora or lean-pingora, the examples (bench/bare_pingora.rs,
+# bench/lean_pingora.rs; `cargo build --release --example ...`, or ROUTEMETER_BIN naming the
+# built example), 1 worker, forwarding to the same upstream, polled ready on its own port.
 set -euo pipefail
 
 # A relative ROUTEMETER_BIN is the caller's, from before the cd.
@@ -32,6 +36,7 @@ N2=${INSTR_N2:-1200}
 RUNS=${INSTR_RUNS:-3}
 TOLERANCE=${INSTR_TOLERANCE:-10}
 BASELINE=${INSTR_BASELINE:-bench/instructions-baseline.json}
+TARGET=${INSTR_TARGET:-routemeter}
 HELPER=bench/instructions.py
 CYCLE=5 # requests in one cycle of the client's sequence (bench/instructions.py)
 
@@ -41,6 +46,11 @@ die() {
   exit 2
 }
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+case $TARGET in
+  routemeter | bare-pingora | lean-pingora) ;;
+  *) die "INSTR_TARGET=$TARGET: routemeter, bare-pingora or lean-pingora" ;;
+esac
 
 MODE=measure
 REASON=
@@ -65,6 +75,7 @@ esac
 [[ $N1 =~ ^[0-9]+$ && $N2 =~ ^[0-9]+$ && $RUNS =~ ^[1-9][0-9]*$ ]] || die "INSTR_N1, INSTR_N2 and INSTR_RUNS must be whole numbers"
 ((N1 > 0 && N2 > N1)) || die "need 0 < INSTR_N1 < INSTR_N2"
 ((N1 % CYCLE == 0 && N2 % CYCLE == 0)) || die "INSTR_N1 and INSTR_N2 must be multiples of $CYCLE (one cycle of the client's requests)"
+[[ $MODE == measure || $TARGET == routemeter ]] || die "--check and --update are routemeter's (INSTR_TARGET=$TARGET only measures)"
 command -v valgrind >/dev/null || die "valgrind is missing: bash tests/tools.sh (or apt-get install valgrind)"
 command -v python3 >/dev/null || die "python3 is missing"
 
@@ -77,11 +88,16 @@ COMMIT=$(git describe --always --dirty --exclude '*' 2>/dev/null || echo unknown
 if [[ -n ${ROUTEMETER_BIN:-} ]]; then
   BIN=$ROUTEMETER_BIN
   BUILT="ROUTEMETER_BIN=$BIN, modified $(date -u -r "$BIN" '+%F %T' 2>/dev/null || echo '?') UTC"
-else
+elif [[ $TARGET == routemeter ]]; then
   log "cargo build --release --bin routemeter"
   cargo build --release --bin routemeter
   BIN="${CARGO_TARGET_DIR:-target}/release/routemeter"
   BUILT="cargo build --release"
+else
+  log "cargo build --release --example $TARGET"
+  cargo build --release --example "$TARGET"
+  BIN="${CARGO_TARGET_DIR:-target}/release/examples/$TARGET"
+  BUILT="cargo build --release --example $TARGET"
 fi
 [[ -x $BIN ]] || die "$BIN is not an executable"
 # The compiler that built the binary (rustc writes it into .comment), else the one on PATH.
@@ -155,12 +171,18 @@ proxy_run() { # requests tag -> IR = callgrind's total instructions of a proxy t
   text=${text//@ADMIN@/$admin}
   printf '%s\n' "${text//@UPSTREAM@/$UPSTREAM_PORT}" >"$config"
 
+  local cmd=("$BIN" --log-format text proxy --config "$config") ready="http://127.0.0.1:$admin/readyz"
+  if [[ $TARGET != routemeter ]]; then
+    # The examples have no admin port: ready once a request through them is answered (one
+    # request more in each run, which cancels out).
+    cmd=("$BIN" "127.0.0.1:$listen" "127.0.0.1:$UPSTREAM_PORT" 1) ready="http://127.0.0.1:$listen/ready"
+  fi
   env -u RUST_LOG -u ROUTEMETER_CONFIG -u ROUTEMETER_LOG_FORMAT -u KUBECONFIG -u KUBERNETES_SERVICE_HOST \
     valgrind --tool=callgrind --collect-atstart=yes --dump-instr=no --dump-line=no --vgdb=no \
     --callgrind-out-file="$out" \
-    "$BIN" --log-format text proxy --config "$config" </dev/null >"$logfile" 2>&1 &
+    "${cmd[@]}" </dev/null >"$logfile" 2>&1 &
   PROXY_PID=$!
-  if ! python3 "$HELPER" wait "$PROXY_PID" "http://127.0.0.1:$admin/readyz" 180; then
+  if ! python3 "$HELPER" wait "$PROXY_PID" "$ready" 180; then
     tail -n 30 "$logfile" >&2
     die "run $tag: the proxy under valgrind did not become ready"
   fi
@@ -189,7 +211,11 @@ proxy_run() { # requests tag -> IR = callgrind's total instructions of a proxy t
 }
 
 # ---------------------------------------------------------------- the measurements
-log "routemeter $("$BIN" --version | awk '{print $2}') ($BUILT; tree at $COMMIT); $VALGRIND_VERSION; $RUSTC_VERSION"
+if [[ $TARGET == routemeter ]]; then
+  log "routemeter $("$BIN" --version | awk '{print $2}') ($BUILT; tree at $COMMIT); $VALGRIND_VERSION; $RUSTC_VERSION"
+else
+  log "$TARGET ($BUILT; tree at $COMMIT); $VALGRIND_VERSION; $RUSTC_VERSION"
+fi
 log "$RUNS measurements of (Ir($N2 requests) - Ir($N1 requests)) / $((N2 - N1))"
 FIGURES=()
 for r in $(seq "$RUNS"); do
@@ -212,6 +238,7 @@ read -r FIGURE LOW HIGH < <(printf '%s\n' "${FIGURES[@]}" | sort -n | awk '
   }')
 SPREAD=$(awk -v lo="$LOW" -v hi="$HIGH" -v m="$FIGURE" 'BEGIN { printf "%.2f", (hi - lo) * 100 / m }')
 ELAPSED=$((SECONDS - START))
+[[ $TARGET == routemeter ]] || echo "target: $TARGET"
 echo "instructions per request: $FIGURE (median of $RUNS; min $LOW, max $HIGH, spread $SPREAD %; N1=$N1, N2=$N2; ${ELAPSED} s)"
 if awk -v s="$SPREAD" -v t="$TOLERANCE" 'BEGIN { exit !(s > t / 4) }'; then
   log "warning: the runs differ by $SPREAD %, more than a quarter of the $TOLERANCE % tolerance: the figure is not reproducible enough to judge a change by (INSTR_KEEP=1 keeps the callgrind outputs: callgrind_annotate FILE)"

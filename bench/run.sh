@@ -3,12 +3,13 @@
 # machine, over loopback only (bench/README.md explains the table).
 #
 #   1. installs nginx, haproxy and wrk (Debian packages) when missing; prints the versions;
-#   2. builds routemeter and the bare-pingora example (release), Caddy from its pinned Go
+#   2. builds routemeter and the bare-pingora and lean-pingora examples (release), Caddy from its pinned Go
 #      module (bench/caddy) and the constant-rate client (bench/loadgen) into
 #      ~/.cache/routemeter/bin, once;
 #   3. one upstream for every target: nginx, 1 worker, `return 200 "ok\n"`, pinned with the
 #      client to CPU 1; every proxy pinned to CPU 0;
-#   4. targets: direct, nginx (keepalive upstream), haproxy, bare pingora, Caddy with its
+#   4. targets: direct, nginx (keepalive upstream), haproxy, bare pingora, lean pingora
+#      (issue 13's experiment: the same job on pingora-core without pingora-proxy), Caddy with its
 #      Prometheus metrics, routemeter with 1 worker and with 2;
 #   5. BENCH_ROUNDS interleaved rounds (each runs every target once, the order rotated by
 #      one each round) of wrk at BENCH_CONNECTIONS connections; a run during which other
@@ -107,12 +108,13 @@ WRK_VERSION="$( (wrk -v 2>&1 || true) | awk 'NR == 1 {print $2}') ($(pkg_version
 log "nginx $NGINX_VERSION; haproxy $HAPROXY_VERSION; wrk $WRK_VERSION"
 
 # ---------------------------------------------------------------- 2. builds
-log "cargo build --release --bin routemeter --example bare-pingora"
-cargo build --release --bin routemeter --example bare-pingora
+log "cargo build --release --bin routemeter --example bare-pingora --example lean-pingora"
+cargo build --release --bin routemeter --example bare-pingora --example lean-pingora
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET_DIR/release/routemeter"
 BARE_BIN="$TARGET_DIR/release/examples/bare-pingora"
-[[ -x $BIN && -x $BARE_BIN ]] || die "$BIN or $BARE_BIN was not built"
+LEAN_BIN="$TARGET_DIR/release/examples/lean-pingora"
+[[ -x $BIN && -x $BARE_BIN && -x $LEAN_BIN ]] || die "$BIN, $BARE_BIN or $LEAN_BIN was not built"
 RM_VERSION="$("$BIN" --version | awk '{print $2}')"
 RM_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then RM_COMMIT+="-dirty"; fi
@@ -339,7 +341,7 @@ check_body upstream "http://127.0.0.1:$P_UP$REQ_PATH"
 # ---------------------------------------------------------------- 4. the proxies, on CPU 0
 PIN=(taskset -c "$PROXY_CPU")
 declare -A URL PID_OF LABEL ADMIN
-TARGETS=(direct nginx haproxy bare-pingora caddy routemeter-1w routemeter-2w)
+TARGETS=(direct nginx haproxy bare-pingora lean-pingora caddy routemeter-1w routemeter-2w)
 URL[direct]="http://127.0.0.1:$P_UP$REQ_PATH"
 PID_OF[direct]=""
 LABEL[direct]="direct (the upstream alone)"
@@ -450,6 +452,11 @@ free_port p
 start bare-pingora INT "$W/bare-pingora.log" "${PIN[@]}" "$BARE_BIN" "127.0.0.1:$p" "127.0.0.1:$P_UP" 1
 PID_OF[bare-pingora]=$LAST_PID URL[bare-pingora]="http://127.0.0.1:$p$REQ_PATH"
 LABEL[bare-pingora]="bare pingora $PINGORA_VERSION, 1 worker, no metrics"
+
+free_port p
+start lean-pingora INT "$W/lean-pingora.log" "${PIN[@]}" "$LEAN_BIN" "127.0.0.1:$p" "127.0.0.1:$P_UP" 1
+PID_OF[lean-pingora]=$LAST_PID URL[lean-pingora]="http://127.0.0.1:$p$REQ_PATH"
+LABEL[lean-pingora]="lean pingora-core loop $PINGORA_VERSION, 1 worker, no metrics"
 
 free_port p
 free_port a
@@ -786,6 +793,7 @@ REPORT=$(
   echo
   echo "- CPU/request ≤ 1.05 × bare pingora's: routemeter (1 worker) $(f1 "${CPU_US[routemeter-1w]}") µs, bare pingora $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora]}"): $V_BARE"
   echo "- ahead of Caddy with metrics (CPU/request): routemeter $(f1 "${CPU_US[routemeter-1w]}") µs vs Caddy $(f1 "${CPU_US[caddy]}") µs ($(f0 "${RPS[routemeter-1w]}") vs $(f0 "${RPS[caddy]}") req/s): $V_CADDY"
+  echo "- (issue 13's experiment, no target) lean pingora-core loop vs bare pingora (CPU/request): $(f1 "${CPU_US[lean-pingora]}") µs vs $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[lean-pingora]}" "${CPU_US[bare-pingora]}") (adopt only at ≤ 0.75)"
   echo "- RSS ≤ 30 MB idle: $(mb "$RSS_IDLE_MAX") MB: $V_IDLE"
   echo "- RSS ≤ 100 MB with $ROUTES_BIG routes in use: $(mb "$RSS_BIG") MB ($BIG_SEEN of $ROUTES_BIG routes seen): $V_BIG"
 )
