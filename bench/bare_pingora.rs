@@ -23,6 +23,10 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
+/// routemeter's allocator (src/main.rs): the same engine, allocating the same way.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// routemeter's `server.readBufferBytes` default.
 const READ_BUFFER_BYTES: usize = 4096;
 

@@ -56,6 +56,10 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::listening::Service;
 use pingora::{Error, ErrorType, Result};
 
+/// routemeter's allocator (src/main.rs): the same engine, allocating the same way.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// routemeter's `server.readBufferBytes` default.
 const READ_BUFFER_BYTES: usize = 4096;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
