@@ -25,6 +25,10 @@
 # --check or --update): bare-pingora or lean-pingora, the examples (bench/bare_pingora.rs,
 # bench/lean_pingora.rs; `cargo build --release --example ...`, or ROUTEMETER_BIN naming the
 # built example), 1 worker, forwarding to the same upstream, polled ready on its own port.
+# INSTR_CONFIG (routemeter only, measure only) adds lines to the proxy's config, to price
+# one feature: `INSTR_CONFIG='forwarding: {xForwardedFor: false, xForwardedProto: false,
+# xForwardedHost: false}'` is routemeter without its forwarding headers (bench/README.md,
+# "Where routemeter's instructions go").
 set -euo pipefail
 
 # A relative ROUTEMETER_BIN is the caller's, from before the cd.
@@ -76,6 +80,7 @@ esac
 ((N1 > 0 && N2 > N1)) || die "need 0 < INSTR_N1 < INSTR_N2"
 ((N1 % CYCLE == 0 && N2 % CYCLE == 0)) || die "INSTR_N1 and INSTR_N2 must be multiples of $CYCLE (one cycle of the client's requests)"
 [[ $MODE == measure || $TARGET == routemeter ]] || die "--check and --update are routemeter's (INSTR_TARGET=$TARGET only measures)"
+[[ -z ${INSTR_CONFIG:-} || ($MODE == measure && $TARGET == routemeter) ]] || die "INSTR_CONFIG only measures, and only routemeter (the baseline is of the config below)"
 command -v valgrind >/dev/null || die "valgrind is missing: bash tests/tools.sh (or apt-get install valgrind)"
 command -v python3 >/dev/null || die "python3 is missing"
 
@@ -117,6 +122,7 @@ routes:
   - { path: "/static/*" }
 autoTemplate: { enabled: true, maxRoutes: 100 }
 server: { workers: 1, gracePeriod: 1s, reloadInterval: 1h }'
+if [[ -n ${INSTR_CONFIG:-} ]]; then CONFIG_TEMPLATE+=$'\n'$INSTR_CONFIG; fi
 # What the figure depends on besides routemeter: the config and the client's requests.
 WORKLOAD=$({
   printf '%s\n' "$CONFIG_TEMPLATE"

@@ -53,11 +53,8 @@ pub struct Accepted {
 /// Checks a request head as pingora parsed it; `raw` is the head as received (request
 /// line and fields).
 pub fn check(req: &RequestHeader, raw: &[u8]) -> Result<Accepted, Ambiguous> {
-    if raw
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
-    {
+    // One look per line end (memchr), not per byte: the head of every request is scanned.
+    if memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r') {
         return Err(Ambiguous::BareLineFeed);
     }
     if !target_form_is_valid(req) {

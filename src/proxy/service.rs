@@ -224,8 +224,12 @@ impl MeteringProxy {
     }
 }
 
-/// Size of a request head as sent: request line and header lines (no allocation).
-fn request_head_bytes(session: &Session) -> usize {
+/// Size of a request head as sent: the bytes pingora read it from (request line, header
+/// lines and the blank line) on HTTP/1, else its request line and header lines counted.
+fn request_head_bytes(session: &Session, raw: Option<&[u8]>) -> usize {
+    if let Some(raw) = raw {
+        return raw.len();
+    }
     let req = session.req_header();
     let headers: usize = req
         .headers
@@ -238,10 +242,13 @@ fn request_head_bytes(session: &Session) -> usize {
 
 #[async_trait]
 impl ProxyHttp for MeteringProxy {
-    type CTX = RequestCtx;
+    /// Boxed: pingora moves the context by value into and through its request future,
+    /// a copy of every field each time; a box is one pointer (bench/README.md, "Where
+    /// routemeter's instructions go").
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::new(RequestCtx {
             start: Instant::now(),
             snapshot: self.state.load_full(),
             route: None,
@@ -258,7 +265,7 @@ impl ProxyHttp for MeteringProxy {
             websocket: false,
             summary: None,
             collapsed_length: None,
-        }
+        })
     }
 
     /// HTTP/1.1 pipelining (RFC 9112 §9.3.2): requests a client sends before reading the
@@ -269,14 +276,14 @@ impl ProxyHttp for MeteringProxy {
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Self::CTX,
     ) -> Result<()> {
         session.downstream_session.set_pipelining_enabled(true);
         connection::mark_head(session);
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let req = session.req_header();
         ctx.method = MethodLabel::of(&req.method);
         let (route, id) = Self::resolve_route(&ctx.snapshot, &req.method, req.uri.path());
@@ -293,7 +300,14 @@ impl ProxyHttp for MeteringProxy {
         families.active(ctx.method).inc();
         ctx.active = true;
 
-        if request_head_bytes(session) > ctx.snapshot.config.limits.max_request_header_bytes {
+        // The head as received: its size, and its framing (below).
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        if request_head_bytes(session, raw.as_deref())
+            > ctx.snapshot.config.limits.max_request_header_bytes
+        {
             let body = Bytes::from_static(b"routemeter: request header fields too large\n");
             return refuse(session, ctx, Failure::HeaderTooLarge, 431, body).await;
         }
@@ -307,10 +321,6 @@ impl ProxyHttp for MeteringProxy {
         // Framing that another parser on the way could read differently (RFC 9112 §11.2):
         // refused with 400, which also closes the connection, before anything goes
         // upstream; see [`framing::check`].
-        let raw = session
-            .as_downstream()
-            .as_http1()
-            .map(|h1| h1.get_headers_raw_bytes());
         match framing::check(session.req_header(), raw.as_deref().unwrap_or_default()) {
             Err(ambiguous) => {
                 let body = Bytes::from(format!("routemeter: {ambiguous}\n"));
@@ -329,7 +339,7 @@ impl ProxyHttp for MeteringProxy {
     async fn upstream_peer(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         if ctx.endpoint.is_none() && !ctx.retried {
             ctx.overhead = ctx.start.elapsed();
@@ -362,7 +372,7 @@ impl ProxyHttp for MeteringProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(length) = ctx.collapsed_length {
             framing::collapse_length(upstream_request, length)?;
@@ -384,7 +394,7 @@ impl ProxyHttp for MeteringProxy {
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         _digest: Option<&pingora::protocols::Digest>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(endpoint) = &ctx.endpoint {
             ctx.snapshot.balancer.report_connected(endpoint.endpoint());
@@ -396,7 +406,7 @@ impl ProxyHttp for MeteringProxy {
         &self,
         session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let failure = Failure::classify(&e);
@@ -434,7 +444,7 @@ impl ProxyHttp for MeteringProxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
         if let Some(attempt) = &mut ctx.endpoint
@@ -467,7 +477,7 @@ impl ProxyHttp for MeteringProxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.upstream_head_at = Some(Instant::now());
         if let Some(attempt) = &mut ctx.endpoint {
@@ -485,7 +495,7 @@ impl ProxyHttp for MeteringProxy {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(head_at) = ctx.upstream_head_at {
             ctx.overhead += head_at.elapsed();
@@ -504,7 +514,7 @@ impl ProxyHttp for MeteringProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> FailToProxy {
         let failure = *ctx.failure.get_or_insert_with(|| Failure::classify(e));
         let can_answer = failure != Failure::ClientAborted && session.response_written().is_none();
@@ -527,7 +537,7 @@ impl ProxyHttp for MeteringProxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         connection::mark_recorded(session);
         let elapsed = ctx.start.elapsed();
         let families = &self.metrics.families;
@@ -577,7 +587,7 @@ impl ProxyHttp for MeteringProxy {
         finished.record(series, families, summary);
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
         // Metrics carry these; the log would only repeat them once per request.
         matches!(
             ctx.failure,
