@@ -16,19 +16,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session, http_proxy};
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
+use pingora::server::RunArgs;
 use pingora::services::listening::Service;
 
-/// routemeter's allocator (src/main.rs): the same engine, allocating the same way.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// routemeter's `server.readBufferBytes` default.
-const READ_BUFFER_BYTES: usize = 4096;
+#[path = "common.rs"]
+mod common;
 
 struct Bare {
     upstream: SocketAddr,
@@ -53,61 +47,17 @@ impl ProxyHttp for Bare {
     }
 }
 
-/// As routemeter's `shard_address`: pingora keeps one listening socket per address
-/// string, so worker `shard` spells the port with `shard` leading zeros to get its own.
-fn shard_address(listen: SocketAddr, shard: usize) -> String {
-    let port = format!("{}{}", "0".repeat(shard), listen.port());
-    match listen {
-        SocketAddr::V4(v4) => format!("{}:{port}", v4.ip()),
-        SocketAddr::V6(v6) => format!("[{}]:{port}", v6.ip()),
-    }
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: bare-pingora LISTEN UPSTREAM [WORKERS]";
-    let (Some(listen), Some(upstream)) = (args.first(), args.get(1)) else {
-        eprintln!("{usage}");
-        std::process::exit(2);
-    };
-    let parse = |s: &str| -> SocketAddr {
-        s.parse().unwrap_or_else(|e| {
-            eprintln!("{s}: {e}; {usage}");
-            std::process::exit(2)
-        })
-    };
-    let (listen, upstream) = (parse(listen), parse(upstream));
-    let workers: usize = match args.get(2).map(|w| w.parse()) {
-        None => 1,
-        Some(Ok(n)) if n > 0 => n,
-        Some(_) => {
-            eprintln!("WORKERS: a number above 0; {usage}");
-            std::process::exit(2)
-        }
-    };
-
-    let conf = ServerConf {
-        threads: workers,
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(1),
-        work_stealing: false,
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    for shard in 0..workers {
+    let args = common::Args::parse("bare-pingora");
+    let mut server = args.server();
+    for shard in 0..args.workers {
+        let upstream = args.upstream;
         let mut proxy = Service::new(
             format!("bare pingora {shard}"),
             http_proxy(&server.configuration, Bare { upstream }),
         );
         proxy.threads = Some(1);
-        let mut options = TcpSocketOptions::default();
-        options.so_reuseport = Some(workers > 1);
-        proxy.add_listener(
-            ListenerConfig::tcp(shard_address(listen, shard))
-                .tcp_socket_options(options)
-                .l4_buffer(L4BufferSettings::default().read(READ_BUFFER_BYTES)),
-        );
+        proxy.add_listener(args.listener(shard));
         server.add_service(proxy);
     }
     server.run(RunArgs::default());

@@ -36,7 +36,6 @@
 //! Usage: `cargo run --release --example lean-pingora -- LISTEN UPSTREAM [WORKERS]`,
 //! e.g. `127.0.0.1:8100 127.0.0.1:8080 2`. SIGINT stops it at once, SIGTERM after 1 s.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,22 +45,18 @@ use pingora::apps::ServerApp;
 use pingora::connectors::ConnectorOptions;
 use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::Stream;
 use pingora::protocols::http::v1::client::HttpSession as Upstream;
 use pingora::protocols::http::v1::server::HttpSession as Downstream;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, ShutdownWatch};
 use pingora::services::listening::Service;
 use pingora::{Error, ErrorType, Result};
 
-/// routemeter's allocator (src/main.rs): the same engine, allocating the same way.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "common.rs"]
+mod common;
 
-/// routemeter's `server.readBufferBytes` default.
-const READ_BUFFER_BYTES: usize = 4096;
+/// routemeter's default `timeouts.idle`, for the upstream pool.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Lean {
@@ -340,50 +335,11 @@ async fn respond_error(down: &mut Downstream, code: u16) {
     down.shutdown().await;
 }
 
-/// As routemeter's `shard_address`: pingora keeps one listening socket per address
-/// string, so worker `shard` spells the port with `shard` leading zeros to get its own.
-fn shard_address(listen: SocketAddr, shard: usize) -> String {
-    let port = format!("{}{}", "0".repeat(shard), listen.port());
-    match listen {
-        SocketAddr::V4(v4) => format!("{}:{port}", v4.ip()),
-        SocketAddr::V6(v6) => format!("[{}]:{port}", v6.ip()),
-    }
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: lean-pingora LISTEN UPSTREAM [WORKERS]";
-    let (Some(listen), Some(upstream)) = (args.first(), args.get(1)) else {
-        eprintln!("{usage}");
-        std::process::exit(2);
-    };
-    let parse = |s: &str| -> SocketAddr {
-        s.parse().unwrap_or_else(|e| {
-            eprintln!("{s}: {e}; {usage}");
-            std::process::exit(2)
-        })
-    };
-    let (listen, upstream) = (parse(listen), parse(upstream));
-    let workers: usize = match args.get(2).map(|w| w.parse()) {
-        None => 1,
-        Some(Ok(n)) if n > 0 => n,
-        Some(_) => {
-            eprintln!("WORKERS: a number above 0; {usage}");
-            std::process::exit(2)
-        }
-    };
-
-    let conf = ServerConf {
-        threads: workers,
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(1),
-        work_stealing: false,
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    for shard in 0..workers {
-        let mut peer = HttpPeer::new(upstream, false, String::new());
+    let args = common::Args::parse("lean-pingora");
+    let mut server = args.server();
+    for shard in 0..args.workers {
+        let mut peer = HttpPeer::new(args.upstream, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(2));
         peer.options.read_timeout = Some(Duration::from_secs(60));
         peer.options.idle_timeout = Some(IDLE_TIMEOUT);
@@ -393,13 +349,7 @@ fn main() {
         )));
         let mut service = Service::new(format!("lean pingora {shard}"), Lean { peer, connector });
         service.threads = Some(1);
-        let mut options = TcpSocketOptions::default();
-        options.so_reuseport = Some(workers > 1);
-        service.add_listener(
-            ListenerConfig::tcp(shard_address(listen, shard))
-                .tcp_socket_options(options)
-                .l4_buffer(L4BufferSettings::default().read(READ_BUFFER_BYTES)),
-        );
+        service.add_listener(args.listener(shard));
         server.add_service(service);
     }
     server.run(RunArgs::default());
