@@ -51,10 +51,12 @@ fn main() {
     let args = common::Args::parse("bare-pingora");
     let mut server = args.server();
     for shard in 0..args.workers {
-        let upstream = args.upstream;
+        let bare = Bare {
+            upstream: args.upstream,
+        };
         let mut proxy = Service::new(
             format!("bare pingora {shard}"),
-            http_proxy(&server.configuration, Bare { upstream }),
+            http_proxy(&server.configuration, bare),
         );
         proxy.threads = Some(1);
         proxy.add_listener(args.listener(shard));

@@ -224,13 +224,9 @@ impl MeteringProxy {
     }
 }
 
-/// Size of a request head as sent: the bytes pingora read it from (request line, header
-/// lines and the blank line) on HTTP/1, else its request line and header lines counted.
-fn request_head_bytes(session: &Session, raw: Option<&[u8]>) -> usize {
-    if let Some(raw) = raw {
-        return raw.len();
-    }
-    let req = session.req_header();
+/// Size of a request head that came without its raw bytes (not HTTP/1): its request line
+/// and header lines counted. On HTTP/1 the size is the raw head's length.
+fn counted_head_bytes(req: &RequestHeader) -> usize {
     let headers: usize = req
         .headers
         .iter()
@@ -305,9 +301,10 @@ impl ProxyHttp for MeteringProxy {
             .as_downstream()
             .as_http1()
             .map(|h1| h1.get_headers_raw_bytes());
-        if request_head_bytes(session, raw.as_deref())
-            > ctx.snapshot.config.limits.max_request_header_bytes
-        {
+        let head_bytes = raw
+            .as_deref()
+            .map_or_else(|| counted_head_bytes(session.req_header()), <[u8]>::len);
+        if head_bytes > ctx.snapshot.config.limits.max_request_header_bytes {
             let body = Bytes::from_static(b"routemeter: request header fields too large\n");
             return refuse(session, ctx, Failure::HeaderTooLarge, 431, body).await;
         }

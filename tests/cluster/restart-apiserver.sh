@@ -14,10 +14,10 @@ pidfile="$state/kube-apiserver.pid"
 pid="$(<"$pidfile")"
 [[ -r "/proc/$pid/cmdline" ]] || { echo "restart-apiserver.sh: kube-apiserver (pid $pid) is not running" >&2; exit 1; }
 mapfile -d '' -t cmd < "/proc/$pid/cmdline"
-# The process's own niceness (field 19 of /proc/PID/stat), not the caller's: a restart from
-# inside `nice cargo test` must not leave the API server at nice 10 beside an etcd and a
-# controller manager at 0 (it made a later benchmark's figures meaningless).
-niceness="$(awk '{print $19}' "/proc/$pid/stat")"
+# The process's own niceness, not the caller's: a restart from inside `nice cargo test` must
+# not leave the API server at nice 10 beside an etcd and a controller manager at 0 (it made
+# a later benchmark's figures meaningless).
+niceness="$(ps -o ni= -p "$pid" | tr -d ' ')"
 kill -KILL "$pid"
 while kill -0 "$pid" 2> /dev/null; do sleep 0.1; done
 sleep "$down"
