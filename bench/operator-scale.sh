@@ -96,7 +96,28 @@ spec:
 """)
 EOF
 
+requests() { kctl get --raw /metrics | grep '^apiserver_request_total{'; }
+# CPU seconds (user + system) of the cluster's own processes, one "name seconds" line
+# each: where the two cores go while the objects converge. Field 2 of /proc/PID/stat
+# (the name) can hold spaces, so the fields are counted after its closing parenthesis.
+cluster_cpu() {
+  local name pid ticks
+  ticks="$(getconf CLK_TCK)"
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy containerd coredns; do
+    pid="$(cat "$state/$name.pid" 2>/dev/null)" || continue
+    [[ -r "/proc/$pid/stat" ]] || continue
+    awk -v n="$name" -v t="$ticks" '{sub(/^.*\) /, ""); print n, ($12 + $13) / t}' "/proc/$pid/stat"
+  done
+}
+
 before="$(leader_metrics)"
+cpu0="$(cluster_cpu)"
+r_c0="$(requests)"
+# APISERVER_PROFILE=FILE: a CPU profile of kube-apiserver over the first
+# APISERVER_PROFILE_SECONDS (60) of the creates, for `go tool pprof -top FILE`.
+if [[ -n "${APISERVER_PROFILE:-}" ]]; then
+  kctl get --raw "/debug/pprof/profile?seconds=${APISERVER_PROFILE_SECONDS:-60}" >"$APISERVER_PROFILE" &
+fi
 echo "== creating $count Services and $count MonitoredServices in $ns"
 start=$(date +%s.%N)
 printf '%s\n' "$work"/objects-*.yaml | xargs -P 10 -I{} "$kubectl" --kubeconfig "$kubeconfig" -n "$ns" create -f {} >/dev/null
@@ -121,6 +142,8 @@ while :; do
   sleep 1
 done
 after="$(leader_metrics)"
+cpu1="$(cluster_cpu)"
+r_c1="$(requests)"
 printf 'created in %.1f s; all %d converged %.1f s after the first create\n' \
   "$(echo "$created - $start" | bc)" "$count" "$(echo "$now - $start" | bc)"
 printf 'operator RSS: %.1f MB before, %.1f MB converged\n' \
@@ -131,6 +154,47 @@ printf 'to converge: %d reconciles, %d child applies, %.1f s of the operator'"'"
   "$(($(metric routemeter_operator_reconciliations_total <<<"$after") - $(metric routemeter_operator_reconciliations_total <<<"$before")))" \
   "$(($(applied <<<"$after") - $(applied <<<"$before")))" \
   "$(echo "$(metric process_cpu_seconds_total <<<"$after") - $(metric process_cpu_seconds_total <<<"$before")" | bc -l)"
+
+operator_cpu="$(echo "$(metric process_cpu_seconds_total <<<"$after") - $(metric process_cpu_seconds_total <<<"$before")" | bc -l)"
+python3 - "$(echo "$now - $start" | bc)" "$operator_cpu" <(printf '%s\n' "$cpu0") <(printf '%s\n' "$cpu1") \
+  <(printf '%s\n' "$r_c0") <(printf '%s\n' "$r_c1") <<'EOF'
+import re, sys
+seconds, operator = float(sys.argv[1]), float(sys.argv[2])
+def cpu(path):
+    return {n: float(v) for n, v in (line.split() for line in open(path) if line.strip())}
+a, b = cpu(sys.argv[3]), cpu(sys.argv[4])
+used = {n: b[n] - a[n] for n in b if n in a}
+used["operator (its pod)"] = operator
+print(f"CPU seconds while converging ({seconds:.1f} s, {2 * seconds:.0f} s of two cores):")
+for n, v in sorted(used.items(), key=lambda kv: -kv[1]):
+    print(f"  {n:26} {v:6.1f}")
+def read(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r'apiserver_request_total\{(.*)\} (\S+)', line)
+        if m:
+            l = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            key = (l.get("verb"), l.get("resource") + ("/" + l["subresource"] if l.get("subresource") else ""))
+            out[key] = out.get(key, 0.0) + float(m.group(2))
+    return out
+ra, rb = read(sys.argv[5]), read(sys.argv[6])
+rows = sorted(((rb[k] - ra.get(k, 0.0), k) for k in rb if k[0] not in ("WATCH", "CONNECT")), reverse=True)
+rows = [(d, k) for d, k in rows if d > 0]
+print(f"API requests while converging: {sum(d for d, _ in rows):.0f}, the most frequent:")
+for d, (verb, resource) in rows[:12]:
+    print(f"  {verb:7} {resource:40} {d:7.0f}")
+EOF
+
+# The operator's Events while converging, by reason: NotSelected is expected once per
+# object (no Prometheus runs here); any other Warning is something that went wrong.
+kctl -n "$ns" get events -o json | python3 -c '
+import collections, json, sys
+counts = collections.Counter()
+for e in json.load(sys.stdin)["items"]:
+    if (e.get("reportingComponent") or e.get("source", {}).get("component")) == "routemeter.io/operator":
+        counts[(e["type"], e["reason"])] += e.get("count") or 1
+print("operator Events while converging:",
+      ", ".join(f"{n} {t} {r}" for (t, r), n in sorted(counts.items())) or "none")'
 
 # The cluster's own work goes on after the operator's: the ReplicaSet controller creates
 # the 1,000 proxy pods at its own pace. At rest begins once they all exist.
@@ -144,7 +208,6 @@ done
 printf 'every proxy pod created (Pending) %.1f s after the first create\n' "$(echo "$(date +%s.%N) - $start" | bc)"
 echo "== at rest: settling ${settle} s, then measuring ${rest} s"
 sleep "$settle"
-requests() { kctl get --raw /metrics | grep '^apiserver_request_total{'; }
 r0="$(requests)"
 m0="$(leader_metrics)"
 sleep "$rest"

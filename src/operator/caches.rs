@@ -637,6 +637,32 @@ pub fn fingerprint(meta: &ObjectMeta, spec: Option<u64>, ours: &Ours<'_>) -> u64
 }
 
 #[cfg(test)]
+impl Caches {
+    /// Puts a store of `resource` (a kind kept as metadata) in place of its unsynced one,
+    /// synced and empty, and gives back its writer for a test to fill.
+    pub async fn synced_metadata(
+        &mut self,
+        resource: &ApiResource,
+    ) -> reflector::store::Writer<Meta> {
+        let mut writer = reflector::store::Writer::<Meta>::new(resource.clone());
+        let cache = Cache::new(writer.as_reader(), resource.clone());
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        // `Cache::new` learns of the sync on a task of its own.
+        for _ in 0..200 {
+            if cache.synced() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(cache.synced(), "the {} store synced", resource.kind);
+        self.children
+            .insert((resource.group.clone(), resource.kind.clone()), cache);
+        writer
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -780,29 +806,14 @@ mod tests {
     #[tokio::test]
     async fn a_child_is_skipped_only_while_manifest_and_metadata_are_as_applied() {
         let cm = resources::config_map();
-        let mut writer = reflector::store::Writer::<Meta>::new(cm.clone());
-        let store = writer.as_reader();
         let object = |version: &str| Meta {
             types: None,
             metadata: meta(None, version),
             _phantom: Default::default(),
         };
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitApply(object("7")));
-        writer.apply_watcher_event(&watcher::Event::InitDone);
         let mut caches = Caches::unwatched();
-        let cache = Cache::new(store, cm.clone());
-        cache.store.wait_until_ready().await.expect("ready");
-        tokio::task::yield_now().await;
-        for _ in 0..100 {
-            if cache.synced() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        caches
-            .children
-            .insert((cm.group.clone(), cm.kind.clone()), cache);
+        let mut writer = caches.synced_metadata(&cm).await;
+        writer.apply_watcher_event(&watcher::Event::Apply(object("7")));
 
         let manifest = serde_json::json!({"data": {"a": "1"}});
         let (ns, name) = ("shop", "shop-routemeter");
