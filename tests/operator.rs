@@ -157,6 +157,23 @@ async fn creates_every_child_with_owner_references() {
         (status.as_str(), reason.as_str()),
         ("False", "NoReplicasAvailable")
     );
+    // The proxies' RoleBinding is bound once its Role is in the operator's cache, and
+    // nothing failed on the way: a binding sent together with its new Role used to be
+    // refused (404), an ApplyFailed Warning on most new MonitoredServices.
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(client.clone(), &ns);
+    let binding = wait_for("the RoleBinding", WAIT, || async {
+        bindings.get_opt("web-routemeter").await.ok()?
+    })
+    .await;
+    owned_by_msvc(&binding.metadata);
+    assert_eq!(binding.role_ref.kind, "Role");
+    let failed: Vec<_> = events_of(&client, &ns, "web")
+        .await
+        .into_iter()
+        .filter(|e| e.reason == "ApplyFailed")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
     delete_namespace(&client, &ns).await;
 }
 
