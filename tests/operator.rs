@@ -110,9 +110,15 @@ async fn creates_every_child_with_owner_references() {
     assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
 
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    for name in ["web-routemeter", "web-routemeter-upstream"] {
+    for (name, headless) in [
+        ("web-routemeter", false),
+        ("web-routemeter-upstream", true),
+        ("web-routemeter-metrics", true),
+    ] {
         let s = wait_for(name, WAIT, || async { services.get_opt(name).await.ok()? }).await;
         owned_by_msvc(&s.metadata);
+        let ip = s.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+        assert_eq!(ip == "None", headless, "{name}: cluster IP {ip}");
     }
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
     owned_by_msvc(
@@ -174,6 +180,65 @@ async fn creates_every_child_with_owner_references() {
         .filter(|e| e.reason == "ApplyFailed")
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
+    delete_namespace(&client, &ns).await;
+}
+
+/// An earlier version made the proxies' metrics Service with a cluster IP; it is headless
+/// now, and a cluster IP cannot change once set: the operator makes the Service anew.
+#[tokio::test]
+async fn a_metrics_service_with_a_cluster_ip_is_made_anew_headless() {
+    let Some(client) = client().await else { return };
+    let _shared = CLUSTER_WIDE.read().await;
+    let ns = namespace(&client, "headless").await;
+    create_target(&client, &ns, "web").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let old = services
+        .patch(
+            "web-routemeter-metrics",
+            &PatchParams::apply("routemeter").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": "web-routemeter-metrics",
+                    "labels": { "app.kubernetes.io/managed-by": "routemeter" },
+                },
+                "spec": {
+                    "type": "ClusterIP",
+                    "selector": { "app.kubernetes.io/instance": "web-routemeter" },
+                    "ports": [{ "name": "admin", "port": 9901, "targetPort": "admin" }],
+                },
+            })),
+        )
+        .await
+        .expect("the earlier metrics Service");
+    let old_ip = old.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+    assert_ne!(old_ip, "None");
+    let op = Operator::start(&client, &ns);
+    apply_msvc(&client, &ns, msvc("web", "web", json!([{ "path": "/" }]))).await;
+    let anew = wait_for("the metrics Service headless", WAIT, || async {
+        let s = services.get_opt("web-routemeter-metrics").await.ok()??;
+        let ip = s.spec.as_ref()?.cluster_ip.clone()?;
+        (ip == "None").then_some(s)
+    })
+    .await;
+    let owners = anew.metadata.owner_references.unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(owners[0].kind, "MonitoredService");
+    assert_eq!(
+        op.metric(
+            "routemeter_operator_child_writes_total",
+            &["kind=\"Service\"", "outcome=\"replaced\""]
+        ),
+        1.0
+    );
+    let (status, _, _) = wait_for("TargetFound=True", WAIT, || async {
+        condition(&client, &ns, "web", "TargetFound")
+            .await
+            .filter(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(status, "True");
     delete_namespace(&client, &ns).await;
 }
 

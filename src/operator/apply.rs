@@ -40,10 +40,24 @@ pub async fn apply_or_delete(
         Some(m) if caches.unchanged(resource, ns, name, m) => "unchanged",
         Some(m) if waits_for_its_role(&caches, ns, m) => "waiting",
         Some(m) => {
-            let answer = api
-                .patch(name, &params(), &Patch::Apply(m))
-                .await
-                .map_err(|e| child("apply", e))?;
+            let answer = match api.patch(name, &params(), &Patch::Apply(m)).await {
+                Err(kube::Error::Api(s)) if s.code == 422 && made_headless(m, &s.message) => {
+                    // A Service made with a cluster IP (by an earlier version) that is
+                    // to be headless: the cluster IP cannot change once set, so the
+                    // Service is made anew.
+                    tracing::info!(service = %format!("{ns}/{name}"), "replacing Service {ns}/{name}: it is headless now");
+                    caches.forget(resource, ns, name);
+                    match api.delete(name, &DeleteParams::default()).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(e) => return Err(child("delete", e)),
+                    }
+                    ctx.metrics.child(&resource.kind, "replaced");
+                    api.patch(name, &params(), &Patch::Apply(m)).await
+                }
+                answer => answer,
+            }
+            .map_err(|e| child("apply", e))?;
             caches.applied(resource, ns, name, m, &answer);
             "applied"
         }
@@ -61,6 +75,15 @@ pub async fn apply_or_delete(
     };
     ctx.metrics.child(&resource.kind, outcome);
     Ok(())
+}
+
+/// Whether the API server refused `manifest`, a headless Service, because the Service
+/// has a cluster IP: `spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set`.
+fn made_headless(manifest: &serde_json::Value, message: &str) -> bool {
+    manifest["kind"] == "Service"
+        && manifest["spec"]["clusterIP"] == "None"
+        && message.contains("spec.clusterIP")
+        && message.contains("may not change once set")
 }
 
 /// Whether `manifest` is a RoleBinding of a Role in `ns` that the caches show does not
@@ -98,6 +121,21 @@ mod tests {
             "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": "web-routemeter" },
             "subjects": [{ "kind": "ServiceAccount", "name": "web-routemeter", "namespace": "shop" }],
         })
+    }
+
+    #[test]
+    fn only_a_headless_service_refused_for_its_cluster_ip_is_made_anew() {
+        // The API server's words (Kubernetes 1.34) for a cluster IP set to None.
+        let refused = r#"Service "web-routemeter-metrics" is invalid: spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set"#;
+        let headless = json!({ "kind": "Service", "spec": { "clusterIP": "None" } });
+        assert!(made_headless(&headless, refused));
+        let with_ip = json!({ "kind": "Service", "spec": { "type": "ClusterIP" } });
+        assert!(
+            !made_headless(&with_ip, refused),
+            "the Service clients call keeps its IP"
+        );
+        let other = r#"Service "x" is invalid: spec.ports[0].port: Invalid value: 0"#;
+        assert!(!made_headless(&headless, other));
     }
 
     #[tokio::test]

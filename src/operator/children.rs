@@ -409,7 +409,11 @@ pub fn build(
         resource: svc.clone(),
     });
     // The admin port (/metrics, /config, /api) is not on the Service clients call: a
-    // Service of its own, which the ServiceMonitor selects by its label.
+    // Service of its own, which the ServiceMonitor selects by its label. Headless:
+    // Prometheus scrapes each pod from the Service's endpoints and `kubectl port-forward`
+    // picks a pod, so a cluster IP would serve no one, and each one costs the API server
+    // an allocation (serialised, and the slowest write of 1,000 MonitoredServices created
+    // at once) and every node's kube-proxy its rules.
     let metrics_labels = BTreeMap::from([(METRICS_LABEL.to_string(), "true".to_string())]);
     core.push(Child {
         name: metrics_name(msvc),
@@ -417,7 +421,7 @@ pub fn build(
             &svc,
             metadata(msvc, &metrics_name(msvc), &metrics_labels),
             json!({ "spec": {
-                "type": "ClusterIP",
+                "clusterIP": "None",
                 "selector": selector_labels(msvc),
                 "ports": [
                     { "name": "admin", "port": ADMIN_PORT, "targetPort": ADMIN_PORT_NAME, "protocol": "TCP" },

@@ -45,7 +45,7 @@ impl Metrics {
             children: IntCounterVec::new(
                 Opts::new(
                     "routemeter_operator_child_writes_total",
-                    "What reconciles did to each child, by kind: applied, deleted, or nothing because the caches show it unchanged (or absent, for a child to delete), or a RoleBinding waiting for its Role.",
+                    "What reconciles did to each child, by kind: applied, replaced (deleted and made anew: a cluster IP cannot change once set), deleted, or nothing because the caches show it unchanged (or absent, for a child to delete), or a RoleBinding waiting for its Role.",
                 ),
                 &["kind", "outcome"],
             )?,
