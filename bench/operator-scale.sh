@@ -8,6 +8,10 @@
 #   its generation (the operator's work done: children applied, conditions set);
 # - the operator's RSS (its own process_resident_memory_bytes) after convergence and at
 #   the end;
+# - while converging: the CPU seconds of each cluster process (its children's included)
+#   and of the operator, the API requests by verb and resource, and the operator's Events
+#   by reason; APISERVER_PROFILE=FILE also takes a CPU profile of kube-apiserver over the
+#   first APISERVER_PROFILE_SECONDS (60) seconds, for `go tool pprof -top FILE`;
 # - at rest, over REST_SECONDS (default 120) after a settling minute: the API requests per
 #   MonitoredService per second, from the API server's own apiserver_request_total, by
 #   verb and resource; and the operator's reconciles and child writes in that window.
@@ -97,16 +101,17 @@ spec:
 EOF
 
 requests() { kctl get --raw /metrics | grep '^apiserver_request_total{'; }
-# CPU seconds (user + system) of the cluster's own processes, one "name seconds" line
-# each: where the two cores go while the objects converge. Field 2 of /proc/PID/stat
-# (the name) can hold spaces, so the fields are counted after its closing parenthesis.
+# CPU seconds (user + system, with those of its children waited for: kube-proxy's
+# iptables-restore runs, the kubelet's mounts) of the cluster's own processes, one "name
+# seconds" line each: where the cores go while the objects converge. Field 2 of
+# /proc/PID/stat (the name) can hold spaces, so fields are counted after its ")".
 cluster_cpu() {
-  local name pid ticks
+  local name ticks
   ticks="$(getconf CLK_TCK)"
   for name in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy containerd coredns; do
-    pid="$(cat "$state/$name.pid" 2>/dev/null)" || continue
-    [[ -r "/proc/$pid/stat" ]] || continue
-    awk -v n="$name" -v t="$ticks" '{sub(/^.*\) /, ""); print n, ($12 + $13) / t}' "/proc/$pid/stat"
+    alive "$name" || continue
+    awk -v n="$name" -v t="$ticks" '{sub(/^.*\) /, ""); print n, ($12 + $13 + $14 + $15) / t}' \
+      "/proc/$(<"$state/$name.pid")/stat"
   done
 }
 
@@ -117,6 +122,8 @@ r_c0="$(requests)"
 # APISERVER_PROFILE_SECONDS (60) of the creates, for `go tool pprof -top FILE`.
 if [[ -n "${APISERVER_PROFILE:-}" ]]; then
   kctl get --raw "/debug/pprof/profile?seconds=${APISERVER_PROFILE_SECONDS:-60}" >"$APISERVER_PROFILE" &
+  profile_pid=$!
+  trap 'kill "$profile_pid" 2>/dev/null || true' EXIT
 fi
 echo "== creating $count Services and $count MonitoredServices in $ns"
 start=$(date +%s.%N)
@@ -144,28 +151,31 @@ done
 after="$(leader_metrics)"
 cpu1="$(cluster_cpu)"
 r_c1="$(requests)"
+if [[ -n "${profile_pid:-}" ]]; then
+  wait "$profile_pid" || echo "the API server's profile failed" >&2
+fi
 printf 'created in %.1f s; all %d converged %.1f s after the first create\n' \
   "$(echo "$created - $start" | bc)" "$count" "$(echo "$now - $start" | bc)"
 printf 'operator RSS: %.1f MB before, %.1f MB converged\n' \
   "$(echo "$(metric process_resident_memory_bytes <<<"$before") / 1000000" | bc -l)" \
   "$(echo "$(metric process_resident_memory_bytes <<<"$after") / 1000000" | bc -l)"
 applied() { grep '^routemeter_operator_child_writes_total{.*outcome="applied"' | awk '{s+=$2} END {print s+0}'; }
+operator_cpu="$(echo "$(metric process_cpu_seconds_total <<<"$after") - $(metric process_cpu_seconds_total <<<"$before")" | bc -l)"
 printf 'to converge: %d reconciles, %d child applies, %.1f s of the operator'"'"'s CPU\n' \
   "$(($(metric routemeter_operator_reconciliations_total <<<"$after") - $(metric routemeter_operator_reconciliations_total <<<"$before")))" \
-  "$(($(applied <<<"$after") - $(applied <<<"$before")))" \
-  "$(echo "$(metric process_cpu_seconds_total <<<"$after") - $(metric process_cpu_seconds_total <<<"$before")" | bc -l)"
+  "$(($(applied <<<"$after") - $(applied <<<"$before")))" "$operator_cpu"
 
-operator_cpu="$(echo "$(metric process_cpu_seconds_total <<<"$after") - $(metric process_cpu_seconds_total <<<"$before")" | bc -l)"
 python3 - "$(echo "$now - $start" | bc)" "$operator_cpu" <(printf '%s\n' "$cpu0") <(printf '%s\n' "$cpu1") \
   <(printf '%s\n' "$r_c0") <(printf '%s\n' "$r_c1") <<'EOF'
-import re, sys
+import os, re, sys
 seconds, operator = float(sys.argv[1]), float(sys.argv[2])
 def cpu(path):
     return {n: float(v) for n, v in (line.split() for line in open(path) if line.strip())}
 a, b = cpu(sys.argv[3]), cpu(sys.argv[4])
 used = {n: b[n] - a[n] for n in b if n in a}
 used["operator (its pod)"] = operator
-print(f"CPU seconds while converging ({seconds:.1f} s, {2 * seconds:.0f} s of two cores):")
+cores = os.cpu_count() or 1
+print(f"CPU seconds while converging ({seconds:.1f} s, {cores * seconds:.0f} s of {cores} cores):")
 for n, v in sorted(used.items(), key=lambda kv: -kv[1]):
     print(f"  {n:26} {v:6.1f}")
 def read(path):

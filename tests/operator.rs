@@ -173,7 +173,19 @@ async fn creates_every_child_with_owner_references() {
     })
     .await;
     owned_by_msvc(&binding.metadata);
-    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("Role", "web-routemeter")
+    );
+    let subjects = binding.subjects.unwrap_or_default();
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert_eq!(
+        (subjects[0].kind.as_str(), subjects[0].name.as_str()),
+        ("ServiceAccount", "web-routemeter")
+    );
     let failed: Vec<_> = events_of(&client, &ns, "web")
         .await
         .into_iter()
@@ -222,23 +234,22 @@ async fn a_metrics_service_with_a_cluster_ip_is_made_anew_headless() {
         (ip == "None").then_some(s)
     })
     .await;
+    assert_ne!(anew.metadata.uid, old.metadata.uid, "made anew");
     let owners = anew.metadata.owner_references.unwrap_or_default();
     assert_eq!(owners.len(), 1, "{owners:?}");
     assert_eq!(owners[0].kind, "MonitoredService");
-    assert_eq!(
+    // Counted once the apply that made it anew has answered.
+    let replaced = || {
         op.metric(
             "routemeter_operator_child_writes_total",
-            &["kind=\"Service\"", "outcome=\"replaced\""]
-        ),
-        1.0
-    );
-    let (status, _, _) = wait_for("TargetFound=True", WAIT, || async {
-        condition(&client, &ns, "web", "TargetFound")
-            .await
-            .filter(|c| c.0 == "True")
+            &["kind=\"Service\"", "outcome=\"replaced\""],
+        )
+    };
+    wait_for("the replacement counted", WAIT, || async {
+        (replaced() > 0.0).then_some(())
     })
     .await;
-    assert_eq!(status, "True");
+    assert_eq!(replaced(), 1.0);
     delete_namespace(&client, &ns).await;
 }
 

@@ -24,7 +24,7 @@ pub fn params() -> PatchParams {
 pub async fn apply_or_delete(
     ctx: &Context,
     ns: &str,
-    resource: &kube::core::ApiResource,
+    resource: &ApiResource,
     name: &str,
     manifest: Option<&serde_json::Value>,
 ) -> Result<(), Error> {
@@ -40,36 +40,30 @@ pub async fn apply_or_delete(
         Some(m) if caches.unchanged(resource, ns, name, m) => "unchanged",
         Some(m) if waits_for_its_role(&caches, ns, m) => "waiting",
         Some(m) => {
-            let answer = match api.patch(name, &params(), &Patch::Apply(m)).await {
-                Err(kube::Error::Api(s)) if s.code == 422 && made_headless(m, &s.message) => {
-                    // A Service made with a cluster IP (by an earlier version) that is
-                    // to be headless: the cluster IP cannot change once set, so the
-                    // Service is made anew.
+            let (outcome, answer) = match api.patch(name, &params(), &Patch::Apply(m)).await {
+                Err(kube::Error::Api(s))
+                    if made_headless(m, &s) && is_ours(&caches, resource, ns, name) =>
+                {
+                    // A Service an earlier version made with a cluster IP, now to be
+                    // headless: a cluster IP cannot change once set, so it is made anew.
                     tracing::info!(service = %format!("{ns}/{name}"), "replacing Service {ns}/{name}: it is headless now");
                     caches.forget(resource, ns, name);
-                    match api.delete(name, &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 404 => {}
-                        Err(e) => return Err(child("delete", e)),
-                    }
-                    ctx.metrics.child(&resource.kind, "replaced");
-                    api.patch(name, &params(), &Patch::Apply(m)).await
+                    delete(&api, name).await.map_err(|e| child("delete", e))?;
+                    (
+                        "replaced",
+                        api.patch(name, &params(), &Patch::Apply(m)).await,
+                    )
                 }
-                answer => answer,
-            }
-            .map_err(|e| child("apply", e))?;
+                answer => ("applied", answer),
+            };
+            let answer = answer.map_err(|e| child("apply", e))?;
             caches.applied(resource, ns, name, m, &answer);
-            "applied"
+            outcome
         }
         None if caches.absent(resource, ns, name) => "absent",
         None => {
             caches.forget(resource, ns, name);
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                // Already gone is what we wanted.
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(child("delete", e)),
-            }
+            delete(&api, name).await.map_err(|e| child("delete", e))?;
             "deleted"
         }
     };
@@ -77,13 +71,43 @@ pub async fn apply_or_delete(
     Ok(())
 }
 
-/// Whether the API server refused `manifest`, a headless Service, because the Service
-/// has a cluster IP: `spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set`.
-fn made_headless(manifest: &serde_json::Value, message: &str) -> bool {
+/// Deletes `name`; already gone is what was wanted.
+async fn delete(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the caches show the child `ns/name` as one the operator made (its label), so
+/// that replacing it deletes nothing of anyone else's.
+fn is_ours(caches: &Caches, resource: &ApiResource, ns: &str, name: &str) -> bool {
+    resource.kind == "Service"
+        && caches.services.get(ns, name).flatten().is_some_and(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+                .is_some_and(|v| v == "routemeter")
+        })
+}
+
+/// Whether the API server refused `manifest`, a headless Service, only because the
+/// Service has a cluster IP: a 422 whose every cause is a `spec.clusterIP` field
+/// (`spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set`).
+fn made_headless(manifest: &serde_json::Value, refusal: &kube::core::Status) -> bool {
+    let causes = refusal
+        .details
+        .as_ref()
+        .map(|d| d.causes.as_slice())
+        .unwrap_or_default();
     manifest["kind"] == "Service"
         && manifest["spec"]["clusterIP"] == "None"
-        && message.contains("spec.clusterIP")
-        && message.contains("may not change once set")
+        && refusal.code == 422
+        && refusal.message.contains("may not change once set")
+        && !causes.is_empty()
+        && causes.iter().all(|c| c.field.starts_with("spec.clusterIP"))
 }
 
 /// Whether `manifest` is a RoleBinding of a Role in `ns` that the caches show does not
@@ -91,9 +115,11 @@ fn made_headless(manifest: &serde_json::Value, message: &str) -> bool {
 /// informer holds that Role (to check the binding grants nothing the operator lacks);
 /// applied in the same breath as the Role, the binding fails with a 404 most of the time
 /// (983 of 1,000 MonitoredServices created at once, each with an `ApplyFailed` Warning
-/// and a retry). So the binding waits: the Role's own watch event, which the operator
-/// sees after the API server's informer does, brings the next reconcile, which binds it.
-/// While the Role's store has not synced nothing waits.
+/// and a retry). So the binding waits: the Role's own watch event brings the next
+/// reconcile (after the controller's 500 ms debounce), which binds it; by then the API
+/// server's informer has seen the Role too, in practice (a binding still refused is
+/// retried with backoff, as any failed apply). While the Role's store has not synced
+/// (the operator's first moments) nothing waits.
 pub fn waits_for_its_role(caches: &Caches, ns: &str, manifest: &serde_json::Value) -> bool {
     let role_ref = &manifest["roleRef"];
     if manifest["kind"] != "RoleBinding" || role_ref["kind"] != "Role" {
@@ -123,19 +149,41 @@ mod tests {
         })
     }
 
+    /// A 422 as the API server words it, with the fields of its causes.
+    fn refusal(message: &str, fields: &[&str]) -> kube::core::Status {
+        serde_json::from_value(json!({
+            "status": "Failure",
+            "code": 422,
+            "reason": "Invalid",
+            "message": message,
+            "details": { "causes": fields.iter().map(|f| json!({
+                "reason": "FieldValueInvalid", "message": "Invalid value", "field": f,
+            })).collect::<Vec<_>>() },
+        }))
+        .expect("a Status")
+    }
+
     #[test]
-    fn only_a_headless_service_refused_for_its_cluster_ip_is_made_anew() {
+    fn only_a_headless_service_refused_for_its_cluster_ip_alone_is_made_anew() {
         // The API server's words (Kubernetes 1.34) for a cluster IP set to None.
-        let refused = r#"Service "web-routemeter-metrics" is invalid: spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set"#;
+        let message = r#"Service "web-routemeter-metrics" is invalid: spec.clusterIPs[0]: Invalid value: ["None"]: may not change once set"#;
+        let refused = refusal(message, &["spec.clusterIPs[0]"]);
         let headless = json!({ "kind": "Service", "spec": { "clusterIP": "None" } });
-        assert!(made_headless(&headless, refused));
+        assert!(made_headless(&headless, &refused));
         let with_ip = json!({ "kind": "Service", "spec": { "type": "ClusterIP" } });
         assert!(
-            !made_headless(&with_ip, refused),
+            !made_headless(&with_ip, &refused),
             "the Service clients call keeps its IP"
         );
-        let other = r#"Service "x" is invalid: spec.ports[0].port: Invalid value: 0"#;
-        assert!(!made_headless(&headless, other));
+        // Refused for something else too: making it anew would not help.
+        let also = refusal(message, &["spec.clusterIPs[0]", "spec.ports[0].port"]);
+        assert!(!made_headless(&headless, &also));
+        let other = refusal(
+            r#"Service "x" is invalid: spec.ports[0].port: Invalid value: 0"#,
+            &["spec.ports[0].port"],
+        );
+        assert!(!made_headless(&headless, &other));
+        assert!(!made_headless(&headless, &refusal(message, &[])));
     }
 
     #[tokio::test]

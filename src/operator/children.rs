@@ -1357,6 +1357,10 @@ mod tests {
                 .any(|p| p["port"] == ADMIN_PORT);
             let is_metrics = s["metadata"]["name"] == metrics_name(&m);
             assert_eq!(has_admin, is_metrics, "{}", s["metadata"]["name"]);
+            // Scraped pod by pod: no cluster IP to allocate for it.
+            if is_metrics {
+                assert_eq!(s["spec"]["clusterIP"], "None");
+            }
         }
         let sm = children.monitoring[0].2.clone().expect("ServiceMonitor");
         assert_eq!(sm["spec"]["selector"]["matchLabels"][METRICS_LABEL], "true");
