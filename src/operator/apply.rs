@@ -1,11 +1,11 @@
 //! How the operator writes: server-side apply under one field manager, and a child
 //! written or deleted only when the caches show it would change something.
 
-use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 
-use super::caches::Caches;
+use super::caches::{self, Caches};
+use super::children::resources;
 use super::context::Context;
 use super::error::Error;
 
@@ -42,7 +42,7 @@ pub async fn apply_or_delete(
         Some(m) => {
             let (outcome, answer) = match api.patch(name, &params(), &Patch::Apply(m)).await {
                 Err(kube::Error::Api(s))
-                    if made_headless(m, &s) && is_ours(&caches, resource, ns, name) =>
+                    if made_headless(m, &s) && is_our_service(&caches, ns, name) =>
                 {
                     // A Service an earlier version made with a cluster IP, now to be
                     // headless: a cluster IP cannot change once set, so it is made anew.
@@ -80,17 +80,14 @@ async fn delete(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error>
     }
 }
 
-/// Whether the caches show the child `ns/name` as one the operator made (its label), so
-/// that replacing it deletes nothing of anyone else's.
-fn is_ours(caches: &Caches, resource: &ApiResource, ns: &str, name: &str) -> bool {
-    resource.kind == "Service"
-        && caches.services.get(ns, name).flatten().is_some_and(|s| {
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("app.kubernetes.io/managed-by"))
-                .is_some_and(|v| v == "routemeter")
-        })
+/// Whether the caches show the Service `ns/name` as one the operator made, so that
+/// replacing it deletes nothing of anyone else's.
+fn is_our_service(caches: &Caches, ns: &str, name: &str) -> bool {
+    caches
+        .services
+        .get(ns, name)
+        .flatten()
+        .is_some_and(|s| caches::is_ours(&s.metadata))
 }
 
 /// Whether the API server refused `manifest`, a headless Service, only because the
@@ -120,14 +117,14 @@ fn made_headless(manifest: &serde_json::Value, refusal: &kube::core::Status) -> 
 /// server's informer has seen the Role too, in practice (a binding still refused is
 /// retried with backoff, as any failed apply). While the Role's store has not synced
 /// (the operator's first moments) nothing waits.
-pub fn waits_for_its_role(caches: &Caches, ns: &str, manifest: &serde_json::Value) -> bool {
+fn waits_for_its_role(caches: &Caches, ns: &str, manifest: &serde_json::Value) -> bool {
     let role_ref = &manifest["roleRef"];
     if manifest["kind"] != "RoleBinding" || role_ref["kind"] != "Role" {
         return false;
     }
     role_ref["name"]
         .as_str()
-        .is_some_and(|role| caches.absent(&ApiResource::erase::<Role>(&()), ns, role))
+        .is_some_and(|role| caches.absent(&resources::role(), ns, role))
 }
 
 #[cfg(test)]
@@ -188,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_binding_waits_while_the_caches_show_its_role_absent_and_nothing_else_waits() {
-        let role = ApiResource::erase::<Role>(&());
+        let role = resources::role();
         let mut caches = Caches::unwatched();
         // Not synced: nothing is known, so nothing waits (the apply finds out).
         assert!(!waits_for_its_role(&caches, "shop", &binding("Role")));

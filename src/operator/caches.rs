@@ -262,7 +262,8 @@ pub fn is_trimmed(s: &Service) -> bool {
     s.spec.is_none() && is_ours(&s.metadata)
 }
 
-fn is_ours(meta: &ObjectMeta) -> bool {
+/// Whether an object carries the label of what the operator made ([`MANAGED_BY`]).
+pub fn is_ours(meta: &ObjectMeta) -> bool {
     let (key, value) = MANAGED_BY.split_once('=').unwrap_or_default();
     meta.labels
         .as_ref()
