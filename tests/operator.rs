@@ -764,23 +764,34 @@ async fn render_output_applies_as_printed() {
             .await
             .expect("a served kind");
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
-        // What `kubectl apply --dry-run=server` of a new object does: a create, fully
-        // validated and admitted, not stored.
-        let params = kube::api::PostParams {
-            dry_run: true,
-            field_manager: Some("routemeter-render-test".into()),
-        };
-        if let Err(e) = api.create(&params, &object).await {
+        // What `kubectl apply --server-side --dry-run=server` of a new object does: the
+        // operator's own apply, fully validated and admitted, not stored; with strict
+        // field validation, so a field the API server does not know is refused here (the
+        // operator applies with validation off: `apply::params`).
+        let params = routemeter::operator::apply::params()
+            .dry_run()
+            .validation_strict();
+        if let Err(e) = api
+            .patch(&object.name_any(), &params, &Patch::Apply(&object))
+            .await
+        {
             panic!("{} {}: refused: {e}", types.kind, object.name_any());
         }
         applied.push(types.kind);
     }
+    // Every kind the operator writes, so each is checked for fields the API server does
+    // not know.
     for kind in [
         "ConfigMap",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
         "Deployment",
         "Service",
         "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
         "ServiceMonitor",
+        "PrometheusRule",
     ] {
         assert!(
             applied.iter().any(|k| k == kind),

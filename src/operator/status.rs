@@ -14,12 +14,12 @@
 //! and `kubectl events` tell the story, once per change, never once per reconcile.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as K8sCondition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::apply::FIELD_MANAGER;
+use super::apply;
 use super::error::Error;
 use crate::crd::{MonitoredService, MonitoredServiceStatus};
 
@@ -352,18 +352,14 @@ pub async fn write(
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
     let patch = json!({ "apiVersion": "routemeter.io/v1alpha1", "kind": "MonitoredService", "status": status });
-    api.patch_status(
-        &msvc.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Object {
-        verb: "write the status of",
-        kind: "MonitoredService".into(),
-        name: format!("{ns}/{}", msvc.name_any()),
-        source,
-    })?;
+    api.patch_status(&msvc.name_any(), &apply::params(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Object {
+            verb: "write the status of",
+            kind: "MonitoredService".into(),
+            name: format!("{ns}/{}", msvc.name_any()),
+            source,
+        })?;
     publish(recorder, msvc, notices).await;
     Ok(())
 }
