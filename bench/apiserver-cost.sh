@@ -8,6 +8,8 @@
 # spent in the 5 s before, over as long), so the controllers' own work for a kind (a Deployment's
 # ReplicaSet and pod, a Service's EndpointSlice) is counted with it.
 #
+# The objects are bench/scale-objects.py's, as bench/operator-scale.sh creates them.
+#
 # VALIDATE=strict|ignore (default ignore, as the operator applies: `fieldValidation`).
 # KINDS="PrometheusRule ConfigMap ..." to measure some kinds only.
 set -euo pipefail
@@ -29,30 +31,7 @@ bin="${ROUTEMETER_BIN:-$root/target/release/routemeter}"
 [[ -x "$bin" ]] || bin="$root/target/debug/routemeter"
 [[ -x "$bin" ]] || { echo "build routemeter first (cargo build)" >&2; exit 1; }
 
-python3 - "$count" "$ns" "$work" <<'EOF'
-import sys
-n, ns, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-with open(f"{work}/msvcs.yaml", "w") as m, open(f"{work}/targets.yaml", "w") as t:
-    for i in range(n):
-        m.write(f"""---
-apiVersion: routemeter.io/v1alpha1
-kind: MonitoredService
-metadata: {{name: app-{i}, namespace: {ns}}}
-spec:
-  target: {{service: app-{i}, port: http}}
-  routes: [{{path: "/users/{{id}}"}}, {{path: /health}}]
-  scaling: {{minReplicas: 1}}
-  proxy: {{resources: {{requests: {{cpu: "100"}}}}}}
-""")
-        t.write(f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: app-{i}, namespace: {ns}}}
-spec:
-  selector: {{app: app-{i}}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
-""")
-EOF
+python3 "$root/bench/scale-objects.py" "$count" "$ns" "$work"
 "$bin" render --log-format text -f "$work/msvcs.yaml" --targets "$work/targets.yaml" >"$work/children.yaml"
 
 # One JSON document per line and kind, split over ten files: what the operator sends.
@@ -79,15 +58,10 @@ for kind, docs in out.items():
 print(" ".join(out), file=open(f"{work}/kinds", "w"))
 EOF
 
-ticks="$(getconf CLK_TCK)"
-cpu() {
-  local name total=0 t
-  for name in kube-apiserver etcd kube-controller-manager; do
-    t="$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$(<"$state/$name.pid")/stat")"
-    total=$((total + t))
-  done
-  echo "$total"
-}
+# shellcheck source=bench/cluster-cpu.sh
+source "$root/bench/cluster-cpu.sh"
+# The CPU seconds of the three, summed.
+cpu() { cluster_cpu kube-apiserver etcd kube-controller-manager | awk '{s += $2} END {printf "%.2f\n", s}'; }
 
 kctl delete namespace "$ns" --ignore-not-found --wait=true --timeout=300s >/dev/null
 kctl create namespace "$ns" >/dev/null
@@ -104,7 +78,7 @@ for kind in $kinds; do
   objects="$(cat "${files[@]}" | wc -l)"
   # What the three spend meanwhile on what is there already (the HPA controller's
   # rounds once there are HPAs), over 5 s just before.
-  c0="$(cpu)"; sleep 5; idle="$(($(cpu) - c0))"
+  c0="$(cpu)"; sleep 5; idle="$(echo "$(cpu) - $c0" | bc -l)"
   start="$(date +%s.%N)"; c0="$(cpu)"
   pids=()
   for f in "${files[@]}"; do
@@ -118,6 +92,6 @@ for kind in $kinds; do
   c1="$(cpu)"
   window="$(echo "$took + 5" | bc)"
   printf '%-22s %7d %9.0f %9.1f %12.2f\n' "$kind" "$objects" "$(echo "$bytes / 1024" | bc -l)" "$took" \
-    "$(echo "($c1 - $c0 - $idle / 5 * $window) / $ticks" | bc -l)"
+    "$(echo "$c1 - $c0 - $idle / 5 * $window" | bc -l)"
 done
 kctl delete namespace "$ns" --wait=false >/dev/null

@@ -75,45 +75,11 @@ kctl label namespace "$ns" routemeter.io/test-namespace=bench >/dev/null
 
 # Ten files, created by ten kubectl processes at once: one kubectl alone waits for each
 # answer in turn, and would measure itself.
-rm -f "$work"/objects-*.yaml
-python3 - "$count" "$work" <<'EOF'
-import sys
-n, work = int(sys.argv[1]), sys.argv[2]
-files = [open(f"{work}/objects-{k}.yaml", "w") for k in range(10)]
-for i in range(n):
-    print(file=files[i % 10], end=f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: app-{i}}}
-spec:
-  selector: {{app: app-{i}}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-apiVersion: routemeter.io/v1alpha1
-kind: MonitoredService
-metadata: {{name: app-{i}}}
-spec:
-  target: {{service: app-{i}, port: http}}
-  routes: [{{path: "/users/{{id}}"}}, {{path: /health}}]
-  scaling: {{minReplicas: 1}}
-  proxy: {{resources: {{requests: {{cpu: "100"}}}}}}
-""")
-EOF
+python3 "$root/bench/scale-objects.py" "$count" "$ns" "$work"
 
 requests() { kctl get --raw /metrics | grep '^apiserver_request_total{'; }
-# CPU seconds (user + system, with those of its children waited for: kube-proxy's
-# iptables-restore runs, the kubelet's mounts) of the cluster's own processes, one "name
-# seconds" line each: where the cores go while the objects converge. Field 2 of
-# /proc/PID/stat (the name) can hold spaces, so fields are counted after its ")".
-cluster_cpu() {
-  local name ticks
-  ticks="$(getconf CLK_TCK)"
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy containerd coredns; do
-    alive "$name" || continue
-    awk -v n="$name" -v t="$ticks" '{sub(/^.*\) /, ""); print n, ($12 + $13 + $14 + $15) / t}' \
-      "/proc/$(<"$state/$name.pid")/stat"
-  done
-}
+# shellcheck source=bench/cluster-cpu.sh
+source "$root/bench/cluster-cpu.sh"
 
 before="$(leader_metrics)"
 cpu0="$(cluster_cpu)"
