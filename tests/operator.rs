@@ -163,28 +163,49 @@ async fn creates_every_child_with_owner_references() {
         (status.as_str(), reason.as_str()),
         ("False", "NoReplicasAvailable")
     );
-    // The proxies' RoleBinding is bound once its Role is in the operator's cache, and
-    // nothing failed on the way: a binding sent together with its new Role used to be
-    // refused (404), an ApplyFailed Warning on most new MonitoredServices.
+    // The proxies' identity is the namespace's, one for every MonitoredService there,
+    // owned (not controlled) by the oldest; its RoleBinding is bound once its Role is in
+    // the operator's cache, and nothing failed on the way: a binding sent together with
+    // its new Role used to be refused (404), an ApplyFailed Warning on most new
+    // MonitoredServices.
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some(routemeter::operator::children::PROXY_IDENTITY)
+    );
     let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
         Api::namespaced(client.clone(), &ns);
     let binding = wait_for("the RoleBinding", WAIT, || async {
-        bindings.get_opt("web-routemeter").await.ok()?
+        bindings
+            .get_opt(routemeter::operator::children::PROXY_IDENTITY)
+            .await
+            .ok()?
     })
     .await;
-    owned_by_msvc(&binding.metadata);
+    let owners = binding
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(
+        (owners[0].uid.as_str(), owners[0].controller),
+        (uid.as_str(), None)
+    );
     assert_eq!(
         (
             binding.role_ref.kind.as_str(),
             binding.role_ref.name.as_str()
         ),
-        ("Role", "web-routemeter")
+        ("Role", routemeter::operator::children::PROXY_IDENTITY)
     );
     let subjects = binding.subjects.unwrap_or_default();
     assert_eq!(subjects.len(), 1, "{subjects:?}");
     assert_eq!(
         (subjects[0].kind.as_str(), subjects[0].name.as_str()),
-        ("ServiceAccount", "web-routemeter")
+        (
+            "ServiceAccount",
+            routemeter::operator::children::PROXY_IDENTITY
+        )
     );
     let failed: Vec<_> = events_of(&client, &ns, "web")
         .await
@@ -654,13 +675,65 @@ async fn prometheus_selection_is_applied_and_reported() {
 
 #[tokio::test]
 async fn deletion_garbage_collects_children() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use routemeter::operator::children::PROXY_IDENTITY;
     let Some(client) = client().await else { return };
     let _shared = CLUSTER_WIDE.read().await;
     let ns = namespace(&client, "delete").await;
+    // The identity of its own an earlier version made for each MonitoredService.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let legacy: ServiceAccount = serde_json::from_value(json!({
+        "metadata": { "name": "second-routemeter", "labels": { "app.kubernetes.io/managed-by": "routemeter" } },
+    }))
+    .expect("a ServiceAccount");
+    accounts
+        .create(&Default::default(), &legacy)
+        .await
+        .expect("create");
     let _op = Operator::start(&client, &ns);
     create_target(&client, &ns, "gone").await;
-    apply_msvc(&client, &ns, msvc("gone", "gone", json!([]))).await;
-    wait_for("the ConfigMap", WAIT, || config_of(&client, &ns, "gone")).await;
+    let gone = apply_msvc(&client, &ns, msvc("gone", "gone", json!([]))).await;
+    create_target(&client, &ns, "second").await;
+    let second = apply_msvc(&client, &ns, msvc("second", "second", json!([]))).await;
+    wait_for("the ConfigMaps", WAIT, || async {
+        config_of(&client, &ns, "gone").await?;
+        config_of(&client, &ns, "second").await
+    })
+    .await;
+    let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+    // The namespace's proxy identity: whose owner it names (`None` once all three are gone).
+    let identity_owner = || async {
+        let account = accounts.get_opt(PROXY_IDENTITY).await.expect("get");
+        let role = roles.get_opt(PROXY_IDENTITY).await.expect("get");
+        let binding = bindings.get_opt(PROXY_IDENTITY).await.expect("get");
+        let owner = |meta: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+            meta.and_then(|m| m.owner_references.clone())
+                .and_then(|o| o.first().map(|o| o.uid.clone()))
+        };
+        let owners = [
+            owner(account.as_ref().map(|a| &a.metadata)),
+            owner(role.as_ref().map(|r| &r.metadata)),
+            owner(binding.as_ref().map(|b| &b.metadata)),
+        ];
+        (owners[0] == owners[1] && owners[1] == owners[2]).then(|| owners[0].clone())
+    };
+    // One identity for both, owned by the oldest (here, by name: the same second); the
+    // one an earlier version made is deleted.
+    wait_for("the identity, owned by the first", WAIT, || async {
+        (identity_owner().await? == gone.uid()).then_some(())
+    })
+    .await;
+    wait_for("the old identity gone", WAIT, || async {
+        accounts
+            .get_opt("second-routemeter")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
     let api: Api<MonitoredService> = Api::namespaced(client.clone(), &ns);
     api.delete("gone", &DeleteParams::foreground())
         .await
@@ -678,9 +751,27 @@ async fn deletion_garbage_collects_children() {
         },
     )
     .await;
-    // The user's Service is never touched.
+    // The identity outlives the MonitoredService that owned it: the other one owns it now.
+    wait_for(
+        "the identity, owned by the second",
+        Duration::from_secs(120),
+        || async { (identity_owner().await? == second.uid()).then_some(()) },
+    )
+    .await;
+    // And goes with the last one.
+    api.delete("second", &DeleteParams::foreground())
+        .await
+        .expect("delete");
+    wait_for(
+        "the identity collected",
+        Duration::from_secs(120),
+        || async { identity_owner().await?.is_none().then_some(()) },
+    )
+    .await;
+    // The user's Services are never touched.
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     assert!(services.get_opt("gone").await.expect("get").is_some());
+    assert!(services.get_opt("second").await.expect("get").is_some());
     delete_namespace(&client, &ns).await;
 }
 

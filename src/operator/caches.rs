@@ -40,6 +40,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::children::resources;
+use crate::crd::MonitoredService;
 
 /// The label every child carries: its watches select on it.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=routemeter";
@@ -154,6 +155,8 @@ pub struct Caches {
     pub namespaces: Cache<PartialObjectMeta<Namespace>>,
     /// Every Prometheus object in the cluster.
     pub prometheuses: Cache<DynamicObject>,
+    /// The MonitoredServices: the controller's own store.
+    pub monitored: Store<MonitoredService>,
     /// The metadata of the other children, by `(group, kind)`.
     children: HashMap<(String, String), Cache<Meta>>,
     /// What the last apply of each child wrote and gave back.
@@ -332,7 +335,11 @@ fn scoped_meta(client: &Client, namespace: Option<&str>, ar: &ApiResource) -> Ap
 impl Caches {
     /// The caches of an operator watching `namespace` (all when `None`), and the watches
     /// that fill them.
-    pub fn watch(client: &Client, namespace: Option<&str>) -> (Self, Triggers) {
+    pub fn watch(
+        client: &Client,
+        namespace: Option<&str>,
+        monitored: Store<MonitoredService>,
+    ) -> (Self, Triggers) {
         let ours = || watcher::Config::default().labels(MANAGED_BY);
         let (services, services_watch) = reflect(
             scoped::<Service>(client, namespace),
@@ -394,6 +401,7 @@ impl Caches {
             pods,
             namespaces,
             prometheuses,
+            monitored,
             children,
             applied: Mutex::default(),
         };
@@ -457,6 +465,7 @@ impl Caches {
             pods: empty(()),
             namespaces: empty(()),
             prometheuses: empty(resources::prometheus()),
+            monitored: reflector::store::Writer::default().as_reader(),
             children: metadata_kinds()
                 .into_iter()
                 .map(|ar| ((ar.group.clone(), ar.kind.clone()), empty(ar)))

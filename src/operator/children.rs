@@ -106,10 +106,14 @@ pub struct Child {
 /// Every child, split by what it needs from the cluster.
 #[derive(Debug, Clone)]
 pub struct Children {
+    /// The proxies' identity, one for every MonitoredService in the namespace
+    /// ([`identity`]): applied by each, deleted by none.
+    pub shared: Vec<Child>,
     /// Always created: ConfigMap, Deployment, Service.
     pub core: Vec<Child>,
     /// Created or deleted as the spec and the target say: the headless upstream Service,
-    /// HPA, PDB, dashboard ConfigMap.
+    /// HPA, PDB, dashboard ConfigMap; and, always deleted, the identity of each
+    /// MonitoredService's own that versions before the shared one made.
     pub optional: Vec<(ApiResource, String, Option<Value>)>,
     /// Needs the Prometheus Operator CRDs: ServiceMonitor, PrometheusRule.
     pub monitoring: Vec<(ApiResource, String, Option<Value>)>,
@@ -321,9 +325,96 @@ fn spec_error(e: &config::ConfigError) -> String {
     }
 }
 
+/// The name of the proxies' ServiceAccount, Role and RoleBinding in each namespace.
+pub const PROXY_IDENTITY: &str = "routemeter-proxy";
+
+/// The MonitoredService the namespace's shared children ([`identity`]) name as their
+/// owner: the oldest one there that is not being deleted (by creation time, then name),
+/// so every reconcile in the namespace builds the same owner, and it changes only when
+/// that one goes. `None` when `msvcs` holds none in `ns`.
+pub fn anchor<'a>(
+    msvcs: impl IntoIterator<Item = &'a MonitoredService>,
+    ns: &str,
+) -> Option<&'a MonitoredService> {
+    msvcs
+        .into_iter()
+        .filter(|m| m.metadata.namespace.as_deref() == Some(ns))
+        .filter(|m| m.metadata.deletion_timestamp.is_none())
+        .min_by(|a, b| {
+            let created = |m: &MonitoredService| m.metadata.creation_timestamp.clone();
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| a.name_any().cmp(&b.name_any()))
+        })
+}
+
+/// The proxies' identity, one per namespace for every MonitoredService there: a
+/// ServiceAccount, and a Role and RoleBinding giving it read access to EndpointSlices in
+/// the namespace, the only API the proxies call. RBAC cannot narrow that to one Service's
+/// slices (their names are generated; the proxy's label selector does), so an identity per
+/// MonitoredService would grant nothing less, and cost the API server three objects (and
+/// the RBAC checks of writing them) for each.
+///
+/// Owned by `anchor` ([`anchor`]), not as its controller and without blocking its
+/// deletion: when the last MonitoredService in the namespace goes, the garbage collector
+/// deletes the identity; when only the anchor goes, the others' reconciles (an identity
+/// deleted, or its owner changed, triggers every MonitoredService in its namespace) name
+/// the next oldest.
+pub fn identity(ns: &str, anchor: &MonitoredService) -> Vec<Child> {
+    let labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "routemeter".to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "proxy-identity".to_string(),
+        ),
+    ]);
+    let mut meta = json!({ "name": PROXY_IDENTITY, "namespace": ns, "labels": labels });
+    if let Some(uid) = anchor.metadata.uid.as_deref().filter(|u| !u.is_empty()) {
+        meta["ownerReferences"] = json!([{
+            "apiVersion": "routemeter.io/v1alpha1",
+            "kind": "MonitoredService",
+            "name": anchor.name_any(),
+            "uid": uid,
+        }]);
+    }
+    let child = |resource: ApiResource, body: Value| Child {
+        name: PROXY_IDENTITY.to_string(),
+        manifest: manifest(&resource, meta.clone(), body),
+        resource,
+    };
+    vec![
+        child(
+            resources::service_account(),
+            json!({ "automountServiceAccountToken": false }),
+        ),
+        child(
+            resources::role(),
+            json!({ "rules": [{
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["get", "list", "watch"],
+            }] }),
+        ),
+        child(
+            resources::role_binding(),
+            json!({
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": PROXY_IDENTITY },
+                "subjects": [{ "kind": "ServiceAccount", "name": PROXY_IDENTITY, "namespace": ns }],
+            }),
+        ),
+    ]
+}
+
 /// Every child of a MonitoredService.
+///
+/// `anchor` is the MonitoredService the namespace's shared children name as their owner
+/// ([`anchor`]; `msvc` itself when it is alone).
 pub fn build(
     msvc: &MonitoredService,
+    anchor: &MonitoredService,
     target: &TargetInfo,
     settings: &Settings,
 ) -> Result<Children, BuildError> {
@@ -346,46 +437,6 @@ pub fn build(
             json!({ "data": { "config.yaml": config_yaml } }),
         ),
         resource: cm,
-    });
-    // The proxies' identity: read-only on EndpointSlices in this namespace, the only API
-    // they call. RBAC cannot narrow that to the upstream Service's slices (their names are
-    // generated); the proxy's label selector does.
-    let sa = resources::service_account();
-    core.push(Child {
-        name: name.clone(),
-        manifest: manifest(
-            &sa,
-            metadata(msvc, &name, &none),
-            json!({ "automountServiceAccountToken": false }),
-        ),
-        resource: sa,
-    });
-    let role = resources::role();
-    core.push(Child {
-        name: name.clone(),
-        manifest: manifest(
-            &role,
-            metadata(msvc, &name, &none),
-            json!({ "rules": [{
-                "apiGroups": ["discovery.k8s.io"],
-                "resources": ["endpointslices"],
-                "verbs": ["get", "list", "watch"],
-            }] }),
-        ),
-        resource: role,
-    });
-    let binding = resources::role_binding();
-    core.push(Child {
-        name: name.clone(),
-        manifest: manifest(
-            &binding,
-            metadata(msvc, &name, &none),
-            json!({
-                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
-                "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns }],
-            }),
-        ),
-        resource: binding,
     });
     core.push(deployment(msvc, &name, &config, settings, target));
     let svc = resources::service();
@@ -498,6 +549,10 @@ pub fn build(
     });
     let optional = vec![
         (svc, upstream_name(msvc), upstream_manifest),
+        // The identity of its own that each MonitoredService had before the shared one.
+        (resources::role_binding(), name.clone(), None),
+        (resources::role(), name.clone(), None),
+        (resources::service_account(), name.clone(), None),
         (hpa, name.clone(), hpa_manifest),
         (pdb, name.clone(), pdb_manifest),
         (dashboard_cm, dashboard_name(msvc), dashboard),
@@ -532,6 +587,7 @@ pub fn build(
     let monitoring = vec![(sm, name.clone(), sm_manifest), (rule, name, rule_manifest)];
 
     Ok(Children {
+        shared: identity(&ns, anchor),
         core,
         optional,
         monitoring,
@@ -629,7 +685,7 @@ fn deployment(
                 "annotations": { RESTART_HASH_ANNOTATION: restart_hash(config) },
             },
             "spec": {
-                "serviceAccountName": name,
+                "serviceAccountName": PROXY_IDENTITY,
                 // The token only where it is used: the proxies watch EndpointSlices.
                 "automountServiceAccountToken": config.upstream.endpoint_slices.is_some(),
                 "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
@@ -896,6 +952,10 @@ mod tests {
     }
 
     fn built(msvc: &MonitoredService) -> Children {
+        built_with(msvc, msvc)
+    }
+
+    fn built_with(msvc: &MonitoredService, anchor: &MonitoredService) -> Children {
         let target = TargetInfo {
             upstream: "shop-routemeter-upstream.apps.svc.cluster.local.:8080".into(),
             service_port: 80,
@@ -906,7 +966,7 @@ mod tests {
             proxy_image: "routemeter/routemeter:test".into(),
             monitoring_labels: BTreeMap::new(),
         };
-        build(msvc, &target, &settings).expect("children")
+        build(msvc, anchor, &target, &settings).expect("children")
     }
 
     fn deployment_of(c: &Children) -> &Value {
@@ -918,8 +978,9 @@ mod tests {
     }
 
     fn every_manifest(c: &Children) -> Vec<&Value> {
-        c.core
+        c.shared
             .iter()
+            .chain(&c.core)
             .map(|c| &c.manifest)
             .chain(c.optional.iter().filter_map(|(_, _, m)| m.as_ref()))
             .chain(c.monitoring.iter().filter_map(|(_, _, m)| m.as_ref()))
@@ -1177,12 +1238,112 @@ mod tests {
     }
 
     #[test]
+    fn the_proxies_identity_is_the_namespaces_owned_by_its_oldest_monitored_service() {
+        let at = |name: &str, ns: &str, created: &str, uid: &str| {
+            let mut m = msvc(Some(uid));
+            m.metadata.name = Some(name.into());
+            m.metadata.namespace = Some(ns.into());
+            m.metadata.creation_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    created.parse().expect("a time"),
+                ));
+            m
+        };
+        let old = at("zeta", "apps", "2026-01-01T00:00:00Z", "u-old");
+        let tie = at("alpha", "apps", "2026-01-01T00:00:00Z", "u-tie");
+        let new = at("beta", "apps", "2026-02-01T00:00:00Z", "u-new");
+        let elsewhere = at("aaa", "other", "2025-01-01T00:00:00Z", "u-other");
+        let all = [old.clone(), tie.clone(), new.clone(), elsewhere.clone()];
+        // The oldest in the namespace, the name breaking a tie; another namespace's never.
+        assert_eq!(
+            anchor(&all, "apps").map(ResourceExt::name_any),
+            Some("alpha".into())
+        );
+        assert_eq!(
+            anchor(&all, "other").map(ResourceExt::name_any),
+            Some("aaa".into())
+        );
+        assert!(anchor(&all, "none").is_none());
+        // One being deleted is not named: it is going.
+        let mut going = tie.clone();
+        going.metadata.deletion_timestamp = old.metadata.creation_timestamp.clone();
+        let all = [old.clone(), going, new.clone()];
+        assert_eq!(
+            anchor(&all, "apps").map(ResourceExt::name_any),
+            Some("zeta".into())
+        );
+
+        // Every MonitoredService in the namespace builds the very same identity.
+        let (a, b) = (built_with(&old, &old), built_with(&new, &old));
+        let manifests = |c: &Children| {
+            c.shared
+                .iter()
+                .map(|c| c.manifest.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(manifests(&a), manifests(&b));
+        let kinds: Vec<_> = a
+            .shared
+            .iter()
+            .map(|c| (c.manifest["kind"].clone(), c.name.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (json!("ServiceAccount"), PROXY_IDENTITY.to_string()),
+                (json!("Role"), PROXY_IDENTITY.to_string()),
+                (json!("RoleBinding"), PROXY_IDENTITY.to_string()),
+            ]
+        );
+        // Owned, for the garbage collector, but neither controlled nor blocking its
+        // owner's deletion.
+        for child in &a.shared {
+            assert_eq!(
+                child.manifest["metadata"]["ownerReferences"],
+                json!([{ "apiVersion": "routemeter.io/v1alpha1", "kind": "MonitoredService", "name": "zeta", "uid": "u-old" }]),
+            );
+            assert_eq!(child.manifest["metadata"]["namespace"], "apps");
+        }
+        let binding = &a.shared[2].manifest;
+        assert_eq!(binding["roleRef"]["name"], PROXY_IDENTITY);
+        assert_eq!(
+            binding["subjects"],
+            json!([{ "kind": "ServiceAccount", "name": PROXY_IDENTITY, "namespace": "apps" }])
+        );
+        // The identity of its own an earlier version made is deleted.
+        let legacy: Vec<_> = b
+            .optional
+            .iter()
+            .filter(|(r, _, _)| {
+                ["ServiceAccount", "Role", "RoleBinding"].contains(&r.kind.as_str())
+            })
+            .map(|(r, n, m)| (r.kind.as_str(), n.as_str(), m.is_none()))
+            .collect();
+        assert_eq!(
+            legacy,
+            [
+                ("RoleBinding", "beta-routemeter", true),
+                ("Role", "beta-routemeter", true),
+                ("ServiceAccount", "beta-routemeter", true),
+            ]
+        );
+        assert!(b.core.iter().all(|c| {
+            !["ServiceAccount", "Role", "RoleBinding"].contains(&c.resource.kind.as_str())
+        }));
+    }
+
+    #[test]
     fn owner_references_only_with_the_owner_uid() {
         let with = built(&msvc(Some("0b9f6c8e-1")));
         for m in every_manifest(&with) {
             let owner = &m["metadata"]["ownerReferences"][0];
             assert_eq!(owner["uid"], "0b9f6c8e-1", "{}", m["kind"]);
-            assert_eq!(owner["controller"], true);
+            // The namespace's shared identity is owned, not controlled.
+            let shared = m["metadata"]["name"] == PROXY_IDENTITY;
+            assert_eq!(
+                owner["controller"],
+                if shared { Value::Null } else { json!(true) }
+            );
         }
         // Read from a file (render): no uid, so no owner reference rather than an empty one.
         for uid in [None, Some("")] {
@@ -1287,7 +1448,7 @@ mod tests {
             proxy_image: "routemeter/routemeter:test".into(),
             monitoring_labels: BTreeMap::new(),
         };
-        let children = build(&by_number, &info, &settings).expect("children");
+        let children = build(&by_number, &by_number, &info, &settings).expect("children");
         let deployment: Deployment =
             serde_json::from_value(deployment_of(&children).clone()).expect("a Deployment");
         let container = &deployment
@@ -1302,13 +1463,13 @@ mod tests {
             .map(|p| (p.name.as_deref(), p.container_port))
             .collect();
         let pod = deployment_of(&children)["spec"]["template"]["spec"].clone();
-        assert_eq!(pod["serviceAccountName"], "shop-routemeter");
+        assert_eq!(pod["serviceAccountName"], PROXY_IDENTITY);
         assert_eq!(
             pod["automountServiceAccountToken"], true,
             "the watch needs the token"
         );
         let role = children
-            .core
+            .shared
             .iter()
             .find(|c| c.manifest["kind"] == "Role")
             .expect("a Role");
@@ -1369,7 +1530,7 @@ mod tests {
         if let Some(t) = low.takeover.as_mut() {
             t.listeners.push((None, 80));
         }
-        let children = build(&by_number, &low, &settings).expect("children");
+        let children = build(&by_number, &by_number, &low, &settings).expect("children");
         let sysctls =
             &deployment_of(&children)["spec"]["template"]["spec"]["securityContext"]["sysctls"];
         assert_eq!(sysctls[0]["name"], "net.ipv4.ip_unprivileged_port_start");

@@ -70,7 +70,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     .touched_objects();
     let msvcs = caches::without_errors("MonitoredService".into(), msvcs);
     let controller = Controller::for_stream(msvcs, store.clone());
-    let (caches, triggers) = caches::Caches::watch(&client, namespace);
+    let (caches, triggers) = caches::Caches::watch(&client, namespace, store.clone());
     let caches = Arc::new(caches);
     ctx.caches.store(caches.clone());
     // Ready once every cache a reconcile reads from has synced, so a replica that says
@@ -135,7 +135,21 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
             },
         );
     for (resource, trigger) in triggers.children {
-        controller = controller.owns_stream_with(trigger, resource);
+        // The proxies' identity is the namespace's (`children::identity`): a change of it
+        // (deleted, or its owner gone) concerns every MonitoredService there, and a
+        // binding waiting for its Role waits in each of them.
+        let store = store.clone();
+        controller = controller.watches_stream_with(
+            trigger,
+            move |child| {
+                if child.metadata.name.as_deref() == Some(children::PROXY_IDENTITY) {
+                    in_namespace(&store, child.metadata.namespace.as_deref())
+                } else {
+                    owners(&child)
+                }
+            },
+            resource,
+        );
     }
     controller
         .shutdown_on_signal()

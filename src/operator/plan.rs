@@ -61,6 +61,9 @@ pub struct Observed {
     /// Which Prometheus selects the monitoring, and the labels that make it do so; read
     /// once the target is usable.
     pub selection: Selection,
+    /// The MonitoredService the namespace's shared children name as their owner
+    /// ([`children::anchor`]); `None` for the MonitoredService itself.
+    pub anchor: Option<std::sync::Arc<MonitoredService>>,
 }
 
 /// What to do with the takeover finalizer and the target Service, before the children.
@@ -363,7 +366,8 @@ pub fn decide<'a>(
         proxy_image: settings.proxy_image.to_string(),
         monitoring_labels: seen.selection.labels.clone(),
     };
-    let children = match children::build(msvc, &target, &child_settings) {
+    let anchor = seen.anchor.as_deref().unwrap_or(msvc);
+    let children = match children::build(msvc, anchor, &target, &child_settings) {
         Ok(c) => c,
         Err(e) => {
             report.set(Condition::invalid_spec(&e.to_string()));

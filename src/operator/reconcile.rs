@@ -143,6 +143,8 @@ async fn observe(
     if let Some(selector) = plan::application_selector(msvc, svc) {
         seen.application_pods = takeover::application_pods(client, ns, &selector).await?;
     }
+    seen.anchor = children::anchor(caches.monitored.state().iter().map(AsRef::as_ref), ns)
+        .map(|m| Arc::new(m.clone()));
     if plan::target_usable(msvc, svc, &seen.application_pods, settings.cluster_domain) {
         let user_labels = msvc.spec.monitoring.labels.clone();
         seen.selection = selection::selection_with(
@@ -190,8 +192,9 @@ async fn write_children(
     built: &Children,
 ) -> (Written, Option<Error>) {
     let core = built
-        .core
+        .shared
         .iter()
+        .chain(&built.core)
         .map(|c| (&c.resource, &c.name, Some(&c.manifest)))
         .chain(built.optional.iter().map(|(r, n, m)| (r, n, m.as_ref())));
     let writes = futures::future::join_all(core.map(|(resource, child_name, manifest)| {

@@ -118,6 +118,7 @@ impl Args {
             None => Vec::new(),
         };
         let mut out = String::new();
+        let mut namespaces = std::collections::BTreeSet::new();
         for mut msvc in msvcs {
             if msvc.namespace().is_none() {
                 msvc.metadata.namespace = Some("default".into());
@@ -174,13 +175,21 @@ impl Args {
                 proxy_image: self.proxy_image.clone(),
                 monitoring_labels: msvc.spec.monitoring.labels.clone(),
             };
-            let built =
-                children::build(&msvc, &info, &settings).map_err(|e| RenderError::Invalid {
+            let built = children::build(&msvc, &msvc, &info, &settings).map_err(|e| {
+                RenderError::Invalid {
                     name: name.clone(),
                     message: e.to_string(),
-                })?;
-            let mut docs: Vec<serde_json::Value> =
-                built.core.into_iter().map(|c| c.manifest).collect();
+                }
+            })?;
+            // The namespace's shared children, once for each namespace.
+            let first_here = namespaces.insert(msvc.namespace().unwrap_or_default());
+            let mut docs: Vec<serde_json::Value> = built
+                .shared
+                .into_iter()
+                .filter(|_| first_here)
+                .chain(built.core)
+                .map(|c| c.manifest)
+                .collect();
             docs.extend(built.optional.into_iter().filter_map(|(_, _, m)| m));
             docs.extend(built.monitoring.into_iter().filter_map(|(_, _, m)| m));
             docs.extend(taken_over);
