@@ -46,8 +46,8 @@ allowed=(
   "Deployment|-routemeter|container-image-pull-policy|ImagePullPolicy is not set to Always"
   # Which clients may reach the proxy is the user's network policy, not the operator's.
   "Deployment|-routemeter|pod-networkpolicy|The pod does not have a matching NetworkPolicy"
-  # The headless upstream Service selects the target's pods, which exist in the cluster
-  # but not in the rendered output.
+  # The headless upstream Service of takeover mode selects the application's pods, which
+  # exist in the cluster but not in the rendered output.
   "Service|-routemeter-upstream|service-targets-pod|The services selector does not match any pods"
 )
 
@@ -55,7 +55,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 failures=0
 : > "$work/seen"
-for example in manifests/examples/trips-api.yaml manifests/examples/minimal.yaml; do
+for example in manifests/examples/trips-api.yaml manifests/examples/minimal.yaml manifests/examples/takeover.yaml; do
   name="$(basename "$example" .yaml)"
   "$bin" render -f "$example" > "$work/$name.yaml"
   # Exit status 1 means "found something critical": the findings are judged below.

@@ -62,11 +62,20 @@ async fn creates_every_child_with_owner_references() {
     })
     .await;
     assert_eq!(config.routes[0].path, "/users/{id}");
+    // The proxies follow the target's own EndpointSlices at its target port; its
+    // address is the fallback.
     assert_eq!(
         config.upstream.endpoints,
-        vec![format!(
-            "web-routemeter-upstream.{ns}.svc.cluster.local.:8080"
-        )]
+        vec![format!("web.{ns}.svc.cluster.local.:80")]
+    );
+    let slices = config.upstream.endpoint_slices.expect("endpointSlices");
+    assert_eq!(
+        (
+            slices.namespace.as_str(),
+            slices.service.as_str(),
+            slices.port
+        ),
+        (ns.as_str(), "web", 8080)
     );
     assert!(
         config.metrics.effective_buckets().contains(&0.5),
@@ -110,11 +119,15 @@ async fn creates_every_child_with_owner_references() {
     assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
 
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    for (name, headless) in [
-        ("web-routemeter", false),
-        ("web-routemeter-upstream", true),
-        ("web-routemeter-metrics", true),
-    ] {
+    // No Service of the proxies' own for the target's pods: that is only for takeover.
+    assert!(
+        services
+            .get_opt("web-routemeter-upstream")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    for (name, headless) in [("web-routemeter", false), ("web-routemeter-metrics", true)] {
         let s = wait_for(name, WAIT, || async { services.get_opt(name).await.ok()? }).await;
         owned_by_msvc(&s.metadata);
         let ip = s.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
@@ -330,16 +343,26 @@ async fn spec_changes_reach_the_children() {
     })
     .await;
 
-    // The target switches to a named container port, which only its pods know: traffic
-    // goes through the target's own address, and the headless Service is deleted.
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    assert!(
-        services
-            .get_opt("api-routemeter-upstream")
-            .await
-            .expect("get")
-            .is_some()
+    // The proxies follow the target's EndpointSlices at its numeric target port.
+    let config = config_of(&client, &ns, "api").await.expect("config");
+    assert_eq!(
+        config.upstream.endpoint_slices.map(|s| (s.service, s.port)),
+        Some(("api".to_string(), 8080))
     );
+    // A headless Service an earlier version made for the target's pods (only takeover
+    // needs one now) is deleted by the next reconcile.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let legacy: Service = serde_json::from_value(json!({
+        "metadata": { "name": "api-routemeter-upstream", "labels": { "app.kubernetes.io/managed-by": "routemeter" } },
+        "spec": { "clusterIP": "None", "selector": { "app": "api" }, "ports": [{ "port": 8080 }] },
+    }))
+    .expect("a Service");
+    services
+        .create(&Default::default(), &legacy)
+        .await
+        .expect("create");
+    // The target switches to a named container port, which only its pods know: traffic
+    // goes through the target's own address alone.
     services
         .patch(
             "api",
@@ -350,14 +373,22 @@ async fn spec_changes_reach_the_children() {
         )
         .await
         .expect("patch the target");
-    let config = wait_for("the upstream to be the target Service", WAIT, || async {
-        config_of(&client, &ns, "api")
-            .await
-            .filter(|c| c.upstream.endpoints == [format!("api.{ns}.svc.cluster.local.:80")])
-    })
+    let config = wait_for(
+        "the upstream to be the target Service alone",
+        WAIT,
+        || async {
+            config_of(&client, &ns, "api")
+                .await
+                .filter(|c| c.upstream.endpoint_slices.is_none())
+        },
+    )
     .await;
+    assert_eq!(
+        config.upstream.endpoints,
+        [format!("api.{ns}.svc.cluster.local.:80")]
+    );
     assert_eq!(config.routes.len(), 1);
-    wait_for("the headless Service to go", WAIT, || async {
+    wait_for("the old headless Service to go", WAIT, || async {
         services
             .get_opt("api-routemeter-upstream")
             .await

@@ -84,8 +84,7 @@ async fn monitored_app(
     })
     .await;
     // Ready proxies take traffic; wait until each has found the application's pods too
-    // (a new headless Service has no DNS records until the endpoints controller lists
-    // its first ready pod), so the tests' load starts on a working service.
+    // (from the target's EndpointSlices), so the tests' load starts on a working service.
     let http = http_client(true);
     for ip in &proxies {
         wait_for(
@@ -1300,7 +1299,7 @@ mod in_pods {
     }
 
     /// The proxies follow the application's ready pods from the EndpointSlices of its
-    /// upstream Service: scaling 1 → 3 → 1 under load fails no request, new pods get
+    /// own Service: scaling 1 → 3 → 1 under load fails no request, new pods get
     /// traffic about as soon as they are ready, and a pod marked unready gets nothing.
     #[tokio::test]
     async fn proxies_follow_ready_endpoints_from_endpoint_slices() {
@@ -1371,10 +1370,7 @@ mod in_pods {
         );
         wait_for("its endpoint not ready in the slice", WAIT, || async {
             let list = slices
-                .list(
-                    &ListParams::default()
-                        .labels("kubernetes.io/service-name=app-routemeter-upstream"),
-                )
+                .list(&ListParams::default().labels("kubernetes.io/service-name=app"))
                 .await
                 .ok()?;
             let unready = list

@@ -62,9 +62,13 @@ pub struct TargetInfo {
     /// The port the proxy's Service exposes: the target Service's port, so clients only
     /// change the host name.
     pub service_port: i32,
-    /// The target's pod selector and container ports (the one traffic goes to first),
-    /// when a headless Service can follow its pods directly; `None` when traffic goes
-    /// through the target's ClusterIP.
+    /// The Service whose EndpointSlices the proxies follow, and the port traffic goes to
+    /// on its endpoints: the target itself, or in takeover mode the headless upstream
+    /// Service; `None` when traffic goes through the target's address alone.
+    pub slices: Option<(String, i32)>,
+    /// In takeover mode, the application's pod selector and container ports (the one
+    /// traffic goes to first), which the headless upstream Service follows: the target
+    /// Service selects the proxies then.
     pub headless: Option<(BTreeMap<String, String>, Vec<i32>)>,
     /// In takeover mode, the ports the proxies listen on in place of the application.
     pub takeover: Option<TakeoverPorts>,
@@ -252,14 +256,14 @@ pub fn proxy_config(
     if let Some(auto) = &spec.auto_template {
         c.auto_template = convert::auto_template(auto);
     }
-    // The proxies follow the ready endpoints of the headless upstream Service from its
-    // EndpointSlices; its DNS name stays the fallback.
-    if let Some((_, ports)) = &target.headless
-        && let Some(port) = ports.first().and_then(|p| u16::try_from(*p).ok())
+    // The proxies follow the ready endpoints of the target (or, taken over, of the
+    // headless upstream Service) from its EndpointSlices; its DNS name stays the fallback.
+    if let Some((service, port)) = &target.slices
+        && let Ok(port) = u16::try_from(*port)
     {
         c.upstream.endpoint_slices = Some(config::EndpointSlices {
             namespace: msvc.namespace().unwrap_or_default(),
-            service: upstream_name(msvc),
+            service: service.clone(),
             port,
         });
     }
@@ -481,9 +485,9 @@ pub fn build(
         ),
         resource: svc.clone(),
     });
-    // The headless Service exists only while the target qualifies for it (a selector and a
-    // numeric target port, or a takeover); otherwise it is deleted and traffic goes to the
-    // target itself.
+    // The headless Service exists only in takeover mode (the target Service selects the
+    // proxies then); otherwise it is deleted, and the proxies follow the target's own
+    // EndpointSlices.
     let upstream_manifest =
         target.headless.as_ref().map(|(selector, ports)| {
             let ports: Vec<Value> = ports
@@ -808,10 +812,11 @@ pub fn service_host(name: &str, namespace: &str, cluster_domain: &str) -> String
 
 /// Resolves where the proxy sends traffic, from the target Service.
 ///
-/// Traffic goes to a headless Service that follows the target's ready pods when the target
-/// selects pods and names a numeric target port; otherwise (no selector, a named target
-/// port, an ExternalName) through the target Service's own address. In-cluster names are
-/// fully qualified in `cluster_domain` (see [`service_host`]).
+/// When the target selects pods and names a numeric target port, the proxies follow its
+/// ready endpoints from its own EndpointSlices, at that port, and its address is the
+/// fallback; otherwise (no selector, a named target port, an ExternalName) traffic goes
+/// through the target Service's own address. In-cluster names are fully qualified in
+/// `cluster_domain` (see [`service_host`]).
 pub fn target_info(
     msvc: &MonitoredService,
     target: &k8s_openapi::api::core::v1::Service,
@@ -845,6 +850,7 @@ pub fn target_info(
         return Ok(TargetInfo {
             upstream: format!("{host}.:{service_port}"),
             service_port,
+            slices: None,
             headless: None,
             takeover: None,
         });
@@ -868,27 +874,20 @@ pub fn target_info(
         // A named container port is only known per pod: go through the ClusterIP.
         Some(IntOrString::String(_)) => None,
     };
-    match (spec.selector.filter(|s| !s.is_empty()), container_port) {
-        (Some(selector), Some(cport)) => Ok(TargetInfo {
-            upstream: format!(
-                "{}:{cport}",
-                service_host(&upstream_name(msvc), &namespace, cluster_domain)
-            ),
-            service_port: entry.port,
-            headless: Some((selector, vec![cport])),
-            takeover: None,
-        }),
-        _ => Ok(TargetInfo {
-            upstream: format!(
-                "{}:{}",
-                service_host(&name, &namespace, cluster_domain),
-                entry.port
-            ),
-            service_port: entry.port,
-            headless: None,
-            takeover: None,
-        }),
-    }
+    let follows = spec.selector.is_some_and(|s| !s.is_empty());
+    Ok(TargetInfo {
+        upstream: format!(
+            "{}:{}",
+            service_host(&name, &namespace, cluster_domain),
+            entry.port
+        ),
+        service_port: entry.port,
+        slices: container_port
+            .filter(|_| follows)
+            .map(|cport| (name.clone(), cport)),
+        headless: None,
+        takeover: None,
+    })
 }
 
 /// Where the proxy sends traffic in takeover mode: the headless upstream Service with the
@@ -919,6 +918,7 @@ pub fn takeover_target_info(
             ports.primary
         ),
         service_port,
+        slices: Some((upstream_name(msvc), ports.primary)),
         headless: Some((selector, ports.listeners.iter().map(|(_, n)| *n).collect())),
         takeover: Some(ports),
     }
@@ -941,11 +941,12 @@ mod tests {
         m
     }
 
-    /// A target of one endpoint, with no headless Service nor takeover.
+    /// A target of one endpoint, with no EndpointSlices followed nor takeover.
     fn plain_target() -> TargetInfo {
         TargetInfo {
             upstream: "a:1".into(),
             service_port: 80,
+            slices: None,
             headless: None,
             takeover: None,
         }
@@ -957,9 +958,10 @@ mod tests {
 
     fn built_with(msvc: &MonitoredService, anchor: &MonitoredService) -> Children {
         let target = TargetInfo {
-            upstream: "shop-routemeter-upstream.apps.svc.cluster.local.:8080".into(),
+            upstream: "shop.apps.svc.cluster.local.:80".into(),
             service_port: 80,
-            headless: Some((BTreeMap::from([("app".into(), "shop".into())]), vec![8080])),
+            slices: Some(("shop".into(), 8080)),
+            headless: None,
             takeover: None,
         };
         let settings = Settings {
@@ -1037,17 +1039,30 @@ mod tests {
     #[test]
     fn in_cluster_upstreams_are_fully_qualified_names() {
         let m = msvc(None);
-        let headless = target_info(
+        let followed = target_info(
             &m,
             &service(json!({ "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": 8080 }] })),
             "cluster.local",
         )
         .expect("usable");
+        // The proxies follow the target's own EndpointSlices at its numeric target port;
+        // its address is the fallback. No Service of their own for it.
+        assert_eq!(followed.upstream, "shop.apps.svc.cluster.local.:80");
+        assert_eq!(followed.slices, Some(("shop".into(), 8080)));
+        assert!(followed.headless.is_none());
+        let config = proxy_config(&m, &followed).expect("valid");
         assert_eq!(
-            headless.upstream,
-            "shop-routemeter-upstream.apps.svc.cluster.local.:8080"
+            config.upstream.endpoint_slices,
+            Some(config::EndpointSlices {
+                namespace: "apps".into(),
+                service: "shop".into(),
+                port: 8080
+            })
         );
-        assert!(headless.headless.is_some());
+        assert_eq!(
+            config.upstream.endpoints,
+            ["shop.apps.svc.cluster.local.:80"]
+        );
         let named = target_info(
             &m,
             &service(json!({ "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": "http" }] })),
@@ -1056,8 +1071,18 @@ mod tests {
         .expect("usable");
         assert_eq!(named.upstream, "shop.apps.svc.corp.example.:80");
         assert!(
-            named.headless.is_none(),
+            named.slices.is_none() && named.headless.is_none(),
             "a named targetPort goes through the ClusterIP"
+        );
+        let unselected = target_info(
+            &m,
+            &service(json!({ "ports": [{ "port": 80, "targetPort": 8080 }] })),
+            "cluster.local",
+        )
+        .expect("usable");
+        assert!(
+            unselected.slices.is_none(),
+            "no selector: its address alone"
         );
         let external = target_info(
             &m,
@@ -1088,7 +1113,7 @@ mod tests {
         .expect_err("a port name an ExternalName does not list");
         assert!(error.starts_with("spec.target.port:"), "{error}");
         // Every one is a valid proxy endpoint.
-        for t in [headless, named, external, portless] {
+        for t in [followed, named, unselected, external, portless] {
             crate::config::split_host_port(&t.upstream).expect("host:port");
         }
     }
@@ -1111,6 +1136,7 @@ mod tests {
         let target = TargetInfo {
             upstream: "shop:80".into(),
             service_port: 80,
+            slices: None,
             headless: None,
             takeover: None,
         };
@@ -1185,6 +1211,7 @@ mod tests {
         let target = TargetInfo {
             upstream: "shop:80".into(),
             service_port: 80,
+            slices: None,
             headless: None,
             takeover: None,
         };

@@ -197,6 +197,7 @@ pub fn validate(msvc: &MonitoredService) -> Result<(), String> {
     let placeholder = TargetInfo {
         upstream: "target:80".into(),
         service_port: 80,
+        slices: None,
         headless: None,
         takeover: None,
     };
