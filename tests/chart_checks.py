@@ -122,7 +122,6 @@ def check_common(docs, release_ns, app_version):
     check(c.get("readinessProbe", {}).get("httpGet") == {"path": "/readyz", "port": "metrics"}, "readiness probe /readyz")
     check(c.get("resources", {}).get("requests"), "resource requests set")
     check(env.get("ROUTEMETER_METRICS_ADDR") == "0.0.0.0:8080", "ROUTEMETER_METRICS_ADDR")
-    check(env.get("MIMALLOC_ALLOW_THP") == "0", f"MIMALLOC_ALLOW_THP=0 (no transparent huge pages): {env.get('MIMALLOC_ALLOW_THP')}")
     check(env.get("ROUTEMETER_CLUSTER_DOMAIN") == "cluster.local", f"ROUTEMETER_CLUSTER_DOMAIN: {env.get('ROUTEMETER_CLUSTER_DOMAIN')}")
     check(env.get("ROUTEMETER_TRAFFIC_REFRESH") == "30s", f"ROUTEMETER_TRAFFIC_REFRESH: {env.get('ROUTEMETER_TRAFFIC_REFRESH')}")
     check(env.get("ROUTEMETER_LEASE_NAMESPACE") == release_ns, "ROUTEMETER_LEASE_NAMESPACE is the release namespace")

@@ -267,6 +267,23 @@ mod in_pods {
             assert_eq!(config["server"]["workers"], 1, "proxy {ip}: {config}");
         }
 
+        // The image sets MIMALLOC_ALLOW_THP=0: every routemeter process on the node, the
+        // chart's operators and the proxies, has transparent huge pages disabled (prctl),
+        // so a node that gives them to every process does not inflate their RSS.
+        let processes = routemeter_processes();
+        let running_proxies = processes.iter().filter(|(_, c, _)| c == "proxy").count();
+        assert!(
+            running_proxies >= proxies.len() && processes.iter().any(|(_, c, _)| c == "operator"),
+            "the node runs this test's {} proxies and the chart's operator: {processes:?}",
+            proxies.len()
+        );
+        for (pid, command, thp) in &processes {
+            assert_eq!(
+                thp, "0",
+                "/routemeter {command} (pid {pid}) may get huge pages"
+            );
+        }
+
         // 1,000 requests through the proxy Service's ClusterIP, 8 at a time, each on a new
         // connection (kube-proxy balances connections, so both proxies take a share).
         let http = http_client(false);

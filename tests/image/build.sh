@@ -169,6 +169,7 @@ for img in "${images[@]}"; do
       ldd_libs "$bin"
       image routemeter "docker.io/routemeter/routemeter:$version" \
         --entrypoint /routemeter --user 65532:65532 \
+        --env MIMALLOC_ALLOW_THP=0 \
         --add "$bin:/routemeter:0755" "${libs[@]}" \
         --file "/etc/passwd=$passwd" --file "/etc/group=$group" \
         --file "/etc/nsswitch.conf=$nsswitch" --mkdir /tmp:1777

@@ -397,6 +397,44 @@ pub async fn proxy_counts(ips: &[String]) -> BTreeMap<(String, String, String), 
 
 /// A client without system proxies; `keep_alive: false` opens a new connection per
 /// request, as many short-lived clients do (and as kube-proxy balances: per connection).
+/// The routemeter processes running on this node, found from the host's `/proc` (the
+/// node's containers are processes of this machine): for each, its subcommand (`proxy`,
+/// `operator`) and the `THP_enabled` line of its `/proc/PID/status` (`1` when the kernel
+/// may give it transparent huge pages).
+pub fn routemeter_processes() -> Vec<(u32, String, String)> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+        if args.next().as_deref() != Some("/routemeter") {
+            continue;
+        }
+        let command = args.next().map(|a| a.into_owned()).unwrap_or_default();
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let thp = status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "(no THP_enabled line)".into());
+        found.push((pid, command, thp));
+    }
+    found
+}
+
 pub fn http_client(keep_alive: bool) -> reqwest::Client {
     let builder = reqwest::Client::builder()
         .no_proxy()
