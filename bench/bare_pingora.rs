@@ -9,6 +9,12 @@
 //! read 60 s, idle 60 s). What routemeter costs above this is its own code: routing,
 //! metering, balancing, forwarding headers, the connection wrapper.
 //!
+//! With `BARE_FORWARDING=1` in its environment it also sets the forwarding headers
+//! routemeter sets by default (`X-Forwarded-For` with the client's address,
+//! `X-Forwarded-Proto: http`, `X-Forwarded-Host` with the `Host`), the plain way with
+//! pingora's `insert_header`: what routemeter costs above that is its routing, metering,
+//! balancing and connection wrapper, the part of its cost that is metering's.
+//!
 //! Usage: `cargo run --release --example bare-pingora -- LISTEN UPSTREAM [WORKERS]`,
 //! e.g. `127.0.0.1:8100 127.0.0.1:8080 2`. SIGINT stops it at once, SIGTERM after 1 s.
 
@@ -16,6 +22,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session, http_proxy};
 use pingora::server::RunArgs;
@@ -26,6 +33,8 @@ mod common;
 
 struct Bare {
     upstream: SocketAddr,
+    /// Sets the three forwarding headers (`BARE_FORWARDING=1`).
+    forwarding: bool,
 }
 
 #[async_trait]
@@ -45,14 +54,35 @@ impl ProxyHttp for Bare {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
     }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> pingora::Result<()> {
+        if !self.forwarding {
+            return Ok(());
+        }
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            upstream_request.insert_header("X-Forwarded-For", client.ip().to_string())?;
+        }
+        upstream_request.insert_header("X-Forwarded-Proto", "http")?;
+        if let Some(host) = upstream_request.headers.get(http::header::HOST).cloned() {
+            upstream_request.insert_header("X-Forwarded-Host", host)?;
+        }
+        Ok(())
+    }
 }
 
 fn main() {
     let args = common::Args::parse("bare-pingora");
+    let forwarding = std::env::var_os("BARE_FORWARDING").is_some_and(|v| v == "1");
     let mut server = args.server();
     for shard in 0..args.workers {
         let bare = Bare {
             upstream: args.upstream,
+            forwarding,
         };
         let mut proxy = Service::new(
             format!("bare pingora {shard}"),

@@ -8,9 +8,10 @@
 #      ~/.cache/routemeter/bin, once;
 #   3. one upstream for every target: nginx, 1 worker, `return 200 "ok\n"`, pinned with the
 #      client to CPU 1; every proxy pinned to CPU 0;
-#   4. targets: direct, nginx (keepalive upstream), haproxy, bare pingora, lean pingora
-#      (issue 13's experiment: the same job on pingora-core without pingora-proxy), Caddy with its
-#      Prometheus metrics, routemeter with 1 worker and with 2;
+#   4. targets: direct, nginx (keepalive upstream), haproxy, bare pingora, bare pingora
+#      setting routemeter's forwarding headers, lean pingora (issue 13's experiment: the
+#      same job on pingora-core without pingora-proxy), Caddy with its Prometheus metrics,
+#      routemeter with 1 worker and with 2;
 #   5. BENCH_ROUNDS interleaved rounds (each runs every target once, the order rotated by
 #      one each round) of wrk at BENCH_CONNECTIONS connections; a run during which other
 #      processes used more than BENCH_OTHER_MAX_PCT % of one CPU is rejected and repeated;
@@ -341,7 +342,7 @@ check_body upstream "http://127.0.0.1:$P_UP$REQ_PATH"
 # ---------------------------------------------------------------- 4. the proxies, on CPU 0
 PIN=(taskset -c "$PROXY_CPU")
 declare -A URL PID_OF LABEL ADMIN
-TARGETS=(direct nginx haproxy bare-pingora lean-pingora caddy routemeter-1w routemeter-2w)
+TARGETS=(direct nginx haproxy bare-pingora bare-pingora-fwd lean-pingora caddy routemeter-1w routemeter-2w)
 URL[direct]="http://127.0.0.1:$P_UP$REQ_PATH"
 PID_OF[direct]=""
 LABEL[direct]="direct (the upstream alone)"
@@ -452,6 +453,11 @@ free_port p
 start bare-pingora INT "$W/bare-pingora.log" "${PIN[@]}" "$BARE_BIN" "127.0.0.1:$p" "127.0.0.1:$P_UP" 1
 PID_OF[bare-pingora]=$LAST_PID URL[bare-pingora]="http://127.0.0.1:$p$REQ_PATH"
 LABEL[bare-pingora]="bare pingora $PINGORA_VERSION, 1 worker, no metrics"
+
+free_port p
+start bare-pingora-fwd INT "$W/bare-pingora-fwd.log" env BARE_FORWARDING=1 "${PIN[@]}" "$BARE_BIN" "127.0.0.1:$p" "127.0.0.1:$P_UP" 1
+PID_OF[bare-pingora-fwd]=$LAST_PID URL[bare-pingora-fwd]="http://127.0.0.1:$p$REQ_PATH"
+LABEL[bare-pingora-fwd]="bare pingora $PINGORA_VERSION + routemeter's 3 forwarding headers, 1 worker, no metrics"
 
 free_port p
 start lean-pingora INT "$W/lean-pingora.log" "${PIN[@]}" "$LEAN_BIN" "127.0.0.1:$p" "127.0.0.1:$P_UP" 1
@@ -792,6 +798,7 @@ REPORT=$(
   echo "Targets (issue 13) in this run:"
   echo
   echo "- CPU/request ≤ 1.05 × bare pingora's: routemeter (1 worker) $(f1 "${CPU_US[routemeter-1w]}") µs, bare pingora $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora]}"): $V_BARE"
+  echo "- (what metering costs, no target of its own) routemeter (1 worker) vs bare pingora setting the same forwarding headers: $(f1 "${CPU_US[routemeter-1w]}") µs vs $(f1 "${CPU_US[bare-pingora-fwd]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora-fwd]}")"
   echo "- ahead of Caddy with metrics (CPU/request): routemeter $(f1 "${CPU_US[routemeter-1w]}") µs vs Caddy $(f1 "${CPU_US[caddy]}") µs ($(f0 "${RPS[routemeter-1w]}") vs $(f0 "${RPS[caddy]}") req/s): $V_CADDY"
   echo "- (issue 13's experiment, no target) lean pingora-core loop vs bare pingora (CPU/request): $(f1 "${CPU_US[lean-pingora]}") µs vs $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[lean-pingora]}" "${CPU_US[bare-pingora]}") (adopt only at ≤ 0.75)"
   echo "- RSS ≤ 30 MB idle: $(mb "$RSS_IDLE_MAX") MB: $V_IDLE"
