@@ -53,21 +53,33 @@ operator_pod() {
   kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter \
     -o jsonpath='{range .items[?(@.status.podIP)]}{.status.podIP}{"\n"}{end}' | head -n 1
 }
-leader_metrics() {
-  local ip
+# Every operator pod's /metrics, each after a `# pod IP` line. Counters (reconciles, child
+# writes, CPU seconds) are summed over the pods, so a change of leader while measuring (the
+# standby takes over when the leader misses a lease renewal under this load) moves no
+# figure backwards; RSS is the leader's.
+operator_metrics() {
+  local ip text leads=0
   for ip in $(kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter \
     -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}'); do
-    local text
     text="$(curl -fsS --max-time 5 "http://$ip:8080/metrics" 2>/dev/null || true)"
-    if grep -q '^routemeter_operator_leader 1' <<<"$text"; then
-      printf '%s\n' "$text"
-      return
-    fi
+    printf '# pod %s\n%s\n' "$ip" "$text"
+    if grep -q '^routemeter_operator_leader 1' <<<"$text"; then leads=1; fi
   done
-  echo "no operator pod leads" >&2
-  return 1
+  if ((!leads)); then
+    echo "no operator pod leads" >&2
+    return 1
+  fi
 }
-metric() { awk -v m="$1" '$1 == m {print $2}' | head -n 1; }
+metric() { awk -v m="$1" '$1 == m {s += $2} END {print s + 0}'; }  # summed over the pods
+leader() { awk '$1 == "#" && $2 == "pod" {pod = $3} $1 == "routemeter_operator_leader" && $2 == 1 {print pod; exit}'; }
+leader_metric() {
+  awk -v m="$1" '$1 == "#" && $2 == "pod" {pod = $3} $1 == "routemeter_operator_leader" && $2 == 1 {lead = pod} $1 == m {v[pod] = $2} END {print v[lead] + 0}'
+}
+leader_changed() { # metrics before, after
+  local a b
+  a="$(leader <<<"$1")" b="$(leader <<<"$2")"
+  if [[ "$a" != "$b" ]]; then echo "   (the operator's leader changed while measuring: $a, then $b)"; fi
+}
 
 kctl delete namespace "$ns" --ignore-not-found --wait=true --timeout=300s >/dev/null
 kctl create namespace "$ns" >/dev/null
@@ -81,7 +93,7 @@ requests() { kctl get --raw /metrics | grep '^apiserver_request_total{'; }
 # shellcheck source=bench/cluster-cpu.sh
 source "$root/bench/cluster-cpu.sh"
 
-before="$(leader_metrics)"
+before="$(operator_metrics)"
 cpu0="$(cluster_cpu)"
 r_c0="$(requests)"
 # APISERVER_PROFILE=FILE: a CPU profile of kube-apiserver over the first
@@ -114,7 +126,7 @@ while :; do
   fi
   sleep 1
 done
-after="$(leader_metrics)"
+after="$(operator_metrics)"
 cpu1="$(cluster_cpu)"
 r_c1="$(requests)"
 if [[ -n "${profile_pid:-}" ]]; then
@@ -123,13 +135,14 @@ fi
 printf 'created in %.1f s; all %d converged %.1f s after the first create\n' \
   "$(echo "$created - $start" | bc)" "$count" "$(echo "$now - $start" | bc)"
 printf 'operator RSS: %.1f MB before, %.1f MB converged\n' \
-  "$(echo "$(metric process_resident_memory_bytes <<<"$before") / 1000000" | bc -l)" \
-  "$(echo "$(metric process_resident_memory_bytes <<<"$after") / 1000000" | bc -l)"
+  "$(echo "$(leader_metric process_resident_memory_bytes <<<"$before") / 1000000" | bc -l)" \
+  "$(echo "$(leader_metric process_resident_memory_bytes <<<"$after") / 1000000" | bc -l)"
 applied() { grep '^routemeter_operator_child_writes_total{.*outcome="applied"' | awk '{s+=$2} END {print s+0}'; }
 operator_cpu="$(echo "$(metric process_cpu_seconds_total <<<"$after") - $(metric process_cpu_seconds_total <<<"$before")" | bc -l)"
 printf 'to converge: %d reconciles, %d child applies, %.1f s of the operator'"'"'s CPU\n' \
   "$(($(metric routemeter_operator_reconciliations_total <<<"$after") - $(metric routemeter_operator_reconciliations_total <<<"$before")))" \
   "$(($(applied <<<"$after") - $(applied <<<"$before")))" "$operator_cpu"
+leader_changed "$before" "$after"
 
 python3 - "$(echo "$now - $start" | bc)" "$operator_cpu" <(printf '%s\n' "$cpu0") <(printf '%s\n' "$cpu1") \
   <(printf '%s\n' "$r_c0") <(printf '%s\n' "$r_c1") <<'EOF'
@@ -185,10 +198,10 @@ printf 'every proxy pod created (Pending) %.1f s after the first create\n' "$(ec
 echo "== at rest: settling ${settle} s, then measuring ${rest} s"
 sleep "$settle"
 r0="$(requests)"
-m0="$(leader_metrics)"
+m0="$(operator_metrics)"
 sleep "$rest"
 r1="$(requests)"
-m1="$(leader_metrics)"
+m1="$(operator_metrics)"
 python3 - "$count" "$rest" <(printf '%s\n' "$r0") <(printf '%s\n' "$r1") <<'EOF'
 import re, sys
 count, seconds = int(sys.argv[1]), float(sys.argv[2])
@@ -232,7 +245,8 @@ printf 'operator at rest: %d reconciles, %d child applies, %d unchanged; RSS %.1
   "$(($(metric routemeter_operator_reconciliations_total <<<"$m1") - $(metric routemeter_operator_reconciliations_total <<<"$m0")))" \
   "$(($(grep '^routemeter_operator_child_writes_total{.*outcome="applied"' <<<"$m1" | awk '{s+=$2} END {print s+0}') - $(grep '^routemeter_operator_child_writes_total{.*outcome="applied"' <<<"$m0" | awk '{s+=$2} END {print s+0}')))" \
   "$(($(grep '^routemeter_operator_child_writes_total{.*outcome="unchanged"' <<<"$m1" | awk '{s+=$2} END {print s+0}') - $(grep '^routemeter_operator_child_writes_total{.*outcome="unchanged"' <<<"$m0" | awk '{s+=$2} END {print s+0}')))" \
-  "$(echo "$(metric process_resident_memory_bytes <<<"$m1") / 1000000" | bc -l)"
+  "$(echo "$(leader_metric process_resident_memory_bytes <<<"$m1") / 1000000" | bc -l)"
+leader_changed "$m0" "$m1"
 
 if [[ "${KEEP:-0}" != 1 ]]; then
   kctl delete namespace "$ns" --wait=false >/dev/null
