@@ -34,6 +34,11 @@ ns=routemeter-scale
 work="$root/target/bench/operator-scale"
 mkdir -p "$work"
 
+# A namespace left by an earlier run goes first, before the operator starts: a fresh
+# operator would otherwise cache its objects while they are deleted, and the cluster's
+# garbage collection of them would run during the creates.
+kctl delete namespace "$ns" --ignore-not-found --wait=true --timeout=300s >/dev/null
+
 helm="$(bash "$root/tests/helm.sh")"
 echo "== the chart's operator (routemeter-system), installed afresh from the image loaded"
 if "$helm" --kubeconfig "$kubeconfig" status routemeter -n routemeter-system >/dev/null 2>&1; then
@@ -81,7 +86,6 @@ leader_changed() { # metrics before, after
   if [[ "$a" != "$b" ]]; then echo "   (the operator's leader changed while measuring: $a, then $b)"; fi
 }
 
-kctl delete namespace "$ns" --ignore-not-found --wait=true --timeout=300s >/dev/null
 kctl create namespace "$ns" >/dev/null
 kctl label namespace "$ns" routemeter.io/test-namespace=bench >/dev/null
 
