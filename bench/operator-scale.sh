@@ -42,10 +42,30 @@ kctl delete namespace "$ns" --ignore-not-found --wait=true --timeout=300s >/dev/
 helm="$(bash "$root/tests/helm.sh")"
 echo "== the chart's operator (routemeter-system), installed afresh from the image loaded"
 if "$helm" --kubeconfig "$kubeconfig" status routemeter -n routemeter-system >/dev/null 2>&1; then
-  "$helm" --kubeconfig "$kubeconfig" uninstall routemeter -n routemeter-system --wait --timeout 120s >/dev/null
+  "$helm" --kubeconfig "$kubeconfig" uninstall routemeter -n routemeter-system --wait --timeout 180s >/dev/null
 fi
+# The old operator's ReplicaSets and pods are deleted here, not left to the garbage
+# collector: it is slow while an earlier run's namespace of thousands of objects is being
+# deleted, and an old operator was seen still running (and reconciling: one replica has no
+# leader election) a minute into the next run's creates, doubling the operator's work and
+# its counters. (`helm uninstall --cascade foreground` waits on the same collector.)
+kctl -n routemeter-system delete replicasets,pods -l app.kubernetes.io/name=routemeter \
+  --ignore-not-found --wait=true --timeout=180s >/dev/null 2>&1 || true
+operator_pods() {
+  kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter --no-headers 2>/dev/null | wc -l
+}
 "$helm" --kubeconfig "$kubeconfig" upgrade --install routemeter "$root/charts/routemeter" \
   --namespace routemeter-system --create-namespace --wait --timeout 180s >/dev/null
+# One operator pod, the new one: an old one still terminating would be measured with it.
+for _ in $(seq 180); do
+  if (($(operator_pods) == 1)); then break; fi
+  sleep 1
+done
+if (($(operator_pods) != 1)); then
+  echo "not one operator pod after 180 s:" >&2
+  kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter >&2
+  exit 1
+fi
 # OPERATOR_ENV="K=V ...": environment for the operator's container, to measure a setting
 # (for example an allocator's) without building another image.
 if [[ -n "${OPERATOR_ENV:-}" ]]; then
