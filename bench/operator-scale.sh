@@ -49,23 +49,10 @@ fi
 # deleted, and an old operator was seen still running (and reconciling: one replica has no
 # leader election) a minute into the next run's creates, doubling the operator's work and
 # its counters. (`helm uninstall --cascade foreground` waits on the same collector.)
-kctl -n routemeter-system delete replicasets,pods -l app.kubernetes.io/name=routemeter \
-  --ignore-not-found --wait=true --timeout=180s >/dev/null 2>&1 || true
-operator_pods() {
-  kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter --no-headers 2>/dev/null | wc -l
-}
+operator=(-n routemeter-system -l app.kubernetes.io/name=routemeter)
+kctl "${operator[@]}" delete replicasets,pods --ignore-not-found --wait=true --timeout=180s >/dev/null 2>&1 || true
 "$helm" --kubeconfig "$kubeconfig" upgrade --install routemeter "$root/charts/routemeter" \
   --namespace routemeter-system --create-namespace --wait --timeout 180s >/dev/null
-# One operator pod, the new one: an old one still terminating would be measured with it.
-for _ in $(seq 180); do
-  if (($(operator_pods) == 1)); then break; fi
-  sleep 1
-done
-if (($(operator_pods) != 1)); then
-  echo "not one operator pod after 180 s:" >&2
-  kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter >&2
-  exit 1
-fi
 # OPERATOR_ENV="K=V ...": environment for the operator's container, to measure a setting
 # (for example an allocator's) without building another image.
 if [[ -n "${OPERATOR_ENV:-}" ]]; then
@@ -74,37 +61,24 @@ if [[ -n "${OPERATOR_ENV:-}" ]]; then
   kctl -n routemeter-system rollout status deployment/routemeter --timeout 180s >/dev/null
   echo "   operator environment: $OPERATOR_ENV"
 fi
-operator_pod() {
-  kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter \
-    -o jsonpath='{range .items[?(@.status.podIP)]}{.status.podIP}{"\n"}{end}' | head -n 1
-}
-# Every operator pod's /metrics, each after a `# pod IP` line. Counters (reconciles, child
-# writes, CPU seconds) are summed over the pods, so a change of leader while measuring (the
-# standby takes over when the leader misses a lease renewal under this load) moves no
-# figure backwards; RSS is the leader's.
-operator_metrics() {
-  local ip text leads=0
-  for ip in $(kctl -n routemeter-system get pods -l app.kubernetes.io/name=routemeter \
-    -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}'); do
-    text="$(curl -fsS --max-time 5 "http://$ip:8080/metrics" 2>/dev/null || true)"
-    printf '# pod %s\n%s\n' "$ip" "$text"
-    if grep -q '^routemeter_operator_leader 1' <<<"$text"; then leads=1; fi
-  done
-  if ((!leads)); then
-    echo "no operator pod leads" >&2
-    return 1
-  fi
-}
-metric() { awk -v m="$1" '$1 == m {s += $2} END {print s + 0}'; }  # summed over the pods
-leader() { awk '$1 == "#" && $2 == "pod" {pod = $3} $1 == "routemeter_operator_leader" && $2 == 1 {print pod; exit}'; }
-leader_metric() {
-  awk -v m="$1" '$1 == "#" && $2 == "pod" {pod = $3} $1 == "routemeter_operator_leader" && $2 == 1 {lead = pod} $1 == m {v[pod] = $2} END {print v[lead] + 0}'
-}
-leader_changed() { # metrics before, after
-  local a b
-  a="$(leader <<<"$1")" b="$(leader <<<"$2")"
-  if [[ "$a" != "$b" ]]; then echo "   (the operator's leader changed while measuring: $a, then $b)"; fi
-}
+# One operator pod, the new one (also after OPERATOR_ENV's rollout): an old one still
+# terminating would be measured with it. Its IP, for its /metrics, once it has one.
+for _ in $(seq 180); do
+  pods="$(kctl "${operator[@]}" get pods -o jsonpath='{range .items[*]}[{.status.podIP}]{end}')"
+  if [[ "$pods" =~ ^\[([0-9a-f.:]+)\]$ ]]; then break; fi
+  sleep 1
+done
+ip="${BASH_REMATCH[1]:-}"
+if [[ -z "$ip" ]]; then
+  echo "not one operator pod with an IP after 180 s:" >&2
+  kctl "${operator[@]}" get pods >&2
+  exit 1
+fi
+operator_metrics() { curl -fsS --max-time 5 "http://$ip:8080/metrics"; }
+metric() { awk -v m="$1" '$1 == m {s += $2} END {print s + 0}'; }
+rss_mb() { echo "$(metric process_resident_memory_bytes) / 1000000" | bc -l; }
+# Child writes with this outcome, over every kind.
+writes() { grep "^routemeter_operator_child_writes_total{.*outcome=\"$1\"" | awk '{s += $2} END {print s + 0}'; }
 
 kctl create namespace "$ns" >/dev/null
 kctl label namespace "$ns" routemeter.io/test-namespace=bench >/dev/null
@@ -159,14 +133,11 @@ fi
 printf 'created in %.1f s; all %d converged %.1f s after the first create\n' \
   "$(echo "$created - $start" | bc)" "$count" "$(echo "$now - $start" | bc)"
 printf 'operator RSS: %.1f MB before, %.1f MB converged\n' \
-  "$(echo "$(leader_metric process_resident_memory_bytes <<<"$before") / 1000000" | bc -l)" \
-  "$(echo "$(leader_metric process_resident_memory_bytes <<<"$after") / 1000000" | bc -l)"
-applied() { grep '^routemeter_operator_child_writes_total{.*outcome="applied"' | awk '{s+=$2} END {print s+0}'; }
+  "$(rss_mb <<<"$before")" "$(rss_mb <<<"$after")"
 operator_cpu="$(echo "$(metric process_cpu_seconds_total <<<"$after") - $(metric process_cpu_seconds_total <<<"$before")" | bc -l)"
 printf 'to converge: %d reconciles, %d child applies, %.1f s of the operator'"'"'s CPU\n' \
   "$(($(metric routemeter_operator_reconciliations_total <<<"$after") - $(metric routemeter_operator_reconciliations_total <<<"$before")))" \
-  "$(($(applied <<<"$after") - $(applied <<<"$before")))" "$operator_cpu"
-leader_changed "$before" "$after"
+  "$(($(writes applied <<<"$after") - $(writes applied <<<"$before")))" "$operator_cpu"
 
 python3 - "$(echo "$now - $start" | bc)" "$operator_cpu" <(printf '%s\n' "$cpu0") <(printf '%s\n' "$cpu1") \
   <(printf '%s\n' "$r_c0") <(printf '%s\n' "$r_c1") <<'EOF'
@@ -267,10 +238,8 @@ print(f"calls the operator could have made: {total:.0f}, "
 EOF
 printf 'operator at rest: %d reconciles, %d child applies, %d unchanged; RSS %.1f MB\n' \
   "$(($(metric routemeter_operator_reconciliations_total <<<"$m1") - $(metric routemeter_operator_reconciliations_total <<<"$m0")))" \
-  "$(($(grep '^routemeter_operator_child_writes_total{.*outcome="applied"' <<<"$m1" | awk '{s+=$2} END {print s+0}') - $(grep '^routemeter_operator_child_writes_total{.*outcome="applied"' <<<"$m0" | awk '{s+=$2} END {print s+0}')))" \
-  "$(($(grep '^routemeter_operator_child_writes_total{.*outcome="unchanged"' <<<"$m1" | awk '{s+=$2} END {print s+0}') - $(grep '^routemeter_operator_child_writes_total{.*outcome="unchanged"' <<<"$m0" | awk '{s+=$2} END {print s+0}')))" \
-  "$(echo "$(leader_metric process_resident_memory_bytes <<<"$m1") / 1000000" | bc -l)"
-leader_changed "$m0" "$m1"
+  "$(($(writes applied <<<"$m1") - $(writes applied <<<"$m0")))" \
+  "$(($(writes unchanged <<<"$m1") - $(writes unchanged <<<"$m0")))" "$(rss_mb <<<"$m1")"
 
 if [[ "${KEEP:-0}" != 1 ]]; then
   kctl delete namespace "$ns" --wait=false >/dev/null
