@@ -35,6 +35,10 @@
 //!   the read fails, and pingora closes the connection without an answer, as nginx does
 //!   past `client_header_timeout`.
 //!
+//! A cut comes up to 10 ms late: the timer is one of pingora's fast timers, set once
+//! for a connection's wait and moved on only when it fires before the deadline of the
+//! wait then in progress, so a keep-alive connection's requests set no timer each.
+//!
 //! Both are counted in `routemeter_client_connections_closed_total{reason}`. Reads of a
 //! request's body, and of a connection upgraded to a websocket, are not bounded here
 //! (`timeouts.read`-style limits on clients are pingora's 60 s per read).
@@ -43,7 +47,7 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -134,6 +138,50 @@ fn watched(session: &Session) -> Option<&Watched> {
         .and_then(|stream| (**stream).as_any().downcast_ref::<Watched>())
 }
 
+/// The deadline of a wait for a request head, as a pingora fast timer (10 ms ticks, on
+/// pingora's timer thread). tokio's timers would do, but with one on its wheel a runtime
+/// parks through its timer driver on every wake-up, about 750 instructions a time
+/// (bench/README.md, "Where routemeter's instructions go").
+struct Deadline {
+    /// When it fires (or up to a tick later).
+    at: Instant,
+    sleep: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+    /// The waker it wakes when it fires, once polled: while that is still the reading
+    /// task's, it is polled again only from a tick before `at` on (it may fire up to a
+    /// millisecond early). Each poll takes the lock of the timer's `Notify`.
+    waker: Option<Waker>,
+}
+
+/// pingora's fast timers' resolution.
+const TICK: Duration = Duration::from_millis(10);
+
+impl Deadline {
+    fn new(at: Instant) -> Self {
+        let sleep =
+            pingora::time::fast_timeout::fast_sleep(at.saturating_duration_since(Instant::now()));
+        Deadline {
+            at,
+            sleep: Box::pin(sleep),
+            waker: None,
+        }
+    }
+
+    /// Whether it has fired; if not, it wakes the task of `cx` when it does. Not called
+    /// again once it returned true.
+    fn fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            && Instant::now() + TICK < self.at
+        {
+            return false;
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            return true;
+        }
+        self.waker = Some(cx.waker().clone());
+        false
+    }
+}
+
 /// What a read that waits for a request head is waiting through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -158,10 +206,11 @@ pub struct Watched {
     /// When the connection became ready for the request after the first `.0`: opened,
     /// or seen with `.0` requests recorded.
     ready: (u64, Instant),
-    /// What the wait for a request head in progress is, if one is timed.
-    waiting: Option<Wait>,
-    /// Its deadline: made once per connection, reset for each wait.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What the wait for a request head in progress is, if one is timed, and its deadline.
+    waiting: Option<(Wait, Instant)>,
+    /// The timer of the wait in progress, and the deadline it was set for: at or before
+    /// that wait's deadline, moved on only when it fires sooner ([`Watched::cut_waiting_read`]).
+    timer: Option<Deadline>,
     app: Arc<Counted>,
 }
 
@@ -239,40 +288,56 @@ impl Watched {
             Some((after, _)) if after == recorded => Wait::Head,
             _ => Wait::Idle,
         };
-        if self.waiting != Some(wait) {
-            let limits = &self.app.state.load().config.limits;
-            let deadline = match (wait, self.read_at) {
-                (Wait::Head, Some((_, first_byte))) => first_byte + limits.header_timeout,
-                _ => self.ready.1 + limits.idle_timeout,
+        let deadline = match self.waiting {
+            Some((waiting, deadline)) if waiting == wait => deadline,
+            _ => {
+                let limits = &self.app.state.load().config.limits;
+                let deadline = match (wait, self.read_at) {
+                    (Wait::Head, Some((_, first_byte))) => first_byte + limits.header_timeout,
+                    _ => self.ready.1 + limits.idle_timeout,
+                };
+                self.waiting = Some((wait, deadline));
+                deadline
             }
-            .into();
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-            self.waiting = Some(wait);
+        };
+        // Set for a later deadline (an idle connection's, where a head's is usually
+        // sooner) or none: set for this one. Set for a sooner one: left, and moved on when
+        // it fires. So the requests of a keep-alive connection do not each set a timer.
+        if self.timer.as_ref().is_none_or(|timer| timer.at > deadline) {
+            self.timer = Some(Deadline::new(deadline));
         }
-        let timer = self.timer.as_mut()?;
-        timer.as_mut().poll(cx).is_ready().then(|| {
-            self.waiting = None;
-            let (reason, result) = match wait {
-                // As if the client had closed: pingora ends the connection quietly.
-                Wait::Idle => ("idle_timeout", Ok(())),
-                Wait::Head => (
-                    "header_timeout",
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "request head not complete within limits.headerTimeout",
-                    )),
-                ),
-            };
-            self.app
-                .metrics
-                .client_connections_closed
-                .with_label_values(&[reason])
-                .inc();
-            result
-        })
+        if !self.timer.as_mut()?.fired(cx) {
+            return None;
+        }
+        // A fired timer is never polled again: replaced, or dropped below.
+        self.timer = None;
+        if Instant::now() < deadline {
+            // It fired for an earlier wait's deadline: set again for this one, and polled
+            // so that it wakes this task then.
+            let mut timer = Deadline::new(deadline);
+            if !timer.fired(cx) {
+                self.timer = Some(timer);
+                return None;
+            }
+        }
+        self.waiting = None;
+        let (reason, result) = match wait {
+            // As if the client had closed: pingora ends the connection quietly.
+            Wait::Idle => ("idle_timeout", Ok(())),
+            Wait::Head => (
+                "header_timeout",
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request head not complete within limits.headerTimeout",
+                )),
+            ),
+        };
+        self.app
+            .metrics
+            .client_connections_closed
+            .with_label_values(&[reason])
+            .inc();
+        Some(result)
     }
 }
 

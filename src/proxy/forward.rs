@@ -89,15 +89,16 @@ fn actions(
     } else {
         untouched(trusted)
     };
-    let forwarded_host = if settings.x_forwarded_host {
-        keep_trusted(headers, &X_FORWARDED_HOST, trusted)
-            .unwrap_or_else(|| host.clone().map_or(Action::Remove, Action::Set))
-    } else {
-        untouched(trusted)
-    };
     let rfc7239 = if settings.forwarded {
         let host = host.as_ref().map(HeaderValue::as_bytes);
         Action::Set(forwarded(headers, client, host, trusted)?)
+    } else {
+        untouched(trusted)
+    };
+    // Last to use the Host value, so it takes it rather than a copy.
+    let forwarded_host = if settings.x_forwarded_host {
+        keep_trusted(headers, &X_FORWARDED_HOST, trusted)
+            .unwrap_or_else(|| host.map_or(Action::Remove, Action::Set))
     } else {
         untouched(trusted)
     };

@@ -53,8 +53,7 @@ pub struct Accepted {
 /// Checks a request head as pingora parsed it; `raw` is the head as received (request
 /// line and fields).
 pub fn check(req: &RequestHeader, raw: &[u8]) -> Result<Accepted, Ambiguous> {
-    // One look per line end (memchr), not per byte: the head of every request is scanned.
-    if memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r') {
+    if has_bare_line_feed(raw) {
         return Err(Ambiguous::BareLineFeed);
     }
     if !target_form_is_valid(req) {
@@ -78,6 +77,27 @@ pub fn check(req: &RequestHeader, raw: &[u8]) -> Result<Accepted, Ambiguous> {
         collapsed_length,
         close: chunked || collapsed_length.is_some(),
     })
+}
+
+/// Whether an LF of `raw` is not preceded by a CR. The head of every request is scanned:
+/// each 64-byte block by a fold with no branch in it, which the compiler turns into
+/// vector compares (16 bytes a step), where a search from line end to line end (memchr)
+/// paid its set-up once per line.
+fn has_bare_line_feed(raw: &[u8]) -> bool {
+    const BLOCK: usize = 64;
+    let Some((&first, rest)) = raw.split_first() else {
+        return false;
+    };
+    // Each byte after the first, beside the one before it.
+    first == b'\n'
+        || rest
+            .chunks(BLOCK)
+            .zip(raw.chunks(BLOCK))
+            .any(|(bytes, before)| {
+                bytes.iter().zip(before).fold(false, |bare, (&b, &prev)| {
+                    bare | ((b == b'\n') & (prev != b'\r'))
+                })
+            })
 }
 
 /// RFC 9112 §3.2.1–3.2.4; `CONNECT` (authority form) never gets here: pingora answers
@@ -167,6 +187,32 @@ mod tests {
             b"\nGET /a HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(check(&req, raw), Err(Ambiguous::BareLineFeed));
+        }
+    }
+
+    #[test]
+    fn a_bare_line_feed_is_found_at_every_offset_across_blocks() {
+        // Header lines of 1 to 9 bytes, so line ends fall on every offset of the 64-byte
+        // blocks, and one LF at a time made bare (or a CR before it taken away).
+        let mut clean = b"GET /a HTTP/1.1\r\n".to_vec();
+        for n in 1..40 {
+            clean.extend(std::iter::repeat_n(b'x', n % 9 + 1));
+            clean.extend_from_slice(b"\r\n");
+        }
+        clean.extend_from_slice(b"\r\n");
+        let reference = |raw: &[u8]| {
+            raw.iter()
+                .enumerate()
+                .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+        };
+        assert!(!has_bare_line_feed(&clean));
+        assert!(!has_bare_line_feed(b""));
+        for i in 0..clean.len() {
+            for replacement in [b'\n', b'y'] {
+                let mut raw = clean.clone();
+                raw[i] = replacement;
+                assert_eq!(has_bare_line_feed(&raw), reference(&raw), "byte {i}");
+            }
         }
     }
 

@@ -49,9 +49,14 @@ pub enum TableError {
     },
 }
 
+/// A node's literal children by segment. Their keys come from the config, never from
+/// requests (which only look up), so the fast hash needs no resistance to collisions
+/// chosen by a client; SipHash was a tenth of a request's routing.
+type Literals = HashMap<Box<str>, usize, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Node {
-    literals: HashMap<Box<str>, usize>,
+    literals: Literals,
     param: Option<usize>,
     exact: Handlers,
     rest: Handlers,
