@@ -145,11 +145,11 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    fn new(endpoint: Arc<Endpoint>) -> Self {
+    fn new(endpoint: Arc<Endpoint>, chosen_at: Instant) -> Self {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             endpoint,
-            chosen_at: Instant::now(),
+            chosen_at,
             sampled: false,
             failed: false,
         }
@@ -160,10 +160,10 @@ impl InFlight {
         &self.endpoint
     }
 
-    /// The upstream's response head arrived with `status`: the time since the endpoint was
-    /// chosen is a latency sample (the first head only), and a 5xx is an error.
-    pub fn record_head(&mut self, status: u16) {
-        self.sample();
+    /// The upstream's response head arrived with `status` at `now`: the time since the
+    /// endpoint was chosen is a latency sample (the first head only), and a 5xx is an error.
+    pub fn record_head(&mut self, status: u16, now: Instant) {
+        self.sample(now);
         self.failed |= status >= 500;
     }
 
@@ -173,14 +173,13 @@ impl InFlight {
     /// endpoint that answered before look faster, while a timeout says it is at least that
     /// slow.
     pub fn record_failure(&mut self) {
-        self.sample();
+        self.sample(Instant::now());
         self.failed = true;
     }
 
-    fn sample(&mut self) {
+    fn sample(&mut self, now: Instant) {
         if !self.sampled {
             self.sampled = true;
-            let now = Instant::now();
             let latency = now.saturating_duration_since(self.chosen_at);
             self.endpoint.latency.observe(latency, now);
         }
@@ -297,7 +296,12 @@ impl Balancer {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_at(Instant::now())
+    }
+
+    /// `at` in the milliseconds since the balancer was made that ejections are kept in.
+    fn ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn available(&self, endpoint: &Endpoint, now: u64) -> bool {
@@ -332,11 +336,12 @@ impl Balancer {
             .any(|e| e.addr != addr && self.available(e, now))
     }
 
-    /// Chooses an endpoint, avoiding `avoid` (the one a retry failed on) when another is
-    /// available. `None` only when there are no endpoints.
-    pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<InFlight> {
+    /// Chooses an endpoint at `at`, avoiding `avoid` (the one a retry failed on) when
+    /// another is available. `None` only when there are no endpoints. The caller's clock
+    /// reading serves the ejections, the latency estimates and the attempt's start.
+    pub fn pick(&self, avoid: Option<SocketAddr>, at: Instant) -> Option<InFlight> {
         let endpoints = self.endpoints.load();
-        let now = self.now_ms();
+        let now = self.ms_at(at);
         let panic = self.panicking(&endpoints, now);
         let usable =
             |e: &&Arc<Endpoint>| (panic || self.available(e, now)) && Some(e.addr) != avoid;
@@ -345,10 +350,7 @@ impl Balancer {
             LoadBalancing::LeastRequest => {
                 two_choices(&endpoints, usable, |e| e.in_flight() as f64)
             }
-            LoadBalancing::PeakEwma => {
-                let now = Instant::now();
-                two_choices(&endpoints, usable, |e| e.peak_ewma_cost(now))
-            }
+            LoadBalancing::PeakEwma => two_choices(&endpoints, usable, |e| e.peak_ewma_cost(at)),
         };
         chosen
             .or_else(|| {
@@ -359,7 +361,7 @@ impl Balancer {
                         .find(|e| e.addr == a && (panic || self.available(e, now)))
                 })
             })
-            .map(|e| InFlight::new(e.clone()))
+            .map(|e| InFlight::new(e.clone(), at))
     }
 
     fn round_robin<'e>(
@@ -453,7 +455,7 @@ mod tests {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2, 3]);
         let mut counts = [0; 3];
         for _ in 0..300 {
-            let picked = b.pick(None).expect("endpoint");
+            let picked = b.pick(None, Instant::now()).expect("endpoint");
             counts[usize::from(picked.endpoint().addr.port()) - 1] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
@@ -462,14 +464,20 @@ mod tests {
     #[test]
     fn ejected_endpoints_get_no_traffic_until_backoff_ends() {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
-        let first = b.pick(None).expect("endpoint");
+        let first = b.pick(None, Instant::now()).expect("endpoint");
         assert_eq!(
             b.report_connect_failure(first.endpoint()),
             Duration::from_secs(60)
         );
         let dead = first.endpoint().addr;
         for _ in 0..10 {
-            assert_ne!(b.pick(None).expect("endpoint").endpoint().addr, dead);
+            assert_ne!(
+                b.pick(None, Instant::now())
+                    .expect("endpoint")
+                    .endpoint()
+                    .addr,
+                dead
+            );
         }
         assert_eq!(b.health(), (1, 1));
         // A second failure doubles the backoff.
@@ -484,11 +492,11 @@ mod tests {
     #[test]
     fn a_lone_endpoint_is_never_left_out() {
         let b = balancer(LoadBalancing::LeastRequest, &[1]);
-        let only = b.pick(None).expect("endpoint");
+        let only = b.pick(None, Instant::now()).expect("endpoint");
         b.report_connect_failure(only.endpoint());
         assert_eq!(b.health(), (0, 1), "reported unhealthy");
         assert!(
-            b.pick(None).is_some(),
+            b.pick(None, Instant::now()).is_some(),
             "but still tried: ejecting it would refuse every request"
         );
         assert!(!b.has_other_available(addr(1)));
@@ -499,7 +507,7 @@ mod tests {
                 Duration::ZERO,
                 50
             )
-            .pick(None)
+            .pick(None, Instant::now())
             .is_none()
         );
     }
@@ -518,7 +526,13 @@ mod tests {
         }
         // Three of four out is past 50%: traffic spreads over all four again.
         let picked: HashSet<u16> = (0..8)
-            .map(|_| b.pick(None).expect("endpoint").endpoint().addr.port())
+            .map(|_| {
+                b.pick(None, Instant::now())
+                    .expect("endpoint")
+                    .endpoint()
+                    .addr
+                    .port()
+            })
             .collect();
         assert_eq!(picked.len(), 4);
     }
@@ -528,14 +542,17 @@ mod tests {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
         for _ in 0..10 {
             assert_eq!(
-                b.pick(Some(addr(1))).expect("endpoint").endpoint().addr,
+                b.pick(Some(addr(1)), Instant::now())
+                    .expect("endpoint")
+                    .endpoint()
+                    .addr,
                 addr(2)
             );
         }
         let single = balancer(LoadBalancing::RoundRobin, &[1]);
         assert_eq!(
             single
-                .pick(Some(addr(1)))
+                .pick(Some(addr(1)), Instant::now())
                 .expect("fallback")
                 .endpoint()
                 .addr,
@@ -554,11 +571,18 @@ mod tests {
                         .find(|e| e.addr == addr(1))
                         .expect("ep")
                         .clone(),
+                    Instant::now(),
                 )
             })
             .collect();
         let to_idle = (0..200)
-            .filter(|_| b.pick(None).expect("endpoint").endpoint().addr == addr(2))
+            .filter(|_| {
+                b.pick(None, Instant::now())
+                    .expect("endpoint")
+                    .endpoint()
+                    .addr
+                    == addr(2)
+            })
             .count();
         // The two draws are distinct: with two endpoints, the busy one never wins.
         assert_eq!(to_idle, 200);
@@ -575,7 +599,9 @@ mod tests {
     }
 
     fn hold(e: &Arc<Endpoint>, n: usize) -> Vec<InFlight> {
-        (0..n).map(|_| InFlight::new(e.clone())).collect()
+        (0..n)
+            .map(|_| InFlight::new(e.clone(), Instant::now()))
+            .collect()
     }
 
     #[test]
@@ -609,11 +635,23 @@ mod tests {
         slow.latency.observe(Duration::from_millis(50), now);
         fast.latency.observe(Duration::from_millis(1), now);
         for _ in 0..100 {
-            assert_eq!(b.pick(None).expect("endpoint").endpoint().addr, addr(2));
+            assert_eq!(
+                b.pick(None, Instant::now())
+                    .expect("endpoint")
+                    .endpoint()
+                    .addr,
+                addr(2)
+            );
         }
         // 60 requests in flight on the fast one: 61 ms expected against 50 ms.
         let queued = hold(&fast, 60);
-        assert_eq!(b.pick(None).expect("endpoint").endpoint().addr, addr(1));
+        assert_eq!(
+            b.pick(None, Instant::now())
+                .expect("endpoint")
+                .endpoint()
+                .addr,
+            addr(1)
+        );
         drop(queued);
     }
 
@@ -623,11 +661,14 @@ mod tests {
         endpoint(&b, 1)
             .latency
             .observe(Duration::from_millis(1), Instant::now());
-        let first = b.pick(None).expect("endpoint");
+        let first = b.pick(None, Instant::now()).expect("endpoint");
         assert_eq!(first.endpoint().addr, addr(2), "untried and idle: free");
         for _ in 0..20 {
             assert_eq!(
-                b.pick(None).expect("endpoint").endpoint().addr,
+                b.pick(None, Instant::now())
+                    .expect("endpoint")
+                    .endpoint()
+                    .addr,
                 addr(1),
                 "until its first answer, one request at a time"
             );
@@ -643,19 +684,19 @@ mod tests {
             (e.requests(), e.errors(), e.latency(Instant::now())),
             (0, 0, None)
         );
-        let mut ok = b.pick(None).expect("endpoint");
-        ok.record_head(200);
+        let mut ok = b.pick(None, Instant::now()).expect("endpoint");
+        ok.record_head(200, Instant::now());
         assert_eq!(e.requests(), 0, "counted when it ends");
         drop(ok);
-        let mut server_error = b.pick(None).expect("endpoint");
-        server_error.record_head(503);
+        let mut server_error = b.pick(None, Instant::now()).expect("endpoint");
+        server_error.record_head(503, Instant::now());
         // A failure after the head (a reset mid-body) is the same request's error.
         server_error.record_failure();
         drop(server_error);
-        let mut reset = b.pick(None).expect("endpoint");
+        let mut reset = b.pick(None, Instant::now()).expect("endpoint");
         reset.record_failure();
         drop(reset);
-        drop(b.pick(None).expect("endpoint")); // e.g. the client went away
+        drop(b.pick(None, Instant::now()).expect("endpoint")); // e.g. the client went away
         assert_eq!((e.requests(), e.errors(), e.in_flight()), (4, 2, 0));
         assert!(e.latency(Instant::now()).is_some());
     }
@@ -664,7 +705,7 @@ mod tests {
     fn a_removed_endpoint_serves_its_requests_in_flight_but_gets_no_new_one() {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
         let on_two = (0..2)
-            .filter_map(|_| b.pick(None))
+            .filter_map(|_| b.pick(None, Instant::now()))
             .find(|f| f.endpoint().addr == addr(2))
             .expect("a request on endpoint 2");
         b.set_addresses(vec![addr(1)]);
@@ -674,7 +715,13 @@ mod tests {
             "still held by its request"
         );
         for _ in 0..10 {
-            assert_eq!(b.pick(None).expect("endpoint").endpoint().addr, addr(1));
+            assert_eq!(
+                b.pick(None, Instant::now())
+                    .expect("endpoint")
+                    .endpoint()
+                    .addr,
+                addr(1)
+            );
         }
         let removed = Arc::downgrade(on_two.endpoint());
         drop(on_two);

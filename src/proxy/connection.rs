@@ -103,7 +103,8 @@ impl ServerApp for Counted {
             heads: AtomicU64::new(0),
             answer: None,
             read_at: None,
-            ready: (0, Instant::now()),
+            opened: Instant::now(),
+            recorded_at: AtomicU64::new(0),
             waiting: None,
             timer: None,
             app: self.clone(),
@@ -116,9 +117,13 @@ impl ServerApp for Counted {
     }
 }
 
-/// Called by `logging()`: the request is recorded, its answer with it.
-pub fn mark_recorded(session: &Session) {
+/// Called by `logging()`: the request is recorded, its answer with it, `at` (logging's
+/// own clock reading, which starts the wait for the next request).
+pub fn mark_recorded(session: &Session, at: Instant) {
     if let Some(watched) = watched(session) {
+        let since_opened = at.saturating_duration_since(watched.opened).as_nanos();
+        let since_opened = u64::try_from(since_opened).unwrap_or(u64::MAX);
+        watched.recorded_at.store(since_opened, Ordering::Relaxed);
         watched.recorded.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -203,9 +208,11 @@ pub struct Watched {
     heads: AtomicU64,
     /// When bytes were first read after the `recorded`-th request was recorded.
     read_at: Option<(u64, Instant)>,
-    /// When the connection became ready for the request after the first `.0`: opened,
-    /// or seen with `.0` requests recorded.
-    ready: (u64, Instant),
+    /// When the connection was opened.
+    opened: Instant,
+    /// When the last request was recorded, in nanoseconds since `opened` (0 before the
+    /// first): the idle timeout runs from then.
+    recorded_at: AtomicU64,
     /// What the wait for a request head in progress is, if one is timed, and its deadline.
     waiting: Option<(Wait, Instant)>,
     /// The timer of the wait in progress, and the deadline it was set for: at or before
@@ -294,7 +301,10 @@ impl Watched {
                 let limits = &self.app.state.load().config.limits;
                 let deadline = match (wait, self.read_at) {
                     (Wait::Head, Some((_, first_byte))) => first_byte + limits.header_timeout,
-                    _ => self.ready.1 + limits.idle_timeout,
+                    _ => {
+                        let recorded_at = self.recorded_at.load(Ordering::Relaxed);
+                        self.opened + Duration::from_nanos(recorded_at) + limits.idle_timeout
+                    }
                 };
                 self.waiting = Some((wait, deadline));
                 deadline
@@ -348,9 +358,6 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let recorded = self.recorded.load(Ordering::Relaxed);
-        if self.ready.0 != recorded {
-            self.ready = (recorded, Instant::now());
-        }
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {

@@ -16,7 +16,7 @@
 //! removed route's series stay, as counters do.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use prometheus::core::{MetricVec, MetricVecBuilder};
@@ -372,6 +372,8 @@ pub struct Finished {
     pub status: u16,
     pub error: ErrorLabel,
     pub elapsed: Duration,
+    /// When it finished: the clock reading `elapsed` was taken from.
+    pub at: Instant,
     pub request_bytes: usize,
     pub response_bytes: usize,
     /// What its query said, on a route with pagination.
@@ -393,14 +395,17 @@ impl Finished {
         let bodies = series.bodies(families);
         bodies.request.observe(self.request_bytes as f64);
         bodies.response.observe(self.response_bytes as f64);
-        summary.record(&Observation {
-            latency: self.elapsed,
-            status: self.status,
-            error: outcome::is_error(self.status, self.error.as_str()),
-            request_bytes: self.request_bytes as u64,
-            response_bytes: self.response_bytes as u64,
-            pagination: self.pagination,
-        });
+        summary.record(
+            &Observation {
+                latency: self.elapsed,
+                status: self.status,
+                error: outcome::is_error(self.status, self.error.as_str()),
+                request_bytes: self.request_bytes as u64,
+                response_bytes: self.response_bytes as u64,
+                pagination: self.pagination,
+            },
+            self.at,
+        );
     }
 }
 
@@ -460,6 +465,7 @@ mod tests {
             status,
             error,
             elapsed: Duration::from_millis(5),
+            at: Instant::now(),
             request_bytes: 10,
             response_bytes: 100,
             pagination: None,
@@ -690,14 +696,17 @@ mod tests {
         m.response_body_size
             .with_label_values(&sizes)
             .observe(done.response_bytes as f64);
-        summary.record(&Observation {
-            latency: done.elapsed,
-            status: done.status,
-            error: outcome::is_error(done.status, done.error.as_str()),
-            request_bytes: done.request_bytes as u64,
-            response_bytes: done.response_bytes as u64,
-            pagination: done.pagination,
-        });
+        summary.record(
+            &Observation {
+                latency: done.elapsed,
+                status: done.status,
+                error: outcome::is_error(done.status, done.error.as_str()),
+                request_bytes: done.request_bytes as u64,
+                response_bytes: done.response_bytes as u64,
+                pagination: done.pagination,
+            },
+            Instant::now(),
+        );
     }
 
     #[test]

@@ -540,8 +540,10 @@ mod tests {
         );
 
         for status in [200, 502, 200] {
-            let mut attempt = balancer.pick(None).expect("endpoint");
-            attempt.record_head(status);
+            let mut attempt = balancer
+                .pick(None, std::time::Instant::now())
+                .expect("endpoint");
+            attempt.record_head(status, std::time::Instant::now());
         }
         let text = text();
         for line in [

@@ -371,9 +371,10 @@ impl Series {
 pub struct Pending(Arc<Series>);
 
 impl Pending {
-    /// Records the finished request, now.
-    pub fn record(&self, o: &Observation) {
-        self.0.record_at(self.0.started.elapsed(), o);
+    /// Records the request, finished `at`.
+    pub fn record(&self, o: &Observation, at: Instant) {
+        self.0
+            .record_at(at.saturating_duration_since(self.0.started), o);
     }
 
     /// The series it is in flight on.
@@ -642,7 +643,7 @@ mod tests {
             "listed with no request done"
         );
         assert_eq!(summary.overall.in_flight, 2);
-        first.record(&ok(1));
+        first.record(&ok(1), Instant::now());
         drop(first);
         drop(second);
         let summary = r.summary_at(Window::OneMinute, secs(1), &Objectives::default());

@@ -338,10 +338,11 @@ impl ProxyHttp for MeteringProxy {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
+        let now = Instant::now();
         if ctx.endpoint.is_none() && !ctx.retried {
-            ctx.overhead = ctx.start.elapsed();
+            ctx.overhead = now.saturating_duration_since(ctx.start);
         }
-        let Some(endpoint) = ctx.snapshot.balancer.pick(ctx.failed_endpoint) else {
+        let Some(endpoint) = ctx.snapshot.balancer.pick(ctx.failed_endpoint, now) else {
             ctx.failure = Some(Failure::NoHealthyUpstream);
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
@@ -476,9 +477,10 @@ impl ProxyHttp for MeteringProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        ctx.upstream_head_at = Some(Instant::now());
+        let now = Instant::now();
+        ctx.upstream_head_at = Some(now);
         if let Some(attempt) = &mut ctx.endpoint {
-            attempt.record_head(upstream_response.status.as_u16());
+            attempt.record_head(upstream_response.status.as_u16(), now);
         }
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket {
             ctx.websocket = true;
@@ -535,8 +537,9 @@ impl ProxyHttp for MeteringProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        connection::mark_recorded(session);
-        let elapsed = ctx.start.elapsed();
+        let now = Instant::now();
+        connection::mark_recorded(session, now);
+        let elapsed = now.saturating_duration_since(ctx.start);
         let families = &self.metrics.families;
         if std::mem::take(&mut ctx.active) {
             families.active(ctx.method).dec();
@@ -577,6 +580,7 @@ impl ProxyHttp for MeteringProxy {
             status,
             error: error_label(ctx.failure),
             elapsed,
+            at: now,
             request_bytes: downstream.body_bytes_read(),
             response_bytes: downstream.body_bytes_sent(),
             pagination: reading,
@@ -633,6 +637,7 @@ pub(super) fn record_refused(
         status,
         error: Failure::BadRequest.label(),
         elapsed,
+        at: Instant::now(),
         request_bytes: 0,
         response_bytes: 0,
         pagination: None,
