@@ -380,6 +380,7 @@ for w in 1 2; do
 done
 # BENCH_VARIANTS: other routemeter binaries (another release profile, another allocator),
 # 1 worker each, measured in the same rounds as the others.
+VARIANT_TARGETS=()
 for variant in ${BENCH_VARIANTS:-}; do
   name=${variant%%=*} bin=${variant#*=}
   [[ $name != "$variant" && -x $bin ]] || die "BENCH_VARIANTS: '$variant' is not name=/path/to/an/executable"
@@ -391,7 +392,7 @@ for variant in ${BENCH_VARIANTS:-}; do
   PID_OF[$t]=$LAST_PID URL[$t]="http://127.0.0.1:$p$REQ_PATH" ADMIN[$t]="127.0.0.1:$a"
   LABEL[$t]="routemeter, 1 worker, $name ($bin)"
   wait_http "$t" "$LAST_PID" "http://${ADMIN[$t]}/readyz"
-  TARGETS+=("$t")
+  TARGETS+=("$t") VARIANT_TARGETS+=("$t")
 done
 sleep 1
 for t in routemeter-1w routemeter-2w; do RSS_IDLE[$t]=$(rss_of "${PID_OF[$t]}"); done # before any request
@@ -621,6 +622,8 @@ measure() { # kind target round -> M_* figures of one accepted run (or the least
 # *_L: the runs within the threshold, whose medians the report gives; A_*: every run, whose
 # medians it gives for a target that had no run within it (marked in the table)
 declare -A RPS_L P50_L P99_L CPU_L A_RPS A_P50 A_P99 A_CPU ERR_L CLEAN_N FCLEAN_N
+# R_CPU[target,round]: each closed-loop run's CPU µs/req, for the paired ratios (paired())
+declare -A R_CPU
 pick() { if [[ -n $1 ]]; then echo "$1"; else echo "$2"; fi; }
 n=${#TARGETS[@]}
 for ((r = 0; r < ROUNDS; r++)); do
@@ -630,6 +633,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   for t in "${order[@]}"; do
     measure wrk "$t" "$r"
     A_RPS[$t]+="$M_RPS " A_P50[$t]+="$M_P50 " A_P99[$t]+="$M_P99 " A_CPU[$t]+="$M_CPU_US " ERR_L[$t]+="$M_ERR "
+    R_CPU[$t,$r]=$M_CPU_US
     if ((M_CLEAN)); then
       RPS_L[$t]+="$M_RPS " P50_L[$t]+="$M_P50 " P99_L[$t]+="$M_P99 " CPU_L[$t]+="$M_CPU_US "
       CLEAN_N[$t]=$((${CLEAN_N[$t]:-0} + 1))
@@ -749,6 +753,19 @@ f2() { awk -v x="$1" 'BEGIN {printf "%.2f", x}'; }
 us() { awk -v x="$1" 'BEGIN {printf "%.0f", x * 1000}'; }                # ms -> µs
 added_us() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.0f", (a - b) * 1000}'; } # ms, ms -> µs
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+# paired a b -> "median (q1-q3)" of a's CPU per request over b's, one ratio per round: the two
+# runs of a round are a minute apart at most, so a drift of the machine's speed (this VM's
+# moves by 10 % from minute to minute) mostly cancels, where the ratio of the two medians
+# takes each median from whichever minutes happened to be fast.
+paired() {
+  for ((r = 0; r < ROUNDS; r++)); do
+    awk -v a="${R_CPU[$1,$r]}" -v b="${R_CPU[$2,$r]}" 'BEGIN {if (a > 0 && b > 0) printf "%.4f\n", a / b}'
+  done | sort -g | awk '{v[NR] = $1} END {
+    if (NR == 0) { print "nan"; exit }
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.3f (%.3f-%.3f over %d rounds)", m, v[int((NR + 3) / 4)], v[int((3 * NR + 3) / 4)], NR
+  }'
+}
 lt() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a + 0 < b + 0)}'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a + 0 <= b + 0)}'; }
 verdict() { if "$@"; then echo PASS; else echo MISS; fi; }
@@ -797,10 +814,13 @@ REPORT=$(
   echo
   echo "Targets (issue 13) in this run:"
   echo
-  echo "- CPU/request ≤ 1.05 × bare pingora's: routemeter (1 worker) $(f1 "${CPU_US[routemeter-1w]}") µs, bare pingora $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora]}"): $V_BARE"
-  echo "- (what metering costs, no target of its own) routemeter (1 worker) vs bare pingora setting the same forwarding headers: $(f1 "${CPU_US[routemeter-1w]}") µs vs $(f1 "${CPU_US[bare-pingora-fwd]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora-fwd]}")"
+  echo "- CPU/request ≤ 1.05 × bare pingora's: routemeter (1 worker) $(f1 "${CPU_US[routemeter-1w]}") µs, bare pingora $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora]}"): $V_BARE; paired, the median of the rounds' ratios: $(paired routemeter-1w bare-pingora)"
+  echo "- (what metering costs, no target of its own) routemeter (1 worker) vs bare pingora setting the same forwarding headers: $(f1 "${CPU_US[routemeter-1w]}") µs vs $(f1 "${CPU_US[bare-pingora-fwd]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora-fwd]}"); paired: $(paired routemeter-1w bare-pingora-fwd)"
   echo "- ahead of Caddy with metrics (CPU/request): routemeter $(f1 "${CPU_US[routemeter-1w]}") µs vs Caddy $(f1 "${CPU_US[caddy]}") µs ($(f0 "${RPS[routemeter-1w]}") vs $(f0 "${RPS[caddy]}") req/s): $V_CADDY"
-  echo "- (issue 13's experiment, no target) lean pingora-core loop vs bare pingora (CPU/request): $(f1 "${CPU_US[lean-pingora]}") µs vs $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[lean-pingora]}" "${CPU_US[bare-pingora]}") (adopt only at ≤ 0.75)"
+  echo "- (issue 13's experiment, no target) lean pingora-core loop vs bare pingora (CPU/request): $(f1 "${CPU_US[lean-pingora]}") µs vs $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[lean-pingora]}" "${CPU_US[bare-pingora]}") (adopt only at ≤ 0.75); paired: $(paired lean-pingora bare-pingora)"
+  for t in ${VARIANT_TARGETS[@]+"${VARIANT_TARGETS[@]}"}; do
+    echo "- (a variant, no target) ${LABEL[$t]} against routemeter (1 worker), CPU/request: $(f1 "${CPU_US[$t]}") µs vs $(f1 "${CPU_US[routemeter-1w]}") µs, ratio $(ratio "${CPU_US[$t]}" "${CPU_US[routemeter-1w]}"); paired: $(paired "$t" routemeter-1w)"
+  done
   echo "- RSS ≤ 30 MB idle: $(mb "$RSS_IDLE_MAX") MB: $V_IDLE"
   echo "- RSS ≤ 100 MB with $ROUTES_BIG routes in use: $(mb "$RSS_BIG") MB ($BIG_SEEN of $ROUTES_BIG routes seen): $V_BIG"
 )
