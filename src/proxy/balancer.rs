@@ -455,7 +455,7 @@ mod tests {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2, 3]);
         let mut counts = [0; 3];
         for _ in 0..300 {
-            let picked = b.pick(None, Instant::now()).expect("endpoint");
+            let picked = attempt(&b, None);
             counts[usize::from(picked.endpoint().addr.port()) - 1] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
@@ -464,20 +464,14 @@ mod tests {
     #[test]
     fn ejected_endpoints_get_no_traffic_until_backoff_ends() {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
-        let first = b.pick(None, Instant::now()).expect("endpoint");
+        let first = attempt(&b, None);
         assert_eq!(
             b.report_connect_failure(first.endpoint()),
             Duration::from_secs(60)
         );
         let dead = first.endpoint().addr;
         for _ in 0..10 {
-            assert_ne!(
-                b.pick(None, Instant::now())
-                    .expect("endpoint")
-                    .endpoint()
-                    .addr,
-                dead
-            );
+            assert_ne!(picked(&b, None), dead);
         }
         assert_eq!(b.health(), (1, 1));
         // A second failure doubles the backoff.
@@ -492,7 +486,7 @@ mod tests {
     #[test]
     fn a_lone_endpoint_is_never_left_out() {
         let b = balancer(LoadBalancing::LeastRequest, &[1]);
-        let only = b.pick(None, Instant::now()).expect("endpoint");
+        let only = attempt(&b, None);
         b.report_connect_failure(only.endpoint());
         assert_eq!(b.health(), (0, 1), "reported unhealthy");
         assert!(
@@ -525,15 +519,7 @@ mod tests {
             b.report_connect_failure(&e);
         }
         // Three of four out is past 50%: traffic spreads over all four again.
-        let picked: HashSet<u16> = (0..8)
-            .map(|_| {
-                b.pick(None, Instant::now())
-                    .expect("endpoint")
-                    .endpoint()
-                    .addr
-                    .port()
-            })
-            .collect();
+        let picked: HashSet<u16> = (0..8).map(|_| picked(&b, None).port()).collect();
         assert_eq!(picked.len(), 4);
     }
 
@@ -541,23 +527,10 @@ mod tests {
     fn retries_avoid_the_failed_endpoint_when_they_can() {
         let b = balancer(LoadBalancing::RoundRobin, &[1, 2]);
         for _ in 0..10 {
-            assert_eq!(
-                b.pick(Some(addr(1)), Instant::now())
-                    .expect("endpoint")
-                    .endpoint()
-                    .addr,
-                addr(2)
-            );
+            assert_eq!(picked(&b, Some(addr(1))), addr(2));
         }
         let single = balancer(LoadBalancing::RoundRobin, &[1]);
-        assert_eq!(
-            single
-                .pick(Some(addr(1)), Instant::now())
-                .expect("fallback")
-                .endpoint()
-                .addr,
-            addr(1)
-        );
+        assert_eq!(picked(&single, Some(addr(1))), addr(1));
     }
 
     #[test]
@@ -575,15 +548,7 @@ mod tests {
                 )
             })
             .collect();
-        let to_idle = (0..200)
-            .filter(|_| {
-                b.pick(None, Instant::now())
-                    .expect("endpoint")
-                    .endpoint()
-                    .addr
-                    == addr(2)
-            })
-            .count();
+        let to_idle = (0..200).filter(|_| picked(&b, None) == addr(2)).count();
         // The two draws are distinct: with two endpoints, the busy one never wins.
         assert_eq!(to_idle, 200);
         drop(busy);
@@ -596,6 +561,16 @@ mod tests {
             .find(|e| e.addr == addr(port))
             .expect("ep")
             .clone()
+    }
+
+    /// An attempt on the endpoint `b` picks now.
+    fn attempt(b: &Balancer, avoid: Option<SocketAddr>) -> InFlight {
+        b.pick(avoid, Instant::now()).expect("an endpoint")
+    }
+
+    /// The address of the endpoint `b` picks now.
+    fn picked(b: &Balancer, avoid: Option<SocketAddr>) -> SocketAddr {
+        attempt(b, avoid).endpoint().addr
     }
 
     fn hold(e: &Arc<Endpoint>, n: usize) -> Vec<InFlight> {
@@ -635,23 +610,11 @@ mod tests {
         slow.latency.observe(Duration::from_millis(50), now);
         fast.latency.observe(Duration::from_millis(1), now);
         for _ in 0..100 {
-            assert_eq!(
-                b.pick(None, Instant::now())
-                    .expect("endpoint")
-                    .endpoint()
-                    .addr,
-                addr(2)
-            );
+            assert_eq!(picked(&b, None), addr(2));
         }
         // 60 requests in flight on the fast one: 61 ms expected against 50 ms.
         let queued = hold(&fast, 60);
-        assert_eq!(
-            b.pick(None, Instant::now())
-                .expect("endpoint")
-                .endpoint()
-                .addr,
-            addr(1)
-        );
+        assert_eq!(picked(&b, None), addr(1));
         drop(queued);
     }
 
@@ -661,14 +624,11 @@ mod tests {
         endpoint(&b, 1)
             .latency
             .observe(Duration::from_millis(1), Instant::now());
-        let first = b.pick(None, Instant::now()).expect("endpoint");
+        let first = attempt(&b, None);
         assert_eq!(first.endpoint().addr, addr(2), "untried and idle: free");
         for _ in 0..20 {
             assert_eq!(
-                b.pick(None, Instant::now())
-                    .expect("endpoint")
-                    .endpoint()
-                    .addr,
+                picked(&b, None),
                 addr(1),
                 "until its first answer, one request at a time"
             );
@@ -684,19 +644,19 @@ mod tests {
             (e.requests(), e.errors(), e.latency(Instant::now())),
             (0, 0, None)
         );
-        let mut ok = b.pick(None, Instant::now()).expect("endpoint");
+        let mut ok = attempt(&b, None);
         ok.record_head(200, Instant::now());
         assert_eq!(e.requests(), 0, "counted when it ends");
         drop(ok);
-        let mut server_error = b.pick(None, Instant::now()).expect("endpoint");
+        let mut server_error = attempt(&b, None);
         server_error.record_head(503, Instant::now());
         // A failure after the head (a reset mid-body) is the same request's error.
         server_error.record_failure();
         drop(server_error);
-        let mut reset = b.pick(None, Instant::now()).expect("endpoint");
+        let mut reset = attempt(&b, None);
         reset.record_failure();
         drop(reset);
-        drop(b.pick(None, Instant::now()).expect("endpoint")); // e.g. the client went away
+        drop(attempt(&b, None)); // e.g. the client went away
         assert_eq!((e.requests(), e.errors(), e.in_flight()), (4, 2, 0));
         assert!(e.latency(Instant::now()).is_some());
     }
@@ -715,13 +675,7 @@ mod tests {
             "still held by its request"
         );
         for _ in 0..10 {
-            assert_eq!(
-                b.pick(None, Instant::now())
-                    .expect("endpoint")
-                    .endpoint()
-                    .addr,
-                addr(1)
-            );
+            assert_eq!(picked(&b, None), addr(1));
         }
         let removed = Arc::downgrade(on_two.endpoint());
         drop(on_two);

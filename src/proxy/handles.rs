@@ -395,17 +395,19 @@ impl Finished {
         let bodies = series.bodies(families);
         bodies.request.observe(self.request_bytes as f64);
         bodies.response.observe(self.response_bytes as f64);
-        summary.record(
-            &Observation {
-                latency: self.elapsed,
-                status: self.status,
-                error: outcome::is_error(self.status, self.error.as_str()),
-                request_bytes: self.request_bytes as u64,
-                response_bytes: self.response_bytes as u64,
-                pagination: self.pagination,
-            },
-            self.at,
-        );
+        summary.record(&self.observation(), self.at);
+    }
+
+    /// What the `/api/summary` windows keep of it.
+    pub fn observation(&self) -> Observation {
+        Observation {
+            latency: self.elapsed,
+            status: self.status,
+            error: outcome::is_error(self.status, self.error.as_str()),
+            request_bytes: self.request_bytes as u64,
+            response_bytes: self.response_bytes as u64,
+            pagination: self.pagination,
+        }
     }
 }
 
@@ -696,17 +698,7 @@ mod tests {
         m.response_body_size
             .with_label_values(&sizes)
             .observe(done.response_bytes as f64);
-        summary.record(
-            &Observation {
-                latency: done.elapsed,
-                status: done.status,
-                error: outcome::is_error(done.status, done.error.as_str()),
-                request_bytes: done.request_bytes as u64,
-                response_bytes: done.response_bytes as u64,
-                pagination: done.pagination,
-            },
-            Instant::now(),
-        );
+        summary.record(&done.observation(), done.at);
     }
 
     #[test]
