@@ -92,11 +92,20 @@ impl Counted {
 
 #[async_trait]
 impl ServerApp for Counted {
-    async fn process_new(
-        self: &Arc<Self>,
+    /// Not an `async fn`: the connection's future is the proxy's own, handed back as it is.
+    /// Awaited inside a future of ours, it would sit under one more state machine that
+    /// every wake-up of the connection goes through, about 140 instructions a request
+    /// (bench/README.md, "Where routemeter's instructions go").
+    fn process_new<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
         stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<Stream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
         let watched = Watched {
             inner: stream,
             recorded: AtomicU64::new(0),
@@ -109,7 +118,7 @@ impl ServerApp for Counted {
             timer: None,
             app: self.clone(),
         };
-        self.proxy.process_new(Box::new(watched), shutdown).await
+        self.proxy.process_new(Box::new(watched), shutdown)
     }
 
     async fn cleanup(&self) {
@@ -221,18 +230,20 @@ pub struct Watched {
     app: Arc<Counted>,
 }
 
-/// A response head as written: its first bytes, how many requests were recorded before
-/// it, and when.
+/// A response head as written: its first bytes, and how many requests were recorded
+/// before it.
 struct Answer {
     head: [u8; KEPT],
     after: u64,
-    at: Instant,
 }
 
 impl Watched {
     /// The status of a response head that no recorded request followed, and how long
-    /// after the first bytes of its request it was written.
-    fn unrecorded_answer(&self) -> Option<(u16, Duration)> {
+    /// after the first bytes of its request the connection ended, `at`: pingora closes
+    /// it right after such an answer, so that is when the answer was written, give or
+    /// take the close. (The time is not read at each write: a clock reading on every
+    /// response for the rare one that needs it.)
+    fn unrecorded_answer(&self, at: Instant) -> Option<(u16, Duration)> {
         let recorded = self.recorded.load(Ordering::Relaxed);
         let answer = self.answer.as_ref().filter(|a| a.after == recorded)?;
         let line = answer.head.strip_prefix(b"HTTP/1.")?;
@@ -241,7 +252,7 @@ impl Watched {
             .read_at
             .filter(|(after, _)| *after == recorded)
             .map_or(Duration::ZERO, |(_, read_at)| {
-                answer.at.saturating_duration_since(read_at)
+                at.saturating_duration_since(read_at)
             });
         Some((status, elapsed))
     }
@@ -256,7 +267,6 @@ impl Watched {
             self.answer = Some(Answer {
                 head,
                 after: self.recorded.load(Ordering::Relaxed),
-                at: Instant::now(),
             });
         }
     }
@@ -264,7 +274,7 @@ impl Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        if let Some((status, elapsed)) = self.unrecorded_answer() {
+        if let Some((status, elapsed)) = self.unrecorded_answer(Instant::now()) {
             record_refused(&self.app.metrics, &self.app.state.load(), status, elapsed);
         }
     }

@@ -44,77 +44,78 @@ enum Action {
 
 /// Sets the forwarding headers of `upstream`, the request about to be sent, for a client at
 /// `client` (`None` when the connection is not from an IP socket) whose request came in
-/// over `received`.
+/// over `received`. Each header is decided and set in turn (in the order they are sent),
+/// each from what came in under its own name only.
 pub fn apply(
     upstream: &mut RequestHeader,
     settings: &Forwarding,
     client: Option<IpAddr>,
     received: Version,
 ) -> Result<()> {
-    for (name, key, action) in actions(upstream, settings, client, received)? {
-        match action {
-            Action::Keep => {}
-            Action::Remove => {
-                upstream.remove_header(key);
-            }
-            Action::Set(value) => upstream.insert_header(name, value)?,
-        }
-    }
-    Ok(())
-}
-
-/// Each forwarding header (as sent, and its key) with what becomes of it.
-fn actions(
-    upstream: &RequestHeader,
-    settings: &Forwarding,
-    client: Option<IpAddr>,
-    received: Version,
-) -> Result<[(&'static str, &'static HeaderName, Action); 5]> {
     let trusted = usize::from(settings.trusted_hops);
     let client = client.map(|ip| ip.to_canonical());
-    let headers = &upstream.headers;
-    let host = headers.get(header::HOST).cloned().or_else(|| {
+    let host = upstream.headers.get(header::HOST).cloned().or_else(|| {
         let authority = upstream.uri.authority()?;
         HeaderValue::from_str(authority.as_str()).ok()
     });
 
     let xff = if settings.x_forwarded_for {
-        x_forwarded_for(headers, client, trusted)?.map_or(Action::Remove, Action::Set)
+        x_forwarded_for(&upstream.headers, client, trusted)?.map_or(Action::Remove, Action::Set)
     } else {
         untouched(trusted)
     };
+    act(upstream, "X-Forwarded-For", &X_FORWARDED_FOR, xff)?;
     let proto = if settings.x_forwarded_proto {
-        keep_trusted(headers, &X_FORWARDED_PROTO, trusted)
+        keep_trusted(&upstream.headers, &X_FORWARDED_PROTO, trusted)
             .unwrap_or(Action::Set(HeaderValue::from_static(PROTO)))
     } else {
         untouched(trusted)
     };
+    act(upstream, "X-Forwarded-Proto", &X_FORWARDED_PROTO, proto)?;
     let rfc7239 = if settings.forwarded {
         let host = host.as_ref().map(HeaderValue::as_bytes);
-        Action::Set(forwarded(headers, client, host, trusted)?)
+        Action::Set(forwarded(&upstream.headers, client, host, trusted)?)
     } else {
         untouched(trusted)
     };
     // Last to use the Host value, so it takes it rather than a copy.
     let forwarded_host = if settings.x_forwarded_host {
-        keep_trusted(headers, &X_FORWARDED_HOST, trusted)
+        keep_trusted(&upstream.headers, &X_FORWARDED_HOST, trusted)
             .unwrap_or_else(|| host.map_or(Action::Remove, Action::Set))
     } else {
         untouched(trusted)
     };
+    act(
+        upstream,
+        "X-Forwarded-Host",
+        &X_FORWARDED_HOST,
+        forwarded_host,
+    )?;
+    act(upstream, "Forwarded", &header::FORWARDED, rfc7239)?;
     // Via names proxies, not the client: what came in is not a claim to check.
     let via = if settings.via {
-        Action::Set(via(headers, received)?)
+        Action::Set(via(&upstream.headers, received)?)
     } else {
         Action::Keep
     };
-    Ok([
-        ("X-Forwarded-For", &X_FORWARDED_FOR, xff),
-        ("X-Forwarded-Proto", &X_FORWARDED_PROTO, proto),
-        ("X-Forwarded-Host", &X_FORWARDED_HOST, forwarded_host),
-        ("Forwarded", &header::FORWARDED, rfc7239),
-        ("Via", &header::VIA, via),
-    ])
+    act(upstream, "Via", &header::VIA, via)
+}
+
+/// Does `action` to the header sent as `name`, whose key is `key`.
+fn act(
+    upstream: &mut RequestHeader,
+    name: &'static str,
+    key: &'static HeaderName,
+    action: Action,
+) -> Result<()> {
+    match action {
+        Action::Keep => {}
+        Action::Remove => {
+            upstream.remove_header(key);
+        }
+        Action::Set(value) => upstream.insert_header(name, value)?,
+    }
+    Ok(())
 }
 
 /// A header the proxy does not set: passed on from trusted proxies, dropped otherwise.
@@ -138,12 +139,16 @@ fn x_forwarded_for(
     client: Option<IpAddr>,
     trusted: usize,
 ) -> Result<Option<HeaderValue>> {
-    let mut out =
-        Vec::with_capacity(tail_capacity(headers, &X_FORWARDED_FOR, trusted) + MAX_IP_TEXT);
+    let ip = client.map(IpText::of);
+    let ip = ip.as_ref().map_or(&[][..], IpText::as_bytes);
+    let tail = tail_capacity(headers, &X_FORWARDED_FOR, trusted);
+    // Exact when no entry is kept, the usual case: a `Vec` filled to its capacity becomes
+    // the value's bytes as it is, without a second allocation for a shared count.
+    let mut out = Vec::with_capacity(tail + if tail > 0 { 2 } else { 0 } + ip.len());
     write_tail(&mut out, headers, &X_FORWARDED_FOR, trusted);
-    if let Some(ip) = client {
+    if !ip.is_empty() {
         separate(&mut out);
-        push_ip(&mut out, ip);
+        out.extend_from_slice(ip);
     }
     if out.is_empty() {
         return Ok(None);
@@ -174,10 +179,10 @@ fn forwarded(
 fn write_forwarded_element(out: &mut Vec<u8>, client: Option<IpAddr>, host: Option<&[u8]>) {
     out.extend_from_slice(b"for=");
     match client {
-        Some(ip @ IpAddr::V4(_)) => push_ip(out, ip),
+        Some(ip @ IpAddr::V4(_)) => out.extend_from_slice(IpText::of(ip).as_bytes()),
         Some(ip @ IpAddr::V6(_)) => {
             out.extend_from_slice(b"\"[");
-            push_ip(out, ip);
+            out.extend_from_slice(IpText::of(ip).as_bytes());
             out.extend_from_slice(b"]\"");
         }
         None => out.extend_from_slice(b"unknown"),
@@ -293,25 +298,54 @@ fn separate(out: &mut Vec<u8>) {
     }
 }
 
-/// Appends an address's text, as `Display` writes it. An IPv4 address (every request's,
-/// behind a Service) is written octet by octet: `Display` goes through the formatting
-/// machinery and a padding pass, a thousand instructions of a request's ~90 k
-/// (bench/README.md, "Where routemeter's instructions go"). Writing into a `Vec` cannot
-/// fail.
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
+/// An address's text, as `Display` writes it, on the stack. An IPv4 address (every
+/// request's, behind a Service) is written digit by digit: `Display` goes through the
+/// formatting machinery and a padding pass, a thousand instructions of a request's ~90 k,
+/// and `itoa` with a `Vec` push per octet still 270 (bench/README.md, "Where routemeter's
+/// instructions go").
+struct IpText {
+    buf: [u8; MAX_IP_TEXT],
+    len: usize,
+}
+
+impl IpText {
+    fn of(ip: IpAddr) -> Self {
+        let mut text = IpText {
+            buf: [0; MAX_IP_TEXT],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
                 }
-                out.extend_from_slice(digits.format(octet).as_bytes());
+            }
+            IpAddr::V6(v6) => {
+                // At most MAX_IP_TEXT bytes, so the write cannot run out of room.
+                let mut rest = &mut text.buf[..];
+                let _ = write!(rest, "{v6}");
+                text.len = MAX_IP_TEXT - rest.len();
             }
         }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
+        text
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -543,9 +577,8 @@ mod tests {
         #[test]
         fn an_address_is_written_as_display_writes_it(v4: u32, v6: u128) {
             for ip in [IpAddr::from(v4.to_be_bytes()), IpAddr::from(v6.to_be_bytes())] {
-                let mut out = Vec::new();
-                push_ip(&mut out, ip);
-                proptest::prop_assert_eq!(String::from_utf8(out).expect("ASCII"), ip.to_string());
+                let text = IpText::of(ip);
+                proptest::prop_assert_eq!(std::str::from_utf8(text.as_bytes()).expect("ASCII"), ip.to_string());
             }
         }
     }

@@ -147,7 +147,9 @@ impl Ring {
     }
 
     fn slot(&self, epoch: u64) -> usize {
-        (epoch % self.epochs.len() as u64) as usize
+        // The length as a constant of the resolution, not the slice's: a division by a
+        // constant is a multiplication.
+        (epoch % self.resolution.ring_len() as u64) as usize
     }
 
     /// The slot of `epoch`, reset first when it still holds an older period. Adders see

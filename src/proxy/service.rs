@@ -308,16 +308,9 @@ impl ProxyHttp for MeteringProxy {
             let body = Bytes::from_static(b"routemeter: request header fields too large\n");
             return refuse(session, ctx, Failure::HeaderTooLarge, 431, body).await;
         }
-        // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400, not forwarded.
-        // HTTP/1.0 did not require it, and HTTP/2 carries `:authority` instead.
-        let req = session.req_header();
-        if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
-            let body = Bytes::from_static(b"routemeter: HTTP/1.1 request without Host\n");
-            return refuse(session, ctx, Failure::BadRequest, 400, body).await;
-        }
-        // Framing that another parser on the way could read differently (RFC 9112 §11.2):
-        // refused with 400, which also closes the connection, before anything goes
-        // upstream; see [`framing::check`].
+        // An HTTP/1.1 request without Host (RFC 9112 §3.2), and framing that another
+        // parser on the way could read differently (§11.2): refused with 400, which also
+        // closes the connection, before anything goes upstream; see [`framing::check`].
         match framing::check(session.req_header(), raw.as_deref().unwrap_or_default()) {
             Err(ambiguous) => {
                 let body = Bytes::from(format!("routemeter: {ambiguous}\n"));
