@@ -94,7 +94,7 @@ impl Counted {
 impl ServerApp for Counted {
     /// Not an `async fn`: the connection's future is the proxy's own, handed back as it is.
     /// Awaited inside a future of ours, it would sit under one more state machine that
-    /// every wake-up of the connection goes through, about 140 instructions a request
+    /// every wake-up of the connection goes through, about 120 instructions a request
     /// (bench/README.md, "Where routemeter's instructions go").
     fn process_new<'life0, 'life1, 'async_trait>(
         self: &'life0 Arc<Self>,

@@ -179,12 +179,12 @@ fn forwarded(
 fn write_forwarded_element(out: &mut Vec<u8>, client: Option<IpAddr>, host: Option<&[u8]>) {
     out.extend_from_slice(b"for=");
     match client {
-        Some(ip @ IpAddr::V4(_)) => out.extend_from_slice(IpText::of(ip).as_bytes()),
-        Some(ip @ IpAddr::V6(_)) => {
+        Some(ip) if ip.is_ipv6() => {
             out.extend_from_slice(b"\"[");
             out.extend_from_slice(IpText::of(ip).as_bytes());
             out.extend_from_slice(b"]\"");
         }
+        Some(ip) => out.extend_from_slice(IpText::of(ip).as_bytes()),
         None => out.extend_from_slice(b"unknown"),
     }
     out.extend_from_slice(b";proto=");
