@@ -211,3 +211,42 @@ async fn a_slow_request_body_and_a_slow_answer_are_not_cut() {
     assert_eq!(closed(&proxy, "header_timeout").await, 0.0);
     assert_eq!(closed(&proxy, "idle_timeout").await, 0.0);
 }
+
+#[tokio::test]
+async fn a_request_is_timed_from_its_first_byte_and_not_from_the_idle_wait_before_it() {
+    let proxy = proxy().await;
+    let mut stream = connect(&proxy).await;
+    // A head that arrives in two parts 600 ms apart (inside the 1 s header timeout): the
+    // wait for its second part is the request's time, as nginx's `$request_time` counts.
+    stream
+        .write_all(b"GET /status/200 HTTP/1.1\r\nHo")
+        .await
+        .expect("write the head's first part");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stream
+        .write_all(b"st: a\r\n\r\n")
+        .await
+        .expect("write the rest of the head");
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    // 600 ms idle on the keep-alive connection (inside the 1.5 s idle timeout), then a
+    // request in one piece: the idle wait is not its time.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let head = request_on(&mut stream, "/status/200").await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+
+    let m = proxy.metrics().await;
+    let duration = "http_server_request_duration_seconds";
+    assert_eq!(m.sum(&format!("{duration}_count"), &[]), 2.0);
+    let within_half_second = m.sum(&format!("{duration}_bucket"), &[("le", "0.5")]);
+    assert_eq!(within_half_second, 1.0, "only the second request is fast");
+    // The proxy's overhead runs from the first byte to the endpoint's choice: it holds
+    // the first request's 600 ms wait for the rest of its head, and not the idle wait.
+    let overhead = m.sum("routemeter_proxy_overhead_seconds_sum", &[]);
+    assert!((0.55..1.0).contains(&overhead), "overhead {overhead} s");
+}

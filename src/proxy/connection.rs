@@ -46,8 +46,8 @@
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -133,16 +133,28 @@ pub fn mark_recorded(session: &Session, at: Instant) {
         let since_opened = at.saturating_duration_since(watched.opened).as_nanos();
         let since_opened = u64::try_from(since_opened).unwrap_or(u64::MAX);
         watched.recorded_at.store(since_opened, Ordering::Relaxed);
-        watched.recorded.fetch_add(1, Ordering::Relaxed);
+        bump(&watched.recorded);
     }
 }
 
 /// Called by `early_request_filter`: a request head was read whole, so reads that follow
-/// are its body's until it is recorded.
-pub fn mark_head(session: &Session) {
-    if let Some(watched) = watched(session) {
-        watched.heads.fetch_add(1, Ordering::Relaxed);
-    }
+/// are its body's until it is recorded. Returns when the request's first byte was read;
+/// `None` when its bytes came in a read with an earlier request's (pipelined), or the
+/// connection is not watched.
+pub fn mark_head(session: &Session) -> Option<Instant> {
+    let watched = watched(session)?;
+    bump(&watched.heads);
+    let recorded = watched.recorded.load(Ordering::Relaxed);
+    watched
+        .read_at
+        .filter(|(after, _)| *after == recorded)
+        .map(|(_, at)| at)
+}
+
+/// Adds 1 to a count of a connection's: a load and a store, not a locked read-modify-write,
+/// as only the connection's own task writes it (its hooks and its reads run there).
+fn bump(count: &AtomicU64) {
+    count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 fn watched(session: &Session) -> Option<&Watched> {
@@ -157,17 +169,32 @@ fn watched(session: &Session) -> Option<&Watched> {
 /// parks through its timer driver on every wake-up, about 750 instructions a time
 /// (bench/README.md, "Where routemeter's instructions go").
 struct Deadline {
-    /// When it fires (or up to a tick later).
+    /// When it fires (or up to a tick, 10 ms, later; or a little sooner).
     at: Instant,
     sleep: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
-    /// The waker it wakes when it fires, once polled: while that is still the reading
-    /// task's, it is polled again only from a tick before `at` on (it may fire up to a
-    /// millisecond early). Each poll takes the lock of the timer's `Notify`.
-    waker: Option<Waker>,
+    /// What the timer wakes, once polled: while that still wakes the reading task, the
+    /// timer is polled again only once it has woken it. Each poll takes the lock of the
+    /// timer's `Notify`; a look at the alarm is one load.
+    alarm: Option<Arc<Alarm>>,
 }
 
-/// pingora's fast timers' resolution.
-const TICK: Duration = Duration::from_millis(10);
+/// The waker a [`Deadline`]'s timer is polled with: it notes that the timer woke, then
+/// wakes the task.
+struct Alarm {
+    rang: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for Alarm {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.rang.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
 
 impl Deadline {
     fn new(at: Instant) -> Self {
@@ -176,23 +203,36 @@ impl Deadline {
         Deadline {
             at,
             sleep: Box::pin(sleep),
-            waker: None,
+            alarm: None,
         }
     }
 
     /// Whether it has fired; if not, it wakes the task of `cx` when it does. Not called
     /// again once it returned true.
     fn fired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-            && Instant::now() + TICK < self.at
-        {
-            return false;
-        }
-        if self.sleep.as_mut().poll(cx).is_ready() {
-            return true;
-        }
-        self.waker = Some(cx.waker().clone());
-        false
+        let alarm = match &self.alarm {
+            Some(alarm) if alarm.task.will_wake(cx.waker()) => {
+                if !alarm.rang.load(Ordering::Acquire) {
+                    return false;
+                }
+                // Cleared before the poll: a ring after it is one the poll may not see.
+                alarm.rang.store(false, Ordering::Relaxed);
+                alarm.clone()
+            }
+            _ => {
+                let alarm = Arc::new(Alarm {
+                    rang: AtomicBool::new(false),
+                    task: cx.waker().clone(),
+                });
+                self.alarm = Some(alarm.clone());
+                alarm
+            }
+        };
+        let waker = Waker::from(alarm);
+        self.sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready()
     }
 }
 

@@ -209,7 +209,7 @@ impl ProxyMetrics {
             overhead: Histogram::with_opts(
                 HistogramOpts::new(
                     "routemeter_proxy_overhead_seconds",
-                    "Time in routemeter's own request hooks: from its first look at a request (pingora has parsed the head) to choosing an endpoint, plus from the upstream's response head to handing it on. Excludes pingora's parsing of the head, connecting to or checking out an upstream connection, writing the response, and body streaming: a lower bound of the proxy's added latency.",
+                    "Time from the first byte of a request read to the choice of its endpoint: pingora's parsing of the head, then routemeter's routing, checks and choice (for a head that arrives in pieces, also the wait for the rest). Excludes connecting to or checking out an upstream connection, handing on the response head, writing the response and body streaming: a lower bound of the proxy's added latency.",
                 )
                 .buckets(OVERHEAD_BUCKETS.to_vec()),
             )?,

@@ -161,9 +161,8 @@ pub struct RequestCtx {
     endpoint: Option<InFlight>,
     failed_endpoint: Option<SocketAddr>,
     retried: bool,
-    /// Time spent in the proxy before the first upstream was chosen.
+    /// From the request's first byte to the first endpoint chosen.
     overhead: Duration,
-    upstream_head_at: Option<Instant>,
     failure: Option<Failure>,
     websocket: bool,
     /// In flight on the route's `/api/summary` windows, recorded there in `logging()`.
@@ -176,12 +175,19 @@ pub struct RequestCtx {
 pub struct MeteringProxy {
     state: SharedState,
     metrics: Arc<ProxyMetrics>,
+    /// When it was made: a request context's start until `early_request_filter` sets it
+    /// (a clock reading fewer per request than reading it in `new_ctx`).
+    started: Instant,
 }
 
 impl MeteringProxy {
     /// A proxy serving the current snapshot of `state`.
     pub fn new(state: SharedState, metrics: Arc<ProxyMetrics>) -> Self {
-        MeteringProxy { state, metrics }
+        MeteringProxy {
+            state,
+            metrics,
+            started: Instant::now(),
+        }
     }
 
     /// The route of a request as it arrives: its series handles if already decided, else
@@ -245,7 +251,8 @@ impl ProxyHttp for MeteringProxy {
 
     fn new_ctx(&self) -> Box<RequestCtx> {
         Box::new(RequestCtx {
-            start: Instant::now(),
+            // Set by `early_request_filter`, which pingora calls first on every request.
+            start: self.started,
             snapshot: self.state.load_full(),
             route: None,
             new_template: None,
@@ -256,7 +263,6 @@ impl ProxyHttp for MeteringProxy {
             failed_endpoint: None,
             retried: false,
             overhead: Duration::ZERO,
-            upstream_head_at: None,
             failure: None,
             websocket: false,
             summary: None,
@@ -269,13 +275,12 @@ impl ProxyHttp for MeteringProxy {
     /// answered in order and each counted once. Without this pingora answers the first,
     /// closes, and drops the rest unanswered and uncounted. The setting carries over to
     /// the connection's next requests.
-    async fn early_request_filter(
-        &self,
-        session: &mut Session,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         session.downstream_session.set_pipelining_enabled(true);
-        connection::mark_head(session);
+        // A request is timed from its first byte, as nginx's `$request_time` and Envoy's
+        // `%DURATION%` are; one that came with an earlier one's bytes (pipelined), from
+        // now, when pingora has its head.
+        ctx.start = connection::mark_head(session).unwrap_or_else(Instant::now);
         Ok(())
     }
 
@@ -471,7 +476,6 @@ impl ProxyHttp for MeteringProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let now = Instant::now();
-        ctx.upstream_head_at = Some(now);
         if let Some(attempt) = &mut ctx.endpoint {
             attempt.record_head(upstream_response.status.as_u16(), now);
         }
@@ -489,9 +493,6 @@ impl ProxyHttp for MeteringProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let Some(head_at) = ctx.upstream_head_at {
-            ctx.overhead += head_at.elapsed();
-        }
         // Draining: pingora closes each keep-alive connection after its response. Saying
         // so in the response keeps a client from sending its next request on a connection
         // about to close (which it would see as a reset), and it reconnects elsewhere.
