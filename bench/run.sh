@@ -539,7 +539,10 @@ client() { # kind seconds url out -> wrk (closed loop) or loadgen (constant rate
   local kind=$1 d=$2 url=$3 out=$4
   local cmd
   if [[ $kind == wrk ]]; then
-    cmd=(wrk -t"$THREADS" -c"$CONNS" -d"${d}s" --latency --timeout 2s "$url")
+    # Host, User-Agent and Accept, the fields curl sends (as bench/loadgen does and the
+    # instruction check's client sends the same three): a head of Host alone is unlike any
+    # real client's (bench/README.md, "What it does", step 5).
+    cmd=(wrk -t"$THREADS" -c"$CONNS" -d"${d}s" --latency --timeout 2s -H "User-Agent: routemeter-bench" -H "Accept: */*" "$url")
   else
     cmd=("$LOADGEN_BIN" -url "$url" -rate "$RATE" -duration "${d}s" -warmup 0s -connections "$RATE_CONNS")
   fi
@@ -786,7 +789,7 @@ REPORT=$(
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $RM_COMMIT; $(nproc --all) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)); loopback only; every proxy pinned to CPU $PROXY_CPU, the client and the upstream to CPU $CLIENT_CPU; $((ELAPSED / 60)) min $((ELAPSED % 60)) s."
   echo "nginx $NGINX_VERSION; haproxy $HAPROXY_VERSION; wrk $WRK_VERSION; Caddy $CADDY_VERSION; pingora $PINGORA_VERSION."
   echo
-  echo "Closed loop: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, GET $REQ_PATH (3-byte body), after ${WARMUP} s of warm-up; $ROUNDS interleaved rounds, medians. Constant rate: bench/loadgen at $RATE req/s ($RATE_PCT % of the median of $RATE_BASE_TARGET$([[ $RATE_BASE != slowest ]] || echo ', the slowest proxy')), $RATE_CONNS connections, ${RATE_DURATION} s, latency from when each request was due; $RATE_ROUNDS rounds, medians."
+  echo "Closed loop: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, GET $REQ_PATH with Host, User-Agent and Accept (3-byte body), after ${WARMUP} s of warm-up; $ROUNDS interleaved rounds, medians. Constant rate: bench/loadgen at $RATE req/s ($RATE_PCT % of the median of $RATE_BASE_TARGET$([[ $RATE_BASE != slowest ]] || echo ', the slowest proxy')), $RATE_CONNS connections, ${RATE_DURATION} s, latency from when each request was due; $RATE_ROUNDS rounds, medians."
   echo
   echo "| target | clean runs | req/s | CPU µs/req | ÷ nginx | p50 ms | p99 ms | RSS MB | errors | at $RATE req/s: p50 µs | added p50 µs | p99 µs |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

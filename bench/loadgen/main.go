@@ -50,7 +50,8 @@ func main() {
 		os.Exit(2)
 	}
 	path := u.RequestURI()
-	request := []byte("GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: routemeter-bench-loadgen\r\n\r\n")
+	// The fields curl sends, as wrk does in bench/run.sh.
+	request := []byte("GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: routemeter-bench\r\nAccept: */*\r\n\r\n")
 	interval := time.Duration(float64(time.Second) / *rate)
 	total := int((*warmup + *duration) / interval)
 	first := int(*warmup / interval) // the first measured request
