@@ -775,12 +775,22 @@ verdict() { if "$@"; then echo PASS; else echo MISS; fi; }
 big_ok() { le "$RSS_BIG" 100e6 && ((BIG_SEEN == ROUTES_BIG)); }
 RSS_IDLE_MAX=$(printf '%s\n' "${RSS_IDLE[@]}" | sort -n | tail -n1)
 BARE_LIMIT=$(awk -v b="${CPU_US[bare-pingora]}" 'BEGIN {print 1.05 * b}')
-V_BARE=$(verdict le "${CPU_US[routemeter-1w]}" "$BARE_LIMIT")
+# The CPU target is met when both statistics say so, missed when both say not; when they
+# disagree, this VM's drift decided it, and the run does not settle it (not met, for
+# BENCH_STRICT).
+PAIRED_BARE=$(paired routemeter-1w bare-pingora)
+V_BARE_MEDIANS=$(verdict le "${CPU_US[routemeter-1w]}" "$BARE_LIMIT")
+V_BARE_PAIRED=$(verdict le "${PAIRED_BARE%% *}" 1.05)
+if [[ $V_BARE_MEDIANS == "$V_BARE_PAIRED" ]]; then
+  V_BARE=$V_BARE_MEDIANS
+else
+  V_BARE="NOT SETTLED (ratio of medians: $V_BARE_MEDIANS, paired: $V_BARE_PAIRED)"
+fi
 V_CADDY=$(verdict lt "${CPU_US[routemeter-1w]}" "${CPU_US[caddy]}")
 V_IDLE=$(verdict le "$RSS_IDLE_MAX" 30e6)
 V_BIG=$(verdict big_ok)
 MISSED=0
-[[ "$V_BARE $V_CADDY $V_IDLE $V_BIG" != *MISS* ]] || MISSED=1
+[[ "$V_BARE $V_CADDY $V_IDLE $V_BIG" != *MISS* && $V_BARE != NOT* ]] || MISSED=1
 ELAPSED=$(($(date +%s) - START_TIME))
 
 REPORT=$(
@@ -817,7 +827,7 @@ REPORT=$(
   echo
   echo "Targets (issue 13) in this run:"
   echo
-  echo "- CPU/request ≤ 1.05 × bare pingora's: routemeter (1 worker) $(f1 "${CPU_US[routemeter-1w]}") µs, bare pingora $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora]}"): $V_BARE; paired, the median of the rounds' ratios: $(paired routemeter-1w bare-pingora)"
+  echo "- CPU/request ≤ 1.05 × bare pingora's: routemeter (1 worker) $(f1 "${CPU_US[routemeter-1w]}") µs, bare pingora $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora]}"); paired, the median of the rounds' ratios: $PAIRED_BARE: $V_BARE"
   echo "- (what metering costs, no target of its own) routemeter (1 worker) vs bare pingora setting the same forwarding headers: $(f1 "${CPU_US[routemeter-1w]}") µs vs $(f1 "${CPU_US[bare-pingora-fwd]}") µs, ratio $(ratio "${CPU_US[routemeter-1w]}" "${CPU_US[bare-pingora-fwd]}"); paired: $(paired routemeter-1w bare-pingora-fwd)"
   echo "- ahead of Caddy with metrics (CPU/request): routemeter $(f1 "${CPU_US[routemeter-1w]}") µs vs Caddy $(f1 "${CPU_US[caddy]}") µs ($(f0 "${RPS[routemeter-1w]}") vs $(f0 "${RPS[caddy]}") req/s): $V_CADDY"
   echo "- (issue 13's experiment, no target) lean pingora-core loop vs bare pingora (CPU/request): $(f1 "${CPU_US[lean-pingora]}") µs vs $(f1 "${CPU_US[bare-pingora]}") µs, ratio $(ratio "${CPU_US[lean-pingora]}" "${CPU_US[bare-pingora]}") (adopt only at ≤ 0.75); paired: $(paired lean-pingora bare-pingora)"
