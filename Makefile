@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KUBECONFIG_TEST := $(CURDIR)/target/cluster/kubeconfig
 
-.PHONY: all build test unit-test lint deny fmt generate demo bench bench-instructions bench-baseline bench-operator cluster-up cluster-down tools chart-test image monitoring monitoring-images
+.PHONY: all build test unit-test lint deny shellcheck fmt generate demo bench bench-instructions bench-baseline bench-operator cluster-up cluster-down tools chart-test image monitoring monitoring-images
 
 all: build
 
@@ -31,9 +31,13 @@ test: tools cluster-up image monitoring-images
 unit-test:
 	$(CARGO) test --lib --test generated
 
-lint: deny
+lint: deny shellcheck
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## The shell scripts, warnings and errors, following what each sources.
+shellcheck:
+	shellcheck -x -P SCRIPTDIR -S warning $$(git ls-files '*.sh' .ci/run)
 
 ## Licences, duplicate crates and sources of every dependency (cargo-deny, deny.toml).
 deny:

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # $state is env.sh's, sourced before this
 # Sourced by the operator benchmarks, after tests/cluster/env.sh ($state, alive).
 
 # cluster_cpu [NAME...]: CPU seconds (user + system, with those of its children waited

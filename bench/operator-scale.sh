@@ -115,11 +115,11 @@ done = sum(1 for m in items
 print(done, len(items))'
 }
 while :; do
-  read -r done total < <(converged)
+  read -r ready total < <(converged)
   now=$(date +%s.%N)
-  if [[ "$done" -ge "$count" ]]; then break; fi
+  if [[ "$ready" -ge "$count" ]]; then break; fi
   if (($(echo "$now - $start > 600" | bc))); then
-    echo "not converged after 600 s: $done of $total" >&2
+    echo "not converged after 600 s: $ready of $total" >&2
     exit 1
   fi
   sleep 1

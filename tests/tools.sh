@@ -2,7 +2,7 @@
 # Installs the Debian packages the build and tests need, when missing: cmake (pingora's
 # zlib-ng), openssl (test certificates), prometheus (promtool and the server for the
 # rules' end-to-end checks), python3-yaml (tests/chart.sh reads the rendered chart),
-# python3-venv (the demo's Locust), chromium-headless-shell (tests/page.rs renders the admin
+# python3-venv (the demo's Locust), shellcheck (make lint), chromium-headless-shell (tests/page.rs renders the admin
 # page in it; a full chromium does as well), valgrind (bench/instructions.sh, CI's
 # instructions-per-request check), and the node's: containerd (with ctr), runc, the CNI
 # plugins, iptables, conntrack (kube-proxy), iproute2. Go-built tools are built by the
@@ -16,6 +16,7 @@ python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || missing+=(chromium-headless-shell)
 command -v valgrind >/dev/null || missing+=(valgrind)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v containerd >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/portmap ]] || missing+=(containernetworking-plugins)

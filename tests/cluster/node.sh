@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # its variables are env.sh's, which sources it
 # The cluster's one node, sourced by up.sh and down.sh after env.sh: the host network
 # that keeps pod and Service traffic on this machine, containerd and runc, kubelet,
 # kube-proxy (iptables mode), kube-scheduler and cluster DNS (CoreDNS). Defines functions

@@ -171,14 +171,14 @@ apply() {
 # The images are built here and imported into the node; build and load them when the
 # node lacks one (nothing can be pulled).
 ensure_images() {
-  local have img missing=0
+  local listed img absent=0
   command -v ctr >/dev/null || die "ctr not found (Debian package containerd)"
-  have="$(ctr --address "$containerd_sock" -n k8s.io images ls -q)" \
+  listed="$(ctr --address "$containerd_sock" -n k8s.io images ls -q)" \
     || die "cannot list the node's images through $containerd_sock: is the node up?"
   for img in "$prometheus_image" "$prom_operator_image" "$prom_config_reloader_image"; do
-    grep -qxF "$img" <<<"$have" || missing=1
+    grep -qxF "$img" <<<"$listed" || absent=1
   done
-  if ((missing)); then
+  if ((absent)); then
     say "building and loading the monitoring images (tests/image/build.sh monitoring --load)"
     bash "$root/tests/image/build.sh" monitoring --load >&2
   fi

@@ -150,7 +150,7 @@ ldd_libs() {
 # image SHORT NAME OCI-ARGS...: writes target/images/SHORT.tar, prints what it built,
 # and loads it when asked.
 image() {
-  local short="$1" name="$2" tar="$out/$1.tar" digest size
+  local name="$2" tar="$out/$1.tar" digest size
   shift 2
   digest="$(python3 "$here/oci.py" --name "$name" --out "$tar" "$@")"
   size="$(stat -c %s "$tar")"
