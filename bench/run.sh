@@ -301,6 +301,19 @@ quiet_wait() { # waits (BENCH_QUIET_WAIT s at most) for a second in which other 
 }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a + 0 < b + 0)}'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a + 0 <= b + 0)}'; }
+# others_pct busy_ticks ours_ticks seconds ours... -> % of one CPU other processes used over
+# a run whose procs0/procs1 snapshots are in $W. Two estimates, the larger counts: the
+# machine's busy ticks less ours (catches processes that came and went, but /proc/stat
+# samples at each tick and misses short bursts, so at a light load it under-reads), and the
+# other processes' own times (exact, for those that lived through the run).
+others_pct() {
+  local other=$(($1 - $2)) d=$3 seen
+  shift 3
+  ((other >= 0)) || other=0
+  seen=$(others_seen "$W/procs0" "$W/procs1" "$@")
+  ((seen <= other)) || other=$seen
+  awk -v o="$other" -v hz="$CLK_TCK" -v s="$d" 'BEGIN {printf "%.1f", 100 * o / hz / s}'
+}
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 # ---------------------------------------------------------------- 3. upstream
@@ -570,8 +583,8 @@ client() { # kind seconds url out -> wrk (closed loop) or loadgen (constant rate
 REJECTED=0 KEPT_OVER=0 RUNS=0
 REJECTIONS=() # one line per rejected run
 measure() { # kind target round -> M_* figures of one accepted run (or the least disturbed)
-  local kind=$1 t=$2 r=$3 attempt out proxy up ours b0 b1 p0 p1 u0 u1 c0 c1 other pct seconds
-  local best_pct="" why keep="" seen requests errors achieved p50_us p99_us late behind
+  local kind=$1 t=$2 r=$3 attempt out proxy up ours b0 b1 p0 p1 u0 u1 c0 c1 pct seconds
+  local best_pct="" why keep="" requests errors achieved p50_us p99_us late behind
   seconds=$DURATION
   [[ $kind == wrk ]] || seconds=$RATE_DURATION
   for ((attempt = 0; attempt <= MAX_REPEATS; attempt++)); do
@@ -588,16 +601,8 @@ measure() { # kind target round -> M_* figures of one accepted run (or the least
     { b1=$(busy_ticks); c1=$(client_ticks); u1=$(ticks_of "${up[@]}"); p1=$(ticks_of ${proxy[@]+"${proxy[@]}"}); }
     proc_snapshot >"$W/procs1"
     RUNS=$((RUNS + 1))
-    # Two estimates, the larger counts: the machine's busy ticks less ours (catches processes
-    # that came and went, but /proc/stat samples at each tick and misses short bursts, so at
-    # a light load it under-reads), and the other processes' own times (exact, for those that
-    # lived through the run).
-    other=$((b1 - b0 - (p1 - p0) - (u1 - u0) - (c1 - c0)))
-    ((other >= 0)) || other=0
-    # shellcheck disable=SC2086
-    seen=$(others_seen "$W/procs0" "$W/procs1" $ours)
-    ((seen <= other)) || other=$seen
-    pct=$(awk -v o="$other" -v hz="$CLK_TCK" -v s="$seconds" 'BEGIN {printf "%.1f", 100 * o / hz / s}')
+    # shellcheck disable=SC2086 # pid lists
+    pct=$(others_pct $((b1 - b0)) $((p1 - p0 + u1 - u0 + c1 - c0)) "$seconds" $ours)
     if [[ $kind == wrk ]]; then
       read -r M_RPS M_P50 M_P99 M_ERR M_REQS < <(parse_wrk "$out") || die "cannot read wrk's output for $t: $(cat "$out")"
       M_LATE=0 M_BEHIND=0
@@ -717,7 +722,7 @@ done
 # side (the null) measure the method itself: their ratio should be 1. The order the two
 # wrks start in alternates from run to run.
 side_run() { # a b swap seconds tag -> S_NA S_NB (requests) S_PA S_PB (ticks) S_OTHER (%)
-  local a=$1 b=$2 swap=$3 d=$4 tag=$5 fa fb up ours b0 b1 a0 a1 x0 x1 u0 u1 c0 c1 other seen
+  local a=$1 b=$2 swap=$3 d=$4 tag=$5 fa fb up ours b0 b1 a0 a1 x0 x1 u0 u1 c0 c1
   local half=$((CONNS / 2)) oa="$W/side-$tag-$a.txt" ob="$W/side-$tag-$b.txt"
   mapfile -t fa < <(family "${PID_OF[$a]}")
   mapfile -t fb < <(family "${PID_OF[$b]}")
@@ -739,15 +744,11 @@ side_run() { # a b swap seconds tag -> S_NA S_NB (requests) S_PA S_PB (ticks) S_
   read -r _ _ _ _ S_NA < <(parse_wrk "$oa") || die "cannot read wrk's output for $a: $(cat "$oa")"
   read -r _ _ _ _ S_NB < <(parse_wrk "$ob") || die "cannot read wrk's output for $b: $(cat "$ob")"
   S_PA=$((a1 - a0)) S_PB=$((x1 - x0))
-  other=$((b1 - b0 - S_PA - S_PB - (u1 - u0) - (c1 - c0)))
-  ((other >= 0)) || other=0
   # shellcheck disable=SC2086 # pid lists
-  seen=$(others_seen "$W/procs0" "$W/procs1" $ours)
-  ((seen <= other)) || other=$seen
-  S_OTHER=$(awk -v o="$other" -v hz="$CLK_TCK" -v s="$d" 'BEGIN {printf "%.1f", 100 * o / hz / s}')
+  S_OTHER=$(others_pct $((b1 - b0)) $((S_PA + S_PB + u1 - u0 + c1 - c0)) "$d" $ours)
 }
 SIDE_PAIRS=("routemeter-1w bare-pingora" "routemeter-1w bare-pingora-fwd" "lean-pingora bare-pingora" "bare-pingora-twin bare-pingora")
-declare -A SIDE_RATIOS SIDE_REJECTED
+declare -A SIDE_RATIOS
 for pair in "${SIDE_PAIRS[@]}"; do
   read -r a b <<<"$pair"
   log "side by side: $a and $b at once, $SIDE_RUNS runs of wrk -t1 -c$((CONNS / 2)) -d${SIDE_DURATION}s each (after ${WARMUP}s)"
@@ -762,7 +763,6 @@ for pair in "${SIDE_PAIRS[@]}"; do
       if [[ -z $best_pct ]] || lt "$S_OTHER" "$best_pct"; then best=$ratio_now best_pct=$S_OTHER; fi
       le "$S_OTHER" "$OTHER_MAX_PCT" && break
       REJECTED=$((REJECTED + 1))
-      SIDE_REJECTED[$pair]=$((${SIDE_REJECTED[$pair]:-0} + 1))
       REJECTIONS+=("side by side $a/$b run $((r + 1)) (attempt $((attempt + 1))): others used $S_OTHER % of a CPU")
       log "rejected: ${REJECTIONS[-1]}"
       ((REJECTED < MAX_REJECTS)) || break
@@ -773,15 +773,16 @@ for pair in "${SIDE_PAIRS[@]}"; do
     log "  $a / $b: $best (CPU per request; $S_NA and $S_NB requests; others $best_pct %)"
   done
 done
-# side a b -> "median (min-max over n runs)" of a's CPU per request over b's, side by side
-side() {
+# side_stats a b -> "median min max n" of a's CPU per request over b's, side by side;
+# side a b -> the same as "median (min-max over n runs)"
+side_stats() {
   # shellcheck disable=SC2086 # a word list
   printf '%s\n' ${SIDE_RATIOS["$1 $2"]} | sort -g | awk '{v[NR] = $1} END {
-    if (NR == 0) { print "nan"; exit }
-    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-    printf "%.3f (%.3f-%.3f over %d runs)", m, v[1], v[NR], NR
+    if (NR == 0) { print "nan nan nan 0"; exit }
+    print ((NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR], NR
   }'
 }
+side() { side_stats "$1" "$2" | awk '{printf "%.3f (%.3f-%.3f over %d runs)", $1, $2, $3, $4}'; }
 
 # Were the metered targets' metrics really collected?
 CADDY_COUNTED=$(($(caddy_requests) - CADDY_COUNT0))
@@ -870,8 +871,7 @@ RSS_IDLE_MAX=$(printf '%s\n' "${RSS_IDLE[@]}" | sort -n | tail -n1)
 PAIRED_BARE=$(paired routemeter-1w bare-pingora)
 SIDE_BARE=$(side routemeter-1w bare-pingora)
 SIDE_NULL=$(side bare-pingora-twin bare-pingora)
-# shellcheck disable=SC2086 # a word list
-read -r SIDE_MIN SIDE_MAX < <(printf '%s\n' ${SIDE_RATIOS["routemeter-1w bare-pingora"]} | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo, hi}')
+read -r _ SIDE_MIN SIDE_MAX _ < <(side_stats routemeter-1w bare-pingora)
 NULL_ERR=$(awk -v n="${SIDE_NULL%% *}" 'BEGIN {e = n - 1; printf "%.3f", (e < 0 ? -e : e)}')
 if awk -v hi="$SIDE_MAX" -v e="$NULL_ERR" 'BEGIN {exit !(hi <= 1.05 - e)}'; then
   V_BARE=PASS
